@@ -1,0 +1,129 @@
+"""Access tokens: HS256 JWTs signed from an org's API key, verified on every call.
+
+A token names its org, the repos it grants with ``rw`` or ``ro`` (the repo ``*``
+grants every repo of the org: management tokens), ``iat``/``exp`` in seconds and
+the mount id (``mid``). The JWT header carries ``kid``, a hash of the API key, so a
+server holding several keys knows which one to verify with. Expiry is checked
+against the verifier's injected clock, never pyjwt's own, so tests and simulations
+control time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from transports.base import AuthError, PermissionDenied, validate_org
+
+ALGORITHM = "HS256"
+ALL_REPOS = "*"
+READ_WRITE = "rw"
+READ_ONLY = "ro"
+
+
+def key_id(api_key: str) -> str:
+    """Return the public id of an API key: the first 16 hex chars of its sha256."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a token grants."""
+
+    org: str
+    repos: dict[str, str]
+    iat: int
+    exp: int
+    mount_id: str
+
+    def access(self, repo: str) -> str | None:
+        """Return ``rw``, ``ro`` or None for ``repo``."""
+        return self.repos.get(repo, self.repos.get(ALL_REPOS))
+
+
+def sign(api_key: str, claims: Claims) -> str:
+    """Sign ``claims`` with ``api_key`` (HS256)."""
+    payload: dict[str, Any] = {
+        "org": claims.org,
+        "repos": dict(claims.repos),
+        "iat": claims.iat,
+        "exp": claims.exp,
+        "mid": claims.mount_id,
+    }
+    return jwt.encode(payload, api_key, algorithm=ALGORITHM, headers={"kid": key_id(api_key)})
+
+
+class Keyring:
+    """The API keys a server accepts, each bound to one org."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[str, str]] = {}
+
+    def add(self, api_key: str, org: str) -> None:
+        """Accept tokens signed by ``api_key`` for ``org``."""
+        if not api_key:
+            raise ValueError("an API key must be non-empty")
+        self._keys[key_id(api_key)] = (api_key, validate_org(org))
+
+    def org_of(self, api_key: str) -> str | None:
+        """Return the org ``api_key`` is bound to, or None if unknown."""
+        found = self._keys.get(key_id(api_key))
+        return found[1] if found and found[0] == api_key else None
+
+    def verify(self, token: str, now_ms: int) -> Claims:
+        """Return the claims of a valid, unexpired token, else raise `AuthError`."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from exc
+        found = self._keys.get(str(header.get("kid", "")))
+        if found is None:
+            raise AuthError("token signed by an unknown key")
+        api_key, org = found
+        try:
+            payload = jwt.decode(
+                token,
+                api_key,
+                algorithms=[ALGORITHM],
+                options={"verify_exp": False, "verify_iat": False, "require": ["exp", "iat"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        claims = _claims_from(payload)
+        if claims.org != org:
+            raise AuthError("token org does not match its signing key")
+        if now_ms >= claims.exp * 1000:
+            raise AuthError("token expired")
+        return claims
+
+
+def _claims_from(payload: dict[str, Any]) -> Claims:
+    repos = payload.get("repos")
+    if not isinstance(repos, dict) or not all(
+        isinstance(k, str) and v in (READ_WRITE, READ_ONLY) for k, v in repos.items()
+    ):
+        raise AuthError("token has no valid repo grants")
+    try:
+        return Claims(
+            org=str(payload["org"]),
+            repos=dict(repos),
+            iat=int(payload["iat"]),
+            exp=int(payload["exp"]),
+            mount_id=str(payload.get("mid", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuthError(f"token claims are malformed: {exc}") from exc
+
+
+def check(claims: Claims, org: str, repo: str, *, write: bool) -> None:
+    """Raise `PermissionDenied` unless ``claims`` grant ``repo`` (for writing if ``write``)."""
+    if claims.org != org:
+        raise PermissionDenied(f"token is for org {claims.org!r}, not {org!r}")
+    access = claims.access(repo)
+    if access is None:
+        raise PermissionDenied(f"token does not grant repo {org}/{repo}")
+    if write and access != READ_WRITE:
+        raise PermissionDenied(f"token grants {org}/{repo} read-only")

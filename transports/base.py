@@ -1,0 +1,227 @@
+"""The Transport seam: the only way the SDK reaches a log, a blob store or a KV store.
+
+Every implementation (memory, jetstream) gives the same guarantees, checked by one
+contract suite in tests/transports:
+
+- ``append`` puts an entry at the end of a change's log and returns its sequence and
+  the sequencer's timestamp (milliseconds). Sequences of one repo increase strictly;
+  those of one change need not be contiguous (other changes of the repo interleave).
+  An append repeating a ``msg_id`` seen within the dedupe window returns the
+  original sequence and appends nothing.
+- ``subscribe`` delivers a change's entries in sequence order, from ``after_seq``
+  (exclusive), with no gaps: each `Delivery` names the previous sequence of that
+  change (``prev_seq``), so a receiver can prove it missed nothing.
+- Blobs are content addressed: ``put_blob`` returns the sha256 of the raw bytes;
+  ``get_blob`` returns exactly those bytes or raises `NotFound`.
+- KV keys hold small records with a revision; ``kv_put`` with ``expected_revision``
+  is a compare-and-set (0 means "must not exist") and raises `CasConflict` on a lost race.
+- Every call takes the caller's token and raises `AuthError` when it is invalid or
+  expired, and `PermissionDenied` when it does not grant the repo (or grants it
+  read-only for a write). A refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.ids import validate_change_id
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+_ORG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+_KV_KEY_RE = re.compile(r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")
+
+
+class TransportError(Exception):
+    """Raised as the base of every failure a transport reports."""
+
+
+class AuthError(TransportError):
+    """Raised when a token is missing, malformed, signed by an unknown key, or expired."""
+
+
+class PermissionDenied(TransportError):
+    """Raised when a valid token does not grant the repo, or grants it read-only for a write."""
+
+
+class NotFound(TransportError):
+    """Raised when a blob, a KV key or a log does not exist."""
+
+
+class CasConflict(TransportError):
+    """Raised when a compare-and-set lost: the key's revision was not the expected one."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{key}: expected revision {expected}, found {actual}")
+
+
+class PayloadTooLarge(TransportError):
+    """Raised when an entry exceeds the transport's maximum payload."""
+
+
+class Unavailable(TransportError):
+    """Raised when the transport cannot reach its server within the allowed time."""
+
+
+class InvalidName(TransportError, ValueError):
+    """Raised when an org, repo, change id or KV key is not a valid name."""
+
+
+def validate_org(org: str) -> str:
+    """Return ``org`` if it is a valid org slug (lowercase, digits, inner hyphens)."""
+    if not isinstance(org, str) or _ORG_RE.match(org) is None:
+        raise InvalidName(f"invalid org slug: {org!r}")
+    return org
+
+
+def validate_repo(repo: str) -> str:
+    """Return ``repo`` if it is a valid repo name ([A-Za-z0-9][A-Za-z0-9_-]{0,99})."""
+    if not isinstance(repo, str) or _NAME_RE.match(repo) is None:
+        raise InvalidName(f"invalid repo name: {repo!r}")
+    return repo
+
+
+def validate_kv_key(key: str) -> str:
+    """Return ``key`` if it is a valid KV key (dot-separated tokens)."""
+    if not isinstance(key, str) or _KV_KEY_RE.match(key) is None:
+        raise InvalidName(f"invalid KV key: {key!r}")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class LogId:
+    """Names one change's log: org, repo and change id."""
+
+    org: str
+    repo: str
+    change: str
+
+    def __post_init__(self) -> None:
+        validate_org(self.org)
+        validate_repo(self.repo)
+        try:
+            validate_change_id(self.change)
+        except ValueError as exc:
+            raise InvalidName(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where an append landed: its sequence and the sequencer's timestamp in ms."""
+
+    seq: int
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One entry delivered by a subscription (see module docstring)."""
+
+    seq: int
+    prev_seq: int
+    time_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry:
+    """A KV record and its revision (revisions of one key increase strictly)."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+class Subscription(Protocol):
+    """An ordered stream of a change's entries; close it with ``aclose``."""
+
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    """The I/O seam (see module docstring)."""
+
+    max_payload_bytes: int
+
+    async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
+        """Append ``payload`` to ``log``; deduplicated by ``msg_id``."""
+        ...
+
+    async def last_seq(self, token: str, log: LogId) -> int:
+        """Return the sequence of the newest entry of ``log`` (0 when empty)."""
+        ...
+
+    async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> Subscription:
+        """Return an ordered subscription to ``log`` starting after ``after_seq``."""
+        ...
+
+    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+        """Store ``data`` once and return its sha256 digest."""
+        ...
+
+    async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
+        """Return the bytes stored under ``digest``."""
+        ...
+
+    async def kv_get(self, token: str, key: str) -> KvEntry | None:
+        """Return the record at ``key``, or None."""
+        ...
+
+    async def kv_put(
+        self, token: str, key: str, value: bytes, *, expected_revision: int | None = None
+    ) -> int:
+        """Store ``value`` at ``key`` and return the new revision (CAS when expected is given)."""
+        ...
+
+    async def kv_delete(self, token: str, key: str, *, expected_revision: int | None = None) -> None:
+        """Delete ``key`` (CAS when expected is given); deleting a missing key raises NotFound."""
+        ...
+
+    async def kv_keys(self, token: str, prefix: str) -> list[str]:
+        """Return the keys that start with ``prefix``, sorted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release every resource the transport holds."""
+        ...
+
+
+class Clock(Protocol):
+    """A source of wall-clock time in milliseconds (injected for determinism)."""
+
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def now_ms(self) -> int:
+        """Return milliseconds since the Unix epoch."""
+        return time.time_ns() // 1_000_000
+
+
+class ManualClock:
+    """A clock that moves only when told to (tests and simulations)."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self._now_ms = start_ms
+
+    def now_ms(self) -> int:
+        """Return the current virtual time."""
+        return self._now_ms
+
+    def advance(self, delta_ms: int) -> None:
+        """Move time by ``delta_ms`` (may be negative, to model a clock jump)."""
+        self._now_ms += delta_ms
+
+    def set(self, now_ms: int) -> None:
+        """Jump to ``now_ms``."""
+        self._now_ms = now_ms
