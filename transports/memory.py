@@ -1,0 +1,415 @@
+"""A strict in-process `Transport`: what JetStream would accept, nothing more.
+
+Used by the SDK's unit tests and by simulations. It is a fake in the jj ``TestBackend``
+sense: every call verifies its token and permissions, validates names and limits, and
+refuses what a real NATS JetStream server would refuse, with the same exceptions.
+
+Invariants:
+
+- One stream per (org, repo) with one sequence counter: sequences of a repo increase
+  strictly by one, so a change's own sequences are NOT contiguous when other changes of
+  the repo interleave (deliberate, to keep receivers honest about gaps).
+- An entry's ``time_ms`` comes from the injected clock but never goes backwards within
+  a stream (``max(previous, clock)``), as JetStream stamps messages.
+- A ``msg_id`` seen in a stream within ``dedupe_window_ms`` makes a later append a no-op
+  that returns the original `Appended`.
+- A refused call (bad token, missing grant, bad name, payload too large, lost CAS)
+  changes nothing.
+- A subscription's backlog is taken and the subscription registered in one synchronous
+  step, and appends feed subscriptions synchronously, so a subscriber sees every entry
+  after ``after_seq`` exactly once, in order, with no polling.
+- KV revisions come from one counter per transport (like a KV bucket's stream sequence),
+  so a key's revisions increase strictly, even across a delete and a re-create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from engine.content import digest_of
+from transports.auth import Claims, Keyring, check
+from transports.base import (
+    Appended,
+    CasConflict,
+    Clock,
+    Delivery,
+    InvalidName,
+    KvEntry,
+    LogId,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    validate_kv_key,
+    validate_org,
+    validate_repo,
+)
+
+if TYPE_CHECKING:
+    from transports.base import Transport
+
+_CLOSED: Final = object()
+
+
+@dataclass(slots=True)
+class _Stream:
+    """The log stream of one repo: every change's entries share one sequence."""
+
+    last_seq: int = 0
+    last_time_ms: int = 0
+    # change id -> its entries in order; each Delivery already carries its prev_seq.
+    changes: dict[str, list[Delivery]] = field(default_factory=dict)
+    # msg_id -> the original append; insertion order is time_ms order (never decreasing).
+    msg_ids: dict[str, Appended] = field(default_factory=dict)
+    subscribers: dict[str, list[MemorySubscription]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _KvRecord:
+    value: bytes
+    revision: int
+
+
+class MemorySubscription:
+    """An ordered subscription to one change's log, fed by `MemoryTransport.append`.
+
+    Iterate it with ``async for``; `aclose` ends the iteration promptly, even while a
+    consumer is waiting for the next entry.
+    """
+
+    def __init__(self, registry: list[MemorySubscription]) -> None:
+        self._queue: asyncio.Queue[Delivery | object] = asyncio.Queue()
+        self._closed = False
+        self._registry = registry
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        if self._closed:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if self._closed or not isinstance(item, Delivery):
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """End the subscription; a consumer blocked in ``async for`` finishes."""
+        self.close_nowait()
+
+    def close_nowait(self) -> None:
+        """End the subscription without awaiting (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self in self._registry:
+            self._registry.remove(self)
+        self._queue.put_nowait(_CLOSED)
+
+    def feed_nowait(self, delivery: Delivery) -> None:
+        """Queue ``delivery`` for the consumer (ignored once closed)."""
+        if not self._closed:
+            self._queue.put_nowait(delivery)
+
+
+class MemoryTransport:
+    """An in-process `Transport` with JetStream's guarantees and refusals.
+
+    Args:
+        keyring: the API keys whose tokens are accepted.
+        clock: the sequencer's clock: token expiry, entry timestamps, dedupe window.
+        max_payload_bytes: the largest entry payload accepted (JetStream ``max_payload``).
+        dedupe_window_ms: how long a ``msg_id`` deduplicates appends in its stream.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        clock: Clock,
+        *,
+        max_payload_bytes: int = 1024 * 1024,
+        dedupe_window_ms: int = 120_000,
+    ) -> None:
+        if max_payload_bytes <= 0:
+            raise ValueError("max_payload_bytes must be positive")
+        if dedupe_window_ms < 0:
+            raise ValueError("dedupe_window_ms must not be negative")
+        self.max_payload_bytes = max_payload_bytes
+        self.dedupe_window_ms = dedupe_window_ms
+        self._keyring = keyring
+        self._clock = clock
+        self._closed = False
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._blobs: dict[tuple[str, str], dict[str, bytes]] = {}
+        self._kv: dict[str, _KvRecord] = {}
+        self._kv_revision = 0
+
+    # -- logs -----------------------------------------------------------------
+
+    async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
+        """Append ``payload`` to ``log``; deduplicated by ``msg_id``.
+
+        Args:
+            token: the caller's token; it must grant ``log``'s repo read-write.
+            log: the change's log.
+            payload: the entry's bytes, at most ``max_payload_bytes``.
+            msg_id: a non-empty id; a repeat within the dedupe window appends nothing.
+
+        Returns:
+            The entry's sequence and timestamp, or the original ones for a repeat.
+
+        Raises:
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the repo read-write.
+            PayloadTooLarge: ``payload`` exceeds ``max_payload_bytes``.
+            ValueError: ``msg_id`` is empty.
+        """
+        self._authorize(token, log.org, log.repo, write=True)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"entry of {len(payload)} bytes exceeds the maximum of {self.max_payload_bytes}"
+            )
+        if not isinstance(msg_id, str) or not msg_id:
+            raise ValueError("msg_id must be a non-empty string")
+        stream = self._streams.setdefault((log.org, log.repo), _Stream())
+        time_ms = max(stream.last_time_ms, self._clock.now_ms())
+        self._expire_msg_ids(stream, time_ms)
+        original = stream.msg_ids.get(msg_id)
+        if original is not None:
+            return original
+        entries = stream.changes.setdefault(log.change, [])
+        seq = stream.last_seq + 1
+        delivery = Delivery(
+            seq=seq,
+            prev_seq=entries[-1].seq if entries else 0,
+            time_ms=time_ms,
+            payload=bytes(payload),
+        )
+        entries.append(delivery)
+        stream.last_seq = seq
+        stream.last_time_ms = time_ms
+        appended = Appended(seq=seq, time_ms=time_ms)
+        stream.msg_ids[msg_id] = appended
+        for subscription in list(stream.subscribers.get(log.change, ())):
+            subscription.feed_nowait(delivery)
+        return appended
+
+    async def last_seq(self, token: str, log: LogId) -> int:
+        """Return the sequence of the newest entry of ``log`` (0 when empty).
+
+        Raises:
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the repo.
+        """
+        self._authorize(token, log.org, log.repo, write=False)
+        entries = self._entries(log.org, log.repo, log.change)
+        return entries[-1].seq if entries else 0
+
+    async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> MemorySubscription:
+        """Return an ordered subscription to ``log`` starting after ``after_seq``.
+
+        The token is checked once, when subscribing. The subscription first yields the
+        entries already stored, then live appends.
+
+        Raises:
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the repo.
+            ValueError: ``after_seq`` is negative.
+        """
+        self._authorize(token, log.org, log.repo, write=False)
+        if after_seq < 0:
+            raise ValueError(f"after_seq must not be negative, got {after_seq}")
+        stream = self._streams.setdefault((log.org, log.repo), _Stream())
+        subscribers = stream.subscribers.setdefault(log.change, [])
+        subscription = MemorySubscription(subscribers)
+        # Backlog and registration happen without an await in between: no gap, no repeat.
+        for delivery in stream.changes.get(log.change, ()):
+            if delivery.seq > after_seq:
+                subscription.feed_nowait(delivery)
+        subscribers.append(subscription)
+        return subscription
+
+    def log_entries(self, org: str, repo: str, change: str) -> list[Delivery]:
+        """Return every entry of a change's log, without a token.
+
+        A test and simulation hook: it bypasses authentication, so it is not part of the
+        `Transport` protocol and production code must not call it.
+        """
+        log = LogId(org, repo, change)
+        return list(self._entries(log.org, log.repo, log.change))
+
+    # -- blobs ----------------------------------------------------------------
+
+    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+        """Store ``data`` once and return its sha256 digest (idempotent).
+
+        Raises:
+            InvalidName: ``org`` or ``repo`` is not a valid name.
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the repo read-write.
+        """
+        self._authorize(token, org, repo, write=True)
+        digest = digest_of(data)
+        self._blobs.setdefault((org, repo), {}).setdefault(digest, bytes(data))
+        return digest
+
+    async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
+        """Return the bytes stored under ``digest``.
+
+        Raises:
+            InvalidName: ``org`` or ``repo`` is not a valid name.
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the repo.
+            NotFound: no blob is stored under ``digest`` in this repo.
+        """
+        self._authorize(token, org, repo, write=False)
+        data = self._blobs.get((org, repo), {}).get(digest)
+        if data is None:
+            raise NotFound(f"no blob {digest!r} in {org}/{repo}")
+        return data
+
+    # -- KV -------------------------------------------------------------------
+
+    async def kv_get(self, token: str, key: str) -> KvEntry | None:
+        """Return the record at ``key``, or None.
+
+        Raises:
+            InvalidName: ``key`` is not ``<org>.<repo>[.<token>...]``.
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the key's repo.
+        """
+        self._authorize_key(token, key, write=False)
+        record = self._kv.get(key)
+        return None if record is None else KvEntry(key, record.value, record.revision)
+
+    async def kv_put(
+        self, token: str, key: str, value: bytes, *, expected_revision: int | None = None
+    ) -> int:
+        """Store ``value`` at ``key`` and return the new revision.
+
+        Args:
+            token: the caller's token; it must grant the key's repo read-write.
+            key: ``<org>.<repo>[.<token>...]``.
+            value: the record.
+            expected_revision: None for an unconditional put, 0 for "must not exist",
+                otherwise the revision the key must currently have.
+
+        Raises:
+            InvalidName: ``key`` is not valid.
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the key's repo read-write.
+            CasConflict: the key's revision is not ``expected_revision``.
+        """
+        self._authorize_key(token, key, write=True)
+        self._check_revision(key, expected_revision)
+        self._kv_revision += 1
+        self._kv[key] = _KvRecord(bytes(value), self._kv_revision)
+        return self._kv_revision
+
+    async def kv_delete(
+        self, token: str, key: str, *, expected_revision: int | None = None
+    ) -> None:
+        """Delete ``key``, as a compare-and-set when ``expected_revision`` is given.
+
+        A delete consumes a revision (JetStream writes a delete marker), so a key
+        re-created later gets a higher revision than any it had before.
+
+        Raises:
+            InvalidName: ``key`` is not valid.
+            AuthError: the token is invalid or expired.
+            PermissionDenied: the token does not grant the key's repo read-write.
+            CasConflict: the key's revision is not ``expected_revision``.
+            NotFound: the key does not exist (and no CAS failed first).
+        """
+        self._authorize_key(token, key, write=True)
+        self._check_revision(key, expected_revision)
+        if key not in self._kv:
+            raise NotFound(f"no KV key {key!r}")
+        del self._kv[key]
+        self._kv_revision += 1
+
+    async def kv_keys(self, token: str, prefix: str) -> list[str]:
+        """Return the keys that start with ``prefix`` and that the token may read, sorted.
+
+        Keys of repos the token does not grant are left out, not refused.
+
+        Raises:
+            AuthError: the token is invalid or expired.
+        """
+        claims = self._verify(token)
+        readable: list[str] = []
+        for key in sorted(self._kv):
+            if not key.startswith(prefix):
+                continue
+            org, repo = _key_scope(key)
+            access = claims.access(repo)
+            if claims.org == org and access is not None:
+                readable.append(key)
+        return readable
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """End every subscription; later calls raise `Unavailable` (idempotent)."""
+        self._closed = True
+        for stream in self._streams.values():
+            for subscribers in stream.subscribers.values():
+                for subscription in list(subscribers):
+                    subscription.close_nowait()
+
+    # -- internals ------------------------------------------------------------
+
+    def _verify(self, token: str) -> Claims:
+        if self._closed:
+            raise Unavailable("the transport is closed")
+        return self._keyring.verify(token, self._clock.now_ms())
+
+    def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
+        # Names first: an invalid name is the caller's bug whatever the token says.
+        validate_org(org)
+        validate_repo(repo)
+        claims = self._verify(token)
+        check(claims, org, repo, write=write)
+        return claims
+
+    def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
+        validate_kv_key(key)
+        org, repo = _key_scope(key)
+        self._authorize(token, org, repo, write=write)
+
+    def _check_revision(self, key: str, expected_revision: int | None) -> None:
+        if expected_revision is None:
+            return
+        record = self._kv.get(key)
+        actual = 0 if record is None else record.revision
+        if actual != expected_revision:
+            raise CasConflict(key, expected_revision, actual)
+
+    def _entries(self, org: str, repo: str, change: str) -> list[Delivery]:
+        stream = self._streams.get((org, repo))
+        return [] if stream is None else stream.changes.get(change, [])
+
+    def _expire_msg_ids(self, stream: _Stream, now_ms: int) -> None:
+        horizon_ms = now_ms - self.dedupe_window_ms
+        while stream.msg_ids:
+            oldest = next(iter(stream.msg_ids))
+            if stream.msg_ids[oldest].time_ms > horizon_ms:
+                break
+            del stream.msg_ids[oldest]
+
+
+def _key_scope(key: str) -> tuple[str, str]:
+    """Return the (org, repo) a KV key belongs to: its first two tokens, validated."""
+    parts = key.split(".")
+    if len(parts) < 2:
+        raise InvalidName(f"KV key {key!r} does not start with <org>.<repo>")
+    return validate_org(parts[0]), validate_repo(parts[1])
+
+
+if TYPE_CHECKING:
+
+    def _conforms(transport: MemoryTransport) -> Transport:
+        """Let mypy prove that `MemoryTransport` satisfies the `Transport` protocol."""
+        return transport
