@@ -40,6 +40,17 @@ class Merge:
         """Return this merge plus the change ``old -> new``, simplified."""
         return Merge((*self.adds, new), (*self.removes, old)).simplify()
 
+    def plus_diff(self, new: Merge, old: Merge) -> Merge:
+        """Return this merge plus the change ``old -> new`` (both possibly conflicted), simplified.
+
+        ``new - old`` contributes ``new.adds + old.removes`` as sides and
+        ``new.removes + old.adds`` as bases: jj's algebra for rebasing a change.
+        """
+        return Merge(
+            (*self.adds, *new.adds, *old.removes),
+            (*self.removes, *new.removes, *old.adds),
+        ).simplify()
+
     def simplify(self) -> Merge:
         """Cancel each base against the first equal side; collapse equal sides.
 

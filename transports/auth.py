@@ -22,6 +22,8 @@ ALGORITHM = "HS256"
 ALL_REPOS = "*"
 READ_WRITE = "rw"
 READ_ONLY = "ro"
+#: Bind an API key to this to accept it for every org (the local server's admin key).
+ANY_ORG = "*"
 
 
 def key_id(api_key: str) -> str:
@@ -66,12 +68,15 @@ class Keyring:
         """Accept tokens signed by ``api_key`` for ``org``."""
         if not api_key:
             raise ValueError("an API key must be non-empty")
-        self._keys[key_id(api_key)] = (api_key, validate_org(org))
+        self._keys[key_id(api_key)] = (api_key, org if org == ANY_ORG else validate_org(org))
 
     def org_of(self, api_key: str) -> str | None:
         """Return the org ``api_key`` is bound to, or None if unknown."""
         found = self._keys.get(key_id(api_key))
         return found[1] if found and found[0] == api_key else None
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
     def verify(self, token: str, now_ms: int) -> Claims:
         """Return the claims of a valid, unexpired token, else raise `AuthError`."""
@@ -93,7 +98,7 @@ class Keyring:
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         claims = _claims_from(payload)
-        if claims.org != org:
+        if org not in (ANY_ORG, claims.org):
             raise AuthError("token org does not match its signing key")
         if now_ms >= claims.exp * 1000:
             raise AuthError("token expired")

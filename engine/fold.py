@@ -1,0 +1,389 @@
+"""The fold: apply one logged entry to a change's state and say what changed.
+
+``fold(state, logged) -> events`` is deterministic: it reads nothing but its
+arguments, so every replica that folds the same log prefix holds the same tree
+(same `Tree.hash`), and replaying a log from scratch gives the live result. It
+never raises for concurrent divergence; the rules (docs/conflicts.md) are:
+
+- **Race.** A change to a file races when the file has a version, within the race
+  window of the entry's sequencer time, written by another author after the
+  entry's ``seen``. A racing write extends the file's value with ``new - seen``
+  (jj's merge algebra), so every side survives; a write by an author who had seen
+  every other recent version replaces the value (resolving a conflict).
+- **Append** never conflicts: the bytes are appended to every term.
+- **Add wins.** A write whose parent was removed recreates the parent; an rm (file
+  or ``-r``) keeps files and symlinks another author wrote within the window that
+  it had not seen.
+- **Kinds clash.** When a node must go where a node of another kind is (a file
+  where a directory is, a directory through a file), the existing node keeps its
+  name and the incoming one is placed at ``<name>.conflict-<n>``.
+- Ops on paths that no longer exist (chmod, utimes, mv, cp, rm) do nothing; a
+  move of a directory into its own subtree does nothing.
+
+The tree is mutated in place (see engine/tree.py); the returned events name every
+path whose observable state changed, with ``recursive`` for subtrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine import conflicts
+from engine.content import EMPTY, Content
+from engine.merge import Merge
+from engine.ops import (
+    DEFAULT_DIR_MODE,
+    MODE_MASK,
+    SYMLINK_MODE,
+    Append,
+    Chmod,
+    Cp,
+    Entry,
+    Logged,
+    Mkdir,
+    Mv,
+    Rm,
+    Symlink,
+    Utimes,
+    Write,
+)
+from engine.paths import RelPath, is_ancestor
+from engine.tree import MAX_VERSIONS, AnyNode, DirNode, FileNode, SymlinkNode, Tree, Version
+
+DEFAULT_WINDOW_MS = 1000
+ABSENT = Merge.resolved(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A path whose observable state changed; ``recursive`` when descendants may have too."""
+
+    path: RelPath
+    recursive: bool = False
+
+
+class AppliedOps:
+    """The op ids folded so far, per author: a contiguous watermark plus a sparse set.
+
+    A retried append that escaped the transport's dedupe is skipped by the fold, so
+    an op takes effect once however often it is logged.
+    """
+
+    def __init__(self) -> None:
+        self.watermark: dict[str, int] = {}
+        self.sparse: dict[str, set[int]] = {}
+
+    def contains(self, author: str, counter: int) -> bool:
+        """Return whether the op was already folded."""
+        return counter <= self.watermark.get(author, 0) or counter in self.sparse.get(author, ())
+
+    def add(self, author: str, counter: int) -> None:
+        """Record the op as folded."""
+        extra = self.sparse.setdefault(author, set())
+        extra.add(counter)
+        mark = self.watermark.get(author, 0)
+        while mark + 1 in extra:
+            mark += 1
+            extra.discard(mark)
+        self.watermark[author] = mark
+        if not extra:
+            del self.sparse[author]
+
+
+@dataclass
+class ChangeState:
+    """Everything a replica of one change holds: tree, last folded sequence, applied ops."""
+
+    tree: Tree = field(default_factory=Tree)
+    seq: int = 0
+    applied: AppliedOps = field(default_factory=AppliedOps)
+    window_ms: int = DEFAULT_WINDOW_MS
+
+
+def fold(state: ChangeState, logged: Logged) -> list[Event]:
+    """Apply ``logged`` to ``state`` in place and return the events, in order."""
+    assert logged.seq > state.seq, f"fold out of order: {logged.seq} after {state.seq}"
+    state.seq = logged.seq
+    entry = logged.entry
+    if state.applied.contains(entry.author, entry.counter):
+        return []
+    state.applied.add(entry.author, entry.counter)
+    folder = _Folder(state.tree, logged, state.window_ms)
+    folder.apply()
+    return folder.events
+
+
+class _Folder:
+    """Applies one entry; a fresh instance per entry keeps the fold re-entrant."""
+
+    def __init__(self, tree: Tree, logged: Logged, window_ms: int) -> None:
+        self.tree = tree
+        self.seq = logged.seq
+        self.time_ms = logged.time_ms
+        self.entry: Entry = logged.entry
+        self.window_ms = window_ms
+        self.events: list[Event] = []
+        self._seen_events: set[Event] = set()
+
+    def apply(self) -> None:
+        op = self.entry.op
+        if isinstance(op, Write | Append):
+            self._write(op)
+        elif isinstance(op, Mkdir):
+            self._mkdir(op)
+        elif isinstance(op, Rm):
+            self._rm(op)
+        elif isinstance(op, Mv | Cp):
+            self._move_or_copy(op)
+        elif isinstance(op, Chmod):
+            node = self.tree.lookup(op.path)
+            if node is not None and not isinstance(node, SymlinkNode):
+                node.mode = op.mode & MODE_MASK
+                self._event(op.path)
+        elif isinstance(op, Utimes):
+            node = self.tree.lookup(op.path)
+            if node is not None:
+                node.atime_ms, node.mtime_ms = op.atime_ms, op.mtime_ms
+                self._event(op.path)
+        else:
+            assert isinstance(op, Symlink)
+            parent, parent_path = self._ensure_dir(op.path[:-1])
+            node = SymlinkNode(
+                ino=self.tree.new_ino(),
+                mode=SYMLINK_MODE,
+                mtime_ms=self.time_ms,
+                atime_ms=self.time_ms,
+                target=op.target,
+            )
+            self._record(node, None)
+            self._place(parent, parent_path, op.path[-1], node)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _event(self, path: RelPath, *, recursive: bool = False) -> None:
+        event = Event(path, recursive)
+        if event not in self._seen_events:
+            self._seen_events.add(event)
+            self.events.append(event)
+
+    def _unseen_recent(self, version: Version) -> bool:
+        """Whether ``version`` is another author's, unseen by this entry, within the window."""
+        return (
+            version.seq > self.entry.seen
+            and version.author != self.entry.author
+            and abs(self.time_ms - version.time_ms) <= self.window_ms
+        )
+
+    def _protected(self, node: AnyNode) -> bool:
+        """Whether a removal by this entry must keep ``node`` (add wins)."""
+        return not isinstance(node, DirNode) and any(map(self._unseen_recent, node.versions))
+
+    def _record(self, node: AnyNode, before: Merge | None) -> None:
+        versions = node.versions
+        versions.append(Version(self.seq, self.time_ms, self.entry.author, before))
+        cutoff = self.time_ms - self.window_ms
+        drop = 0
+        while drop + 1 < len(versions) and versions[drop + 1].time_ms < cutoff:
+            drop += 1
+        drop = max(drop, len(versions) - MAX_VERSIONS)
+        if drop:
+            del versions[:drop]
+
+    def _new_dir(self, mode: int = DEFAULT_DIR_MODE) -> DirNode:
+        node = DirNode(
+            ino=self.tree.new_ino(), mode=mode & MODE_MASK, mtime_ms=self.time_ms, atime_ms=self.time_ms
+        )
+        self._record(node, None)
+        return node
+
+    def _ensure_dir(self, path: RelPath) -> tuple[DirNode, RelPath]:
+        """Return the directory at ``path``, creating what is missing (add wins).
+
+        A non-directory in the way keeps its name; the directory goes aside.
+        """
+        node = self.tree.root
+        actual: RelPath = ()
+        for name in path:
+            child = node.children.get(name)
+            if child is not None and not isinstance(child, DirNode):
+                name = _aside_name(node, name, want_dir=True)
+                child = node.children.get(name)
+            if child is None:
+                child = self._new_dir()
+                node.children[name] = child
+                self._event((*actual, name))
+            assert isinstance(child, DirNode)
+            node, actual = child, (*actual, name)
+        return node, actual
+
+    def _place(self, parent: DirNode, parent_path: RelPath, name: str, node: AnyNode) -> RelPath:
+        """Attach ``node`` as ``name``, or aside if something already holds the name."""
+        if name in parent.children:
+            name = _aside_name(parent, name, want_dir=False)
+        parent.children[name] = node
+        path = (*parent_path, name)
+        self._event(path, recursive=isinstance(node, DirNode))
+        return path
+
+    def _set_value(self, node: FileNode, new: Merge, path: RelPath) -> None:
+        """Give ``node`` the value ``new``, as a conflict side if it races (rule: Race)."""
+        before = node.value
+        if any(map(self._unseen_recent, node.versions)):
+            seen = node.value_at(self.entry.seen)
+            node.value = before.plus_diff(new, seen if seen is not None else ABSENT)
+        else:
+            node.value = _edit(before, new)
+        node.mtime_ms = self.time_ms
+        self._record(node, before)
+        self._event(path)
+
+    # -- ops -----------------------------------------------------------------------
+
+    def _write(self, op: Write | Append) -> None:
+        parent, parent_path = self._ensure_dir(op.path[:-1])
+        name = op.path[-1]
+        existing = parent.children.get(name)
+        if isinstance(existing, FileNode):
+            path = (*parent_path, name)
+            if isinstance(op, Write):
+                self._set_value(existing, Merge.resolved(op.content), path)
+            else:
+                before = existing.value
+                existing.value = before.map(lambda v: _concat(v, op.content))
+                existing.mtime_ms = self.time_ms
+                self._record(existing, before)
+                self._event(path)
+            return
+        node = FileNode(
+            ino=self.tree.new_ino(),
+            mode=op.mode & MODE_MASK,
+            mtime_ms=self.time_ms,
+            atime_ms=self.time_ms,
+            value=Merge.resolved(op.content),
+        )
+        self._record(node, None)
+        self._place(parent, parent_path, name, node)
+
+    def _mkdir(self, op: Mkdir) -> None:
+        if not op.path:
+            return
+        parent, parent_path = self._ensure_dir(op.path[:-1])
+        name = op.path[-1]
+        if isinstance(parent.children.get(name), DirNode):
+            return
+        self._place(parent, parent_path, name, self._new_dir(op.mode))
+
+    def _rm(self, op: Rm) -> None:
+        parent = self.tree.parent_of(op.path) if op.path else None
+        node = parent.children.get(op.path[-1]) if parent is not None else None
+        if parent is None or node is None:
+            return
+        if not isinstance(node, DirNode):
+            if not self._protected(node):
+                del parent.children[op.path[-1]]
+                self._event(op.path)
+            return
+        if node.children and not op.recursive:
+            return
+        if not self._prune(node):
+            del parent.children[op.path[-1]]
+        self._event(op.path, recursive=True)
+
+    def _prune(self, directory: DirNode) -> bool:
+        """Remove what a recursive rm may remove below ``directory``; return whether anything is left."""
+        for name in sorted(directory.children):
+            child = directory.children[name]
+            keep = self._prune(child) if isinstance(child, DirNode) else self._protected(child)
+            if not keep:
+                del directory.children[name]
+        return bool(directory.children)
+
+    def _move_or_copy(self, op: Mv | Cp) -> None:
+        src_parent = self.tree.parent_of(op.src) if op.src else None
+        node = src_parent.children.get(op.src[-1]) if src_parent is not None else None
+        if src_parent is None or node is None or not op.dst or is_ancestor(op.src, op.dst):
+            return
+        if isinstance(op, Cp):
+            if isinstance(node, DirNode) and not op.recursive:
+                return
+            node = self._copy(node)
+        dst_parent, dst_parent_path = self._ensure_dir(op.dst[:-1])
+        if isinstance(op, Mv):
+            del src_parent.children[op.src[-1]]
+            self._event(op.src, recursive=isinstance(node, DirNode))
+        name = op.dst[-1]
+        existing = dst_parent.children.get(name)
+        if isinstance(node, FileNode) and isinstance(existing, FileNode):
+            # Renaming or copying over a file is a write of the moved value to the
+            # destination: a racing write there survives as a conflict side.
+            moved = node.value
+            node.value, node.versions = existing.value, existing.versions
+            self._set_value(node, moved, (*dst_parent_path, name))
+            dst_parent.children[name] = node
+            return
+        if existing is not None and _replaceable(node, existing) and not self._protected(existing):
+            del dst_parent.children[name]
+        self._place(dst_parent, dst_parent_path, name, node)
+
+    def _copy(self, node: AnyNode) -> AnyNode:
+        common = {"ino": self.tree.new_ino(), "mode": node.mode, "mtime_ms": self.time_ms}
+        copy: AnyNode
+        if isinstance(node, DirNode):
+            copy = DirNode(**common, atime_ms=self.time_ms)
+            for name in sorted(node.children):
+                copy.children[name] = self._copy(node.children[name])
+        elif isinstance(node, FileNode):
+            copy = FileNode(**common, atime_ms=self.time_ms, value=node.value)
+        else:
+            copy = SymlinkNode(**common, atime_ms=self.time_ms, target=node.target)
+        self._record(copy, None)
+        return copy
+
+
+def _replaceable(node: AnyNode, existing: AnyNode) -> bool:
+    """Whether rename(2) lets ``node`` replace ``existing`` (same family, empty directory)."""
+    if isinstance(existing, DirNode):
+        return isinstance(node, DirNode) and not existing.children
+    return not isinstance(node, DirNode)
+
+
+def _aside_name(parent: DirNode, name: str, *, want_dir: bool) -> str:
+    """Return ``<name>.conflict-<n>``: the first free one, or an existing directory if wanted."""
+    n = 1
+    while True:
+        candidate = f"{name}.conflict-{n}"
+        existing = parent.children.get(candidate)
+        if existing is None or (want_dir and isinstance(existing, DirNode)):
+            return candidate
+        n += 1
+
+
+def _concat(value: Content | None, tail: Content) -> Content:
+    return (value if value is not None else EMPTY).concat(tail)
+
+
+def _edit(before: Merge, new: Merge) -> Merge:
+    """Return the value a sequential write of ``new`` leaves.
+
+    Writing back a conflict's materialization with its markers intact keeps the
+    conflict, with the edited sides (jj's partial resolution); anything else
+    replaces the value.
+    """
+    if before.is_resolved() or not new.is_resolved() or new.adds[0] is None:
+        return new
+    data = new.adds[0].inline_bytes()
+    terms = [EMPTY if v is None else v for v in before.terms()]
+    term_bytes = [t.inline_bytes() for t in terms]
+    if data is None or any(b is None for b in term_bytes):
+        return new
+    sides = [b for b in term_bytes[0::2] if b is not None]
+    bases = [b for b in term_bytes[1::2] if b is not None]
+    if data == conflicts.materialize(sides, bases):
+        return before
+    parsed = conflicts.parse(data, len(sides))
+    if parsed is None:
+        return new
+    new_sides, new_bases = parsed
+    return Merge(
+        tuple(Content.of(s) for s in new_sides), tuple(Content.of(b) for b in new_bases)
+    ).simplify()

@@ -1,0 +1,107 @@
+"""The mount's decision logic for one change, as a sans-I/O state machine.
+
+A `Replica` decides what to publish (``issue`` checks an op against the folded
+tree and returns the `Entry` to append, stamped with the author, its op counter
+and ``seen``), what to fold (``receive`` takes deliveries in any order, drops
+duplicates, buffers those that arrive early and folds the contiguous run), and
+which events to emit (returned with each folded entry). The async mount and the
+simulator both drive this class, so a simulation runs the production logic.
+
+Invariants: ``state.seq`` only grows; an entry is folded at most once; a delivery
+is folded only once its ``prev_seq`` was folded, so no entry is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.codec import decode_entry
+from engine.errors import CodecError
+from engine.fold import ChangeState, Event, fold
+from engine.ids import validate_author
+from engine.ops import Entry, Logged, Op
+from engine.validate import check
+
+
+class LogCorrupt(CodecError):
+    """Raised when a delivered entry does not decode; names the sequence, and folding stops there."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        super().__init__(f"entry at sequence {seq} does not decode: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """One entry the replica folded, with the events it produced."""
+
+    seq: int
+    time_ms: int
+    entry: Entry
+    events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    seq: int
+    prev_seq: int
+    time_ms: int
+    payload: bytes
+
+
+@dataclass
+class Replica:
+    """One author's replica of one change (see module docstring)."""
+
+    author: str
+    state: ChangeState = field(default_factory=ChangeState)
+    counter: int = 0
+    _early: dict[int, _Pending] = field(default_factory=dict)
+    _broken: LogCorrupt | None = None
+
+    def __post_init__(self) -> None:
+        validate_author(self.author)
+
+    @property
+    def seq(self) -> int:
+        """The last folded sequence."""
+        return self.state.seq
+
+    def issue(self, op: Op) -> Entry | None:
+        """Check ``op`` and return the entry to append, or None if it would change nothing.
+
+        Raises:
+            FsError: the op is invalid against the folded tree (nothing is issued).
+        """
+        if not check(self.state.tree, op):
+            return None
+        self.counter += 1
+        return Entry(op=op, author=self.author, counter=self.counter, seen=self.state.seq)
+
+    def receive(self, seq: int, prev_seq: int, time_ms: int, payload: bytes) -> list[Folded]:
+        """Accept one delivery and fold every entry that is now contiguous.
+
+        Raises:
+            LogCorrupt: an entry does not decode; this and later calls raise it again.
+        """
+        if self._broken is not None:
+            raise self._broken
+        if seq <= self.state.seq or prev_seq in self._early:
+            return []
+        assert prev_seq < seq, f"delivery {seq} names a later predecessor {prev_seq}"
+        self._early[prev_seq] = _Pending(seq, prev_seq, time_ms, payload)
+        out: list[Folded] = []
+        while (ready := self._early.pop(self.state.seq, None)) is not None:
+            try:
+                entry = decode_entry(ready.payload)
+            except CodecError as exc:
+                self._broken = LogCorrupt(ready.seq, str(exc))
+                raise self._broken from exc
+            events = fold(self.state, Logged(ready.seq, ready.time_ms, entry))
+            out.append(Folded(ready.seq, ready.time_ms, entry, events))
+        return out
+
+    @property
+    def waiting(self) -> int:
+        """How many early deliveries are buffered, waiting for a predecessor."""
+        return len(self._early)

@@ -1,0 +1,191 @@
+"""The folded tree of one change: directories, files and symlinks.
+
+A file's value is a `Merge` (resolved, or a first-class conflict). Each file keeps a
+short list of recent `Version` stamps (who changed it, when, at which sequence, and
+the value before), which the fold needs to decide races and to find the base a
+racing author had seen; it is state, not user-visible, and is excluded from the
+tree hash. Inode numbers are assigned from a counter in log order, so they are
+deterministic and stable for the life of a node (a rename keeps its inode).
+
+The tree is mutated in place by the fold (copying a 100k-entry tree per entry is
+not affordable); `clone` gives an independent copy where a caller needs one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from engine.merge import Merge
+from engine.paths import RelPath
+
+ROOT_INO = 1
+#: Versions kept per file beyond those inside the race window (bounds memory on hot files).
+MAX_VERSIONS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One change of a node: sequence, sequencer time, author, and the value before it."""
+
+    seq: int
+    time_ms: int
+    author: str
+    before: Merge | None
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """Fields every node has."""
+
+    ino: int
+    mode: int
+    mtime_ms: int
+    atime_ms: int
+    versions: list[Version] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class FileNode(Node):
+    """A regular file whose value may be a conflict."""
+
+    value: Merge = field(default_factory=lambda: Merge.resolved(None))
+
+    def value_at(self, seen: int) -> Merge | None:
+        """Return the value this file had once sequence ``seen`` was folded.
+
+        None means the file did not exist. When the versions that would answer were
+        pruned, the value before the oldest kept version is the best answer left.
+        """
+        for version in self.versions:
+            if version.seq > seen:
+                return version.before
+        return self.value
+
+
+@dataclass(eq=False, slots=True)
+class DirNode(Node):
+    """A directory."""
+
+    children: dict[str, AnyNode] = field(default_factory=dict)
+
+
+@dataclass(eq=False, slots=True)
+class SymlinkNode(Node):
+    """A symbolic link; ``target`` is stored verbatim."""
+
+    target: str = ""
+
+
+AnyNode = FileNode | DirNode | SymlinkNode
+
+
+class Tree:
+    """A change's folded tree rooted at a directory (see module docstring)."""
+
+    def __init__(self, root: DirNode | None = None, next_ino: int = ROOT_INO + 1) -> None:
+        self.root = root if root is not None else DirNode(ino=ROOT_INO, mode=0o755, mtime_ms=0, atime_ms=0)
+        self.next_ino = next_ino
+
+    def new_ino(self) -> int:
+        """Return a fresh inode number."""
+        ino = self.next_ino
+        self.next_ino += 1
+        return ino
+
+    def lookup(self, path: RelPath) -> AnyNode | None:
+        """Return the node at ``path`` without following symlinks, or None."""
+        node: AnyNode = self.root
+        for name in path:
+            if not isinstance(node, DirNode):
+                return None
+            child = node.children.get(name)
+            if child is None:
+                return None
+            node = child
+        return node
+
+    def parent_of(self, path: RelPath) -> DirNode | None:
+        """Return the directory that holds ``path``, or None if it is not a directory."""
+        parent = self.lookup(path[:-1])
+        return parent if isinstance(parent, DirNode) else None
+
+    def walk(self) -> Iterator[tuple[RelPath, AnyNode]]:
+        """Yield every (path, node) in sorted depth-first order, the root first."""
+        stack: list[tuple[RelPath, AnyNode]] = [((), self.root)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            if isinstance(node, DirNode):
+                for name in sorted(node.children, reverse=True):
+                    stack.append(((*path, name), node.children[name]))
+
+    def file_count(self) -> int:
+        """Return how many non-directory nodes the tree holds."""
+        return sum(1 for _, node in self.walk() if not isinstance(node, DirNode))
+
+    def hash(self) -> str:
+        """Return the structural hash of what a reader can observe.
+
+        Covers kinds, names, modes, times, symlink targets and file values (sides and
+        bases of conflicts, by content key); excludes inode numbers and versions.
+        """
+        return _node_hash(self.root).hex()
+
+    def clone(self) -> Tree:
+        """Return an independent deep copy (contents are immutable and shared)."""
+        return Tree(_clone(self.root), self.next_ino)
+
+
+def _node_hash(node: AnyNode) -> bytes:
+    h = hashlib.sha256()
+    if isinstance(node, DirNode):
+        h.update(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
+        for name in sorted(node.children):
+            encoded = name.encode("utf-8", "surrogateescape")
+            h.update(b"\0%d:" % len(encoded) + encoded)
+            h.update(_node_hash(node.children[name]))
+    elif isinstance(node, FileNode):
+        h.update(b"f%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
+        h.update(merge_key(node.value).encode())
+    else:
+        target = node.target.encode("utf-8", "surrogateescape")
+        h.update(b"l%d:%d:" % (node.mtime_ms, node.atime_ms) + target)
+    return h.digest()
+
+
+def merge_key(merge: Merge) -> str:
+    """Return a string identifying a merge's terms (order-sensitive)."""
+    adds = ",".join("-" if v is None else v.key for v in merge.adds)
+    removes = ",".join("-" if v is None else v.key for v in merge.removes)
+    return f"+{adds}/-{removes}"
+
+
+def _clone(node: AnyNode) -> AnyNode:
+    if isinstance(node, DirNode):
+        return DirNode(
+            ino=node.ino,
+            mode=node.mode,
+            mtime_ms=node.mtime_ms,
+            atime_ms=node.atime_ms,
+            versions=list(node.versions),
+            children={name: _clone(child) for name, child in node.children.items()},
+        )
+    if isinstance(node, FileNode):
+        return FileNode(
+            ino=node.ino,
+            mode=node.mode,
+            mtime_ms=node.mtime_ms,
+            atime_ms=node.atime_ms,
+            versions=list(node.versions),
+            value=node.value,
+        )
+    return SymlinkNode(
+        ino=node.ino,
+        mode=node.mode,
+        mtime_ms=node.mtime_ms,
+        atime_ms=node.atime_ms,
+        versions=list(node.versions),
+        target=node.target,
+    )

@@ -1,0 +1,187 @@
+"""The `Mesa` client: credentials, the transport, repos and mounts.
+
+``Mesa(org=..., api_key=...)`` falls back to ``MESA_API_KEY``, then to the local
+default server's admin key. Every request signs a short-lived token from the API
+key locally; nothing secret leaves the process but tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.ids import change_id_from_bytes
+from mesa import _local
+from mesa._mount import Mount
+from mesa._records import BookmarkRecord, ChangeRecord, RepoRecord, bookmark_key, change_key, repo_key
+from mesa._translate import api_error
+from mesa._types import DiskCacheConfig, RepoConfig
+from mesa.errors import ConflictError, InvalidOptionsError, MissingCredentialError, NotFoundError
+from transports.auth import ALL_REPOS, READ_WRITE, Claims, sign
+from transports.base import (
+    CasConflict,
+    Clock,
+    InvalidName,
+    SystemClock,
+    Transport,
+    TransportError,
+    validate_org,
+    validate_repo,
+)
+
+MANAGEMENT_TOKEN_TTL_S = 300
+DEFAULT_RACE_WINDOW_MS = 1000
+
+
+@dataclass(frozen=True)
+class Repo:
+    """A repository as `Mesa.repos` returns it."""
+
+    name: str
+    default_bookmark: str
+    created_at_ms: int
+
+
+class Mesa:
+    """A client for one org (see module docstring).
+
+    Args:
+        org: the organization slug (falls back to ``MESA_ORG``).
+        api_key: the org's API key (falls back to ``MESA_API_KEY``, then the local
+            default server's admin key).
+        transport: where logs, blobs and records live; the local default when None.
+        clock: wall clock for token times (injected by tests).
+        race_window_ms: how close in sequencer time two concurrent writes must be to conflict.
+    """
+
+    def __init__(
+        self,
+        org: str | None = None,
+        api_key: str | None = None,
+        *,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        race_window_ms: int = DEFAULT_RACE_WINDOW_MS,
+    ) -> None:
+        org = org if org is not None else os.environ.get("MESA_ORG")
+        if not org:
+            raise InvalidOptionsError("Mesa needs an org (argument or MESA_ORG)")
+        try:
+            self.org = validate_org(org)
+        except InvalidName as exc:
+            raise InvalidOptionsError(str(exc)) from exc
+        if isinstance(race_window_ms, bool) or not isinstance(race_window_ms, int) or race_window_ms < 0:
+            raise InvalidOptionsError("race_window_ms must be a non-negative int")
+        self.race_window_ms = race_window_ms
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        key = api_key if api_key is not None else os.environ.get("MESA_API_KEY")
+        if transport is None:
+            transport, admin_key = _local.default_transport()
+            key = key or admin_key
+        if not key:
+            raise MissingCredentialError("no API key: pass api_key= or set MESA_API_KEY")
+        self._api_key = key
+        self.transport: Transport = transport
+        self.repos = Repos(self)
+        self.fs = FsNamespace(self)
+
+    def sign_token(self, repos: dict[str, str], ttl_s: int, mount_id: str) -> tuple[str, Claims]:
+        """Sign a token granting ``repos`` for ``ttl_s`` seconds from now."""
+        iat = self.clock.now_ms() // 1000
+        claims = Claims(org=self.org, repos=repos, iat=iat, exp=iat + ttl_s, mount_id=mount_id)
+        return sign(self._api_key, claims), claims
+
+    def management_token(self) -> str:
+        """Return a short-lived token for repo and record management."""
+        return self.sign_token({ALL_REPOS: READ_WRITE}, MANAGEMENT_TOKEN_TTL_S, "client")[0]
+
+    def new_change_id(self) -> str:
+        """Return a fresh random change id."""
+        return change_id_from_bytes(secrets.token_bytes(16))
+
+
+class Repos:
+    """``mesa.repos``: create, get and list repositories."""
+
+    def __init__(self, client: Mesa) -> None:
+        self._client = client
+
+    async def create(self, name: str, *, default_bookmark: str = "main") -> Repo:
+        """Create a repo whose ``default_bookmark`` points at a new empty change.
+
+        Raises:
+            InvalidOptionsError: the name is invalid.
+            ConflictError: a repo of that name exists.
+        """
+        client = self._client
+        try:
+            validate_repo(name)
+        except InvalidName as exc:
+            raise InvalidOptionsError(str(exc)) from exc
+        if not isinstance(default_bookmark, str) or not default_bookmark:
+            raise InvalidOptionsError("default_bookmark must be a non-empty string")
+        token = client.management_token()
+        now_ms = client.clock.now_ms()
+        record = RepoRecord(name, default_bookmark, now_ms)
+        change = ChangeRecord(client.new_change_id(), created_at_ms=now_ms)
+        t = client.transport
+        try:
+            await t.kv_put(token, change_key(client.org, name, change.change_id), change.encode(), expected_revision=0)
+            bookmark = BookmarkRecord(default_bookmark, change.change_id)
+            await t.kv_put(token, bookmark_key(client.org, name, default_bookmark), bookmark.encode(), expected_revision=0)
+            await t.kv_put(token, repo_key(client.org, name), record.encode(), expected_revision=0)
+        except CasConflict as exc:
+            raise ConflictError(f"repo {client.org}/{name} already exists") from exc
+        except TransportError as exc:
+            raise api_error(exc) from exc
+        return Repo(name, default_bookmark, now_ms)
+
+    async def get(self, name: str) -> Repo:
+        """Return the repo ``name``, or raise `NotFoundError`."""
+        client = self._client
+        try:
+            validate_repo(name)
+            entry = await client.transport.kv_get(client.management_token(), repo_key(client.org, name))
+        except InvalidName as exc:
+            raise InvalidOptionsError(str(exc)) from exc
+        except TransportError as exc:
+            raise api_error(exc) from exc
+        if entry is None:
+            raise NotFoundError(f"repo {client.org}/{name} not found")
+        record = RepoRecord.decode(entry.value)
+        return Repo(record.name, record.default_bookmark, record.created_at_ms)
+
+    async def list(self) -> list[Repo]:
+        """Return every repo of the org, sorted by name."""
+        client = self._client
+        try:
+            keys = await client.transport.kv_keys(client.management_token(), f"{client.org}.")
+        except TransportError as exc:
+            raise api_error(exc) from exc
+        names = sorted(key.split(".")[1] for key in keys if key.endswith(".repo") and key.count(".") == 2)
+        return [await self.get(name) for name in names]
+
+
+class FsNamespace:
+    """``mesa.fs``: mounts."""
+
+    def __init__(self, client: Mesa) -> None:
+        self._client = client
+
+    def mount(
+        self,
+        repos: Sequence[str | RepoConfig],
+        *,
+        ttl: int | None = None,
+        disk_cache: DiskCacheConfig | None = None,
+        mode: str = "rw",
+    ) -> Mount:
+        """Return an async context manager yielding a `MesaFileSystem` over ``repos``.
+
+        Raises:
+            InvalidOptionsError: empty ``repos``, ``ttl`` outside 1..86400, a bad
+                ``mode`` ("rw" or "ro"), or a repo of another org.
+        """
+        return Mount(self._client, repos, ttl=ttl, disk_cache=disk_cache, mode=mode)

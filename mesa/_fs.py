@@ -1,0 +1,455 @@
+"""`MesaFileSystem`: the spec's file API over a mount's repos.
+
+Paths are absolute: ``/`` lists the org, ``/<org>`` lists the mounted repos, and
+``/<org>/<repo>/...`` is inside a repo. Resolution is physical, like the kernel's:
+symlinks are followed component by component (``..`` after a symlink goes to the
+target's parent), across repos when a target is absolute, at most 40 times
+(``ELOOP``). Each mutation becomes one op on real paths, checked by the engine
+against the folded tree, so errors carry the errno a local filesystem gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from engine import paths
+from engine.content import Content
+from engine.errors import FsError
+from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.replica import Folded
+from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
+from mesa._blobs import INLINE_THRESHOLD_BYTES
+from mesa._mount import RepoMount
+from mesa._translate import fs_error, os_error
+from mesa._types import FsStat, WatchEvent
+from mesa.errors import InvalidOptionsError
+
+log = logging.getLogger("mesa")
+
+MAX_SYMLINK_HOPS = 40
+Handler = Callable[[WatchEvent], None | Awaitable[None]]
+
+
+@dataclass
+class _Resolved:
+    """Where a path landed: a virtual level (repo None), a repo root, or a node in a repo."""
+
+    parts: list[str]
+    repo: RepoMount | None
+    node: AnyNode | None
+
+    @property
+    def rel(self) -> paths.RelPath:
+        return tuple(self.parts[2:])
+
+    @property
+    def abs(self) -> str:
+        return "/" + "/".join(self.parts)
+
+    @property
+    def is_dir(self) -> bool:
+        return len(self.parts) < 2 or isinstance(self.node, DirNode)
+
+
+class MesaFileSystem:
+    """Async file I/O, metadata, traversal, mutation and subscriptions over a mount."""
+
+    def __init__(self, client: object, mount_id: str) -> None:
+        from mesa._client import Mesa
+
+        assert isinstance(client, Mesa)
+        self._client = client
+        self.org = client.org
+        self.mount_id = mount_id
+        self._repos: dict[str, RepoMount] = {}
+        self._subs: list[MesaFileSystemSubscription] = []
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    # -- mount plumbing ----------------------------------------------------------
+
+    def add_repo(self, repo: RepoMount) -> None:
+        """Attach a repo (called by the mount while entering)."""
+        self._repos[repo.name] = repo
+
+    def on_folded(self, repo: RepoMount, folded: list[Folded]) -> None:
+        """Turn folded entries into events for every subscription (after the fold)."""
+        if not self._subs:
+            return
+        events = [
+            WatchEvent(repo.prefix + ("/" + paths.to_str(e.path) if e.path else ""), e.recursive)
+            for f in folded
+            for e in f.events
+        ]
+        for sub in list(self._subs):
+            sub.push(events)
+
+    async def aclose(self) -> None:
+        """Wait for in-flight writes, deliver queued events, then close everything."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._idle.wait()
+        for sub in list(self._subs):
+            await sub.drain_and_stop()
+        for repo in self._repos.values():
+            await repo.close()
+
+    async def wait_synced(self) -> None:
+        """Wait until every mounted change is folded up to the newest entry its log holds now."""
+        for repo in self._repos.values():
+            await repo.wait_synced()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "the mount is closed")
+        for repo in self._repos.values():
+            repo.check_alive()
+
+    # -- resolution ----------------------------------------------------------------
+
+    def _resolve(
+        self, path: str, *, follow: bool, missing_ok: bool = False, missing_parents: bool = False
+    ) -> _Resolved:
+        """Resolve ``path`` physically (see module docstring).
+
+        With ``missing_ok`` the last component may be missing (node None); with
+        ``missing_parents`` any trailing run of components may be.
+        """
+        self._check()
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        queue = deque(p for p in path.split("/") if p not in ("", "."))
+        parts: list[str] = []
+        repo: RepoMount | None = None
+        node: AnyNode | None = None
+        hops = 0
+        while queue:
+            name = queue.popleft()
+            if name == "..":
+                if parts:
+                    parts.pop()
+                continue
+            last = not queue
+            parts.append(name)
+            if len(parts) == 1:
+                if name != self.org:
+                    raise os_error(errno.ENOENT, path)
+                continue
+            if len(parts) == 2:
+                repo = self._repos.get(name)
+                if repo is None:
+                    raise os_error(errno.ENOENT, path)
+                continue
+            assert repo is not None
+            node = repo.replica.state.tree.lookup(tuple(parts[2:]))
+            if node is None:
+                if missing_parents or (last and missing_ok):
+                    for rest in queue:
+                        if rest == "..":
+                            raise os_error(errno.ENOENT, path)
+                        if rest not in ("", "."):
+                            parts.append(rest)
+                    return _Resolved(parts, repo, None)
+                raise os_error(errno.ENOENT, path)
+            if isinstance(node, SymlinkNode) and (follow or not last):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise os_error(errno.ELOOP, path)
+                parts.pop()
+                if node.target.startswith("/"):
+                    parts.clear()
+                queue.extendleft(reversed([p for p in node.target.split("/") if p not in ("", ".")]))
+                continue
+            if not last and not isinstance(node, DirNode):
+                raise os_error(errno.ENOTDIR, path)
+        repo = self._repos.get(parts[1]) if len(parts) >= 2 else None
+        node = repo.replica.state.tree.root if repo is not None and len(parts) == 2 else node
+        return _Resolved(parts, repo, node)
+
+    def _in_repo(self, r: _Resolved, path: str, *, root_errno: int = errno.EPERM) -> RepoMount:
+        """Return the repo a mutation goes to; virtual levels and repo roots raise."""
+        if r.repo is None or len(r.parts) < 3:
+            raise os_error(root_errno if r.repo is not None else errno.EPERM, path)
+        return r.repo
+
+    async def _submit(self, repo: RepoMount, op: Op, path: str) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await repo.submit(op, path)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    async def _content(self, repo: RepoMount, data: bytes, path: str) -> Content:
+        if len(data) <= INLINE_THRESHOLD_BYTES:
+            return Content.of(data)
+        if repo.read_only:
+            raise os_error(errno.EROFS, path)
+        return Content.from_segments([await repo.blobs.put(data)])
+
+    # -- byte I/O ----------------------------------------------------------------------
+
+    async def read(self, path: str) -> bytes:
+        """Read a file as bytes; a conflicted file reads as its jj conflict block."""
+        r = self._resolve(path, follow=True)
+        if not isinstance(r.node, FileNode) or r.repo is None:
+            raise os_error(errno.EISDIR, path)
+        return await r.repo.blobs.value_bytes(r.node.value)
+
+    async def write(self, path: str, content: bytes | bytearray | memoryview | str) -> None:
+        """Replace a file's contents, creating it if missing; its parent must exist."""
+        await self._put(path, content, append=False)
+
+    async def append(self, path: str, content: bytes | bytearray | memoryview | str) -> None:
+        """Append bytes to a file, creating it if missing."""
+        await self._put(path, content, append=True)
+
+    async def _put(self, path: str, content: bytes | bytearray | memoryview | str, *, append: bool) -> None:
+        data = _as_bytes(content)
+        r = self._resolve(path, follow=True, missing_ok=True)
+        if r.is_dir and r.node is not None or len(r.parts) < 3:
+            raise os_error(errno.EISDIR, path)
+        repo = self._in_repo(r, path)
+        if repo.read_only:
+            raise os_error(errno.EROFS, path)
+        value = await self._content(repo, data, path)
+        op: Op = Append(r.rel, value) if append else Write(r.rel, value)
+        await self._submit(repo, op, path)
+
+    async def exists(self, path: str) -> bool:
+        """Return whether ``path`` exists, following symlinks (dangling ones are False)."""
+        try:
+            self._resolve(path, follow=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return False
+            raise
+        return True
+
+    # -- metadata and traversal --------------------------------------------------------
+
+    async def stat(self, path: str) -> FsStat:
+        """Return metadata, following symlinks."""
+        return await self._stat(self._resolve(path, follow=True))
+
+    async def lstat(self, path: str) -> FsStat:
+        """Return metadata without following a final symlink."""
+        return await self._stat(self._resolve(path, follow=False))
+
+    async def _stat(self, r: _Resolved) -> FsStat:
+        node = r.node
+        if node is None:
+            return FsStat(False, True, False, 0o755, 0, 0.0)
+        if isinstance(node, FileNode):
+            assert r.repo is not None
+            value = node.value
+            if value.is_resolved():
+                only = value.adds[0]
+                size = only.size if only is not None else 0
+            else:
+                size = len(await r.repo.blobs.value_bytes(value))
+            return FsStat(True, False, False, node.mode, size, float(node.mtime_ms))
+        if isinstance(node, SymlinkNode):
+            size = len(node.target.encode("utf-8", "surrogateescape"))
+            return FsStat(False, False, True, node.mode, size, float(node.mtime_ms))
+        return FsStat(False, True, False, node.mode, 0, float(node.mtime_ms))
+
+    async def readdir(self, path: str) -> list[str]:
+        """Return the names in a directory (sorted here; do not rely on the order)."""
+        r = self._resolve(path, follow=True)
+        if len(r.parts) == 0:
+            return [self.org]
+        if len(r.parts) == 1:
+            return sorted(self._repos)
+        if not isinstance(r.node, DirNode):
+            raise os_error(errno.ENOTDIR, path)
+        return sorted(r.node.children)
+
+    async def realpath(self, path: str) -> str:
+        """Resolve symlinks and ``..`` to the canonical absolute path."""
+        return self._resolve(path, follow=True).abs
+
+    async def readlink(self, path: str) -> str:
+        """Return the target of a symlink (``EINVAL`` if it is not one)."""
+        r = self._resolve(path, follow=False)
+        if not isinstance(r.node, SymlinkNode):
+            raise os_error(errno.EINVAL, path)
+        return r.node.target
+
+    def resolve_path(self, base: str, path: str) -> str:
+        """Join and normalize ``path`` against ``base`` without touching the filesystem."""
+        return paths.join(base, path)
+
+    # -- mutations ---------------------------------------------------------------------
+
+    async def mkdir(self, path: str, recursive: bool | None = None) -> None:
+        """Create a directory; with ``recursive`` create parents and accept an existing directory."""
+        r = self._resolve(path, follow=bool(recursive), missing_ok=True, missing_parents=bool(recursive))
+        if r.node is not None or len(r.parts) < 3:
+            if recursive and r.is_dir and (r.node is not None or len(r.parts) < 3):
+                return
+            raise os_error(errno.EEXIST, path)
+        repo = self._in_repo(r, path)
+        await self._submit(repo, Mkdir(r.rel, parents=bool(recursive)), path)
+
+    async def rm(self, path: str, recursive: bool | None = None, force: bool | None = None) -> None:
+        """Remove a file or directory (``recursive`` for a non-empty one; ``force`` ignores missing)."""
+        try:
+            r = self._resolve(path, follow=False, missing_ok=True)
+        except FileNotFoundError:
+            if force:
+                return
+            raise
+        if r.node is None and len(r.parts) >= 3:
+            if force:
+                return
+            raise os_error(errno.ENOENT, path)
+        repo = self._in_repo(r, path, root_errno=errno.EBUSY)
+        await self._submit(repo, Rm(r.rel, recursive=bool(recursive)), path)
+
+    async def cp(self, src: str, dest: str, recursive: bool | None = None) -> None:
+        """Copy a file, or a directory with ``recursive``; symlinks inside stay symlinks."""
+        rs = self._resolve(src, follow=True)
+        rd = self._resolve(dest, follow=True, missing_ok=True)
+        src_repo = self._in_repo(rs, src)
+        dst_repo = self._in_repo(rd, dest)
+        if src_repo is dst_repo:
+            await self._submit(src_repo, Cp(rs.rel, rd.rel, recursive=bool(recursive)), dest)
+            return
+        if isinstance(rs.node, DirNode) and not recursive:
+            raise os_error(errno.EISDIR, src)
+        if rd.node is not None and (isinstance(rs.node, DirNode) or isinstance(rd.node, DirNode)):
+            raise os_error(errno.EEXIST if isinstance(rs.node, DirNode) else errno.EISDIR, dest)
+        assert rs.node is not None
+        await self._copy_across(src_repo, rs.node, dst_repo, rd.rel, dest)
+
+    async def _copy_across(
+        self, src_repo: RepoMount, node: AnyNode, dst_repo: RepoMount, rel: paths.RelPath, dest: str
+    ) -> None:
+        """Copy a subtree into another repo, one op per node (not atomic)."""
+        if isinstance(node, FileNode):
+            data = await src_repo.blobs.value_bytes(node.value)
+            value = await self._content(dst_repo, data, dest)
+            await self._submit(dst_repo, Write(rel, value, mode=node.mode), dest)
+        elif isinstance(node, SymlinkNode):
+            await self._submit(dst_repo, Symlink(rel, node.target), dest)
+        else:
+            await self._submit(dst_repo, Mkdir(rel, mode=node.mode), dest)
+            for name in sorted(node.children):
+                await self._copy_across(src_repo, node.children[name], dst_repo, (*rel, name), dest)
+
+    async def mv(self, src: str, dest: str) -> None:
+        """Move or rename with rename(2) semantics (``EXDEV`` across repos)."""
+        rs = self._resolve(src, follow=False)
+        rd = self._resolve(dest, follow=False, missing_ok=True)
+        src_repo = self._in_repo(rs, src, root_errno=errno.EBUSY)
+        dst_repo = self._in_repo(rd, dest, root_errno=errno.EBUSY)
+        if src_repo is not dst_repo:
+            raise os_error(errno.EXDEV, dest)
+        await self._submit(src_repo, Mv(rs.rel, rd.rel), dest)
+
+    async def chmod(self, path: str, mode: int) -> None:
+        """Set permission bits, such as ``0o755``."""
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise InvalidOptionsError(f"mode must be an int in 0..0o7777, not {mode!r}")
+        r = self._resolve(path, follow=True)
+        repo = r.repo
+        if repo is None:
+            raise os_error(errno.EPERM, path)
+        await self._submit(repo, Chmod(r.rel, mode), path)
+
+    async def symlink(self, target: str, path: str) -> None:
+        """Create a symlink at ``path``; relative targets resolve against its parent when read."""
+        if not isinstance(target, str):
+            raise TypeError("target must be a str")
+        r = self._resolve(path, follow=False, missing_ok=True)
+        if r.node is not None or len(r.parts) < 3:
+            raise os_error(errno.EEXIST, path)
+        await self._submit(self._in_repo(r, path), Symlink(r.rel, target), path)
+
+    async def utimes(self, path: str, atime_ms: float, mtime_ms: float) -> None:
+        """Set access and modification times, in milliseconds since the epoch."""
+        for value in (atime_ms, mtime_ms):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                raise InvalidOptionsError(f"times are numbers of milliseconds, not {value!r}")
+        r = self._resolve(path, follow=True)
+        if r.repo is None:
+            raise os_error(errno.EPERM, path)
+        await self._submit(r.repo, Utimes(r.rel, int(atime_ms), int(mtime_ms)), path)
+
+    async def link(self, existing_path: str, new_path: str) -> None:
+        """Hard links are not supported: always raises `NotImplementedError`."""
+        raise NotImplementedError("hard links are not supported")
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def subscribe(self, handler: Handler) -> MesaFileSystemSubscription:
+        """Call ``handler`` with each `WatchEvent`, after the change is visible here."""
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        self._check()
+        sub = MesaFileSystemSubscription(self, handler)
+        self._subs.append(sub)
+        return sub
+
+    def _remove_subscription(self, sub: MesaFileSystemSubscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+
+class MesaFileSystemSubscription:
+    """A running subscription: events queue here and one task calls the handler in order."""
+
+    def __init__(self, fs: MesaFileSystem, handler: Handler) -> None:
+        self._fs = fs
+        self._handler = handler
+        self._queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="mesa-subscription")
+
+    def push(self, events: list[WatchEvent]) -> None:
+        """Queue events (called right after the fold that produced them)."""
+        for event in events:
+            self._queue.put_nowait(event)
+
+    async def _run(self) -> None:
+        while (event := await self._queue.get()) is not None:
+            try:
+                result = self._handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("subscription handler failed on %s", event)
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving events and close the watcher."""
+        self._fs._remove_subscription(self)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def drain_and_stop(self) -> None:
+        """Deliver what is queued, then stop (used when the mount closes)."""
+        self._fs._remove_subscription(self)
+        self._queue.put_nowait(None)
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _as_bytes(content: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    if isinstance(content, bytes | bytearray | memoryview):
+        return bytes(content)
+    raise TypeError(f"content must be bytes or str, not {type(content).__name__}")
+
+
+__all__ = ["FsError", "MesaFileSystem", "MesaFileSystemSubscription"]

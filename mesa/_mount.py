@@ -1,0 +1,325 @@
+"""A mount: one token, one `RepoMount` per repo, and the `MesaFileSystem` over them.
+
+A `RepoMount` pumps one change's log from the transport into its engine
+`Replica` and wakes whoever waits for a sequence to be folded. A write is
+published only after the replica accepted it, returns only once the entry is
+durable in the transport and folded locally (read-your-writes), and is retried
+with the same op id when the transport fails, so the log holds it at most once.
+Events are dispatched after the fold that produced them, so a handler always sees
+the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from engine.codec import encode_entry
+from engine.errors import FsError
+from engine.fold import ChangeState
+from engine.ops import Op
+from engine.replica import Folded, LogCorrupt, Replica
+from mesa._blobs import BlobCache
+from mesa._records import BookmarkRecord, ChangeRecord, RepoRecord, bookmark_key, change_key, repo_key
+from mesa._translate import api_error, fs_error, fs_transport_error, os_error
+from mesa._types import DiskCacheConfig, RepoConfig
+from mesa.errors import (
+    AuthenticationError,
+    InvalidOptionsError,
+    LogCorruptError,
+    MesaError,
+    NotFoundError,
+)
+from transports.auth import READ_ONLY, READ_WRITE, Claims
+from transports.base import LogId, Subscription, TransportError, Unavailable
+
+if TYPE_CHECKING:
+    from mesa._client import Mesa
+    from mesa._fs import MesaFileSystem
+
+log = logging.getLogger("mesa")
+
+DEFAULT_TTL_S = 3600
+MAX_TTL_S = 86_400
+APPEND_ATTEMPTS = 5
+APPEND_BACKOFF_S = 0.05
+
+FoldListener = Callable[["RepoMount", list[Folded]], None]
+
+
+class RepoMount:
+    """One repo of a mount: its change, replica, pump and waiters."""
+
+    def __init__(
+        self,
+        client: Mesa,
+        name: str,
+        change_id: str,
+        *,
+        token: str,
+        claims: Claims,
+        read_only: bool,
+        mount_id: str,
+        disk_cache: DiskCacheConfig | None,
+        listener: FoldListener,
+    ) -> None:
+        self.client = client
+        self.org = client.org
+        self.name = name
+        self.change_id = change_id
+        self.read_only = read_only
+        self.log = LogId(client.org, name, change_id)
+        self.token = token
+        self.claims = claims
+        self.replica = Replica(mount_id, ChangeState(window_ms=client.race_window_ms))
+        self.blobs = BlobCache(client.transport, client.org, name, token, disk_cache)
+        self._listener = listener
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = 0
+        self._sub: Subscription | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.broken: MesaError | None = None
+
+    @property
+    def prefix(self) -> str:
+        """The absolute path of this repo's root: ``/<org>/<repo>``."""
+        return f"/{self.org}/{self.name}"
+
+    async def start(self) -> None:
+        """Subscribe to the change's log and fold everything it holds now."""
+        t = self.client.transport
+        try:
+            last = await t.last_seq(self.token, self.log)
+            self._sub = await t.subscribe(self.token, self.log, after_seq=self.replica.seq)
+        except TransportError as exc:
+            raise api_error(exc) from exc
+        self._pump = asyncio.create_task(self._run_pump(self._sub), name=f"mesa-pump-{self.name}")
+        await self.wait_folded(last)
+
+    async def close(self) -> None:
+        """Stop the pump and the subscription; fail any waiter left."""
+        if self._sub is not None:
+            await self._sub.aclose()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        self._fail_waiters(MesaError("mount closed"))
+
+    def check_alive(self) -> None:
+        """Raise if the token expired or the log is broken."""
+        if self.client.clock.now_ms() >= self.claims.exp * 1000:
+            raise AuthenticationError("the mount's token expired (mounts do not refresh tokens)")
+        if self.broken is not None:
+            raise self.broken
+
+    async def wait_folded(self, seq: int) -> None:
+        """Wait until the replica has folded ``seq``."""
+        if self.replica.seq >= seq:
+            return
+        if self.broken is not None:
+            raise self.broken
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter_ids += 1
+        heapq.heappush(self._waiters, (seq, self._waiter_ids, future))
+        await future
+
+    async def wait_synced(self) -> None:
+        """Wait until everything the log holds now is folded."""
+        self.check_alive()
+        try:
+            last = await self.client.transport.last_seq(self.token, self.log)
+        except TransportError as exc:
+            raise api_error(exc) from exc
+        await self.wait_folded(last)
+
+    async def submit(self, op: Op, path: str) -> None:
+        """Check, publish and fold ``op``; return once it is durable and visible here."""
+        self.check_alive()
+        if self.read_only:
+            raise os_error(errno.EROFS, path)
+        try:
+            entry = self.replica.issue(op)
+        except FsError as exc:
+            raise fs_error(exc, _abs(self.prefix, exc.path)) from None
+        if entry is None:
+            return
+        payload = encode_entry(entry)
+        appended = None
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                appended = await self.client.transport.append(
+                    self.token, self.log, payload, msg_id=entry.op_id
+                )
+                break
+            except Unavailable:
+                # A retry with the same op id is applied once (transport dedupe,
+                # and the fold skips an op id it has folded).
+                if attempt == APPEND_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(APPEND_BACKOFF_S * 2**attempt)
+            except TransportError as exc:
+                raise fs_transport_error(exc, path) from exc
+        assert appended is not None
+        await self.wait_folded(appended.seq)
+
+    async def _run_pump(self, sub: Subscription) -> None:
+        try:
+            async for delivery in sub:
+                try:
+                    folded = self.replica.receive(
+                        delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
+                    )
+                except LogCorrupt as exc:
+                    self.broken = LogCorruptError(self.change_id, exc.seq, str(exc))
+                    log.error("%s", self.broken)
+                    self._fail_waiters(self.broken)
+                    return
+                if folded:
+                    self._wake(self.replica.seq)
+                    self._listener(self, folded)
+        except TransportError as exc:
+            self.broken = api_error(exc)
+            self._fail_waiters(self.broken)
+
+    def _wake(self, seq: int) -> None:
+        while self._waiters and self._waiters[0][0] <= seq:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_exception(exc)
+
+
+def _abs(prefix: str, rel: str) -> str:
+    return f"{prefix}/{rel}" if rel else prefix
+
+
+class Mount:
+    """The async context manager ``mesa.fs.mount(...)`` returns."""
+
+    def __init__(
+        self,
+        client: Mesa,
+        repos: Sequence[str | RepoConfig],
+        *,
+        ttl: int | None,
+        disk_cache: DiskCacheConfig | None,
+        mode: str,
+    ) -> None:
+        self._client = client
+        self._configs = _parse_repos(client.org, repos)
+        if mode not in (READ_WRITE, READ_ONLY):
+            raise InvalidOptionsError(f"mode must be 'rw' or 'ro', not {mode!r}")
+        if mode == READ_ONLY:
+            self._configs = [
+                RepoConfig(c.name, c.bookmark, c.change_id, read_only=True) for c in self._configs
+            ]
+        ttl = DEFAULT_TTL_S if ttl is None else ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_S:
+            raise InvalidOptionsError(f"ttl must be an int in 1..{MAX_TTL_S}, not {ttl!r}")
+        if disk_cache is not None and not isinstance(disk_cache, DiskCacheConfig):
+            raise InvalidOptionsError("disk_cache must be a DiskCacheConfig")
+        self._ttl = ttl
+        self._disk_cache = disk_cache
+        self._fs: MesaFileSystem | None = None
+
+    async def __aenter__(self) -> MesaFileSystem:
+        from mesa._fs import MesaFileSystem
+
+        client = self._client
+        mount_id = "m" + secrets.token_hex(8)
+        grants = {c.name: READ_ONLY if c.read_only else READ_WRITE for c in self._configs}
+        token, claims = client.sign_token(grants, self._ttl, mount_id)
+        fs = MesaFileSystem(client, mount_id)
+        try:
+            for config in self._configs:
+                change_id = await _resolve_change(client, token, config)
+                repo = RepoMount(
+                    client,
+                    config.name,
+                    change_id,
+                    token=token,
+                    claims=claims,
+                    read_only=config.read_only,
+                    mount_id=mount_id,
+                    disk_cache=self._disk_cache,
+                    listener=fs.on_folded,
+                )
+                fs.add_repo(repo)
+                await repo.start()
+        except BaseException:
+            await fs.aclose()
+            raise
+        self._fs = fs
+        return fs
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fs is not None:
+            await self._fs.aclose()
+            self._fs = None
+
+
+def _parse_repos(org: str, repos: Sequence[str | RepoConfig]) -> list[RepoConfig]:
+    if isinstance(repos, str | bytes) or not isinstance(repos, Sequence) or not repos:
+        raise InvalidOptionsError("repos must be a non-empty sequence of names or RepoConfig")
+    configs: list[RepoConfig] = []
+    for item in repos:
+        if isinstance(item, str):
+            name = item
+            if "/" in item:
+                prefix, _, name = item.partition("/")
+                if prefix != org:
+                    raise InvalidOptionsError(
+                        f"repo {item!r} belongs to org {prefix!r}; cross-org mounts are rejected"
+                    )
+            config = RepoConfig(name)
+        elif isinstance(item, RepoConfig):
+            config = item
+        else:
+            raise InvalidOptionsError(f"a repo is a name or a RepoConfig, not {item!r}")
+        if "/" in config.name:
+            raise InvalidOptionsError(f"invalid repo name {config.name!r}")
+        if any(c.name == config.name for c in configs):
+            raise InvalidOptionsError(f"repo {config.name!r} is listed twice")
+        configs.append(config)
+    return configs
+
+
+async def _resolve_change(client: Mesa, token: str, config: RepoConfig) -> str:
+    """Return the change a repo config names: pinned id, bookmark, or the default bookmark."""
+    t = client.transport
+    org, name = client.org, config.name
+    try:
+        repo_entry = await t.kv_get(token, repo_key(org, name))
+        if repo_entry is None:
+            raise NotFoundError(f"repo {org}/{name} not found")
+        if config.change_id is not None:
+            change = await t.kv_get(token, change_key(org, name, config.change_id))
+            if change is None:
+                raise NotFoundError(f"change {config.change_id} not found in {org}/{name}")
+            return ChangeRecord.decode(change.value).change_id
+        bookmark = config.bookmark or RepoRecord.decode(repo_entry.value).default_bookmark
+        entry = await t.kv_get(token, bookmark_key(org, name, bookmark))
+    except TransportError as exc:
+        raise api_error(exc) from exc
+    if entry is None:
+        raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
+    return BookmarkRecord.decode(entry.value).change_id
+
+
+Handler = Callable[..., None | Awaitable[None]]

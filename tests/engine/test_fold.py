@@ -1,0 +1,273 @@
+"""The fold's rules, one test each (docs/conflicts.md)."""
+
+from __future__ import annotations
+
+from engine.content import Content
+from engine.fold import ChangeState, Event, fold
+from engine.merge import Merge
+from engine.ops import Append, Chmod, Cp, Entry, Logged, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.tree import DirNode, FileNode, SymlinkNode
+
+T0 = 1_700_000_000_000
+
+
+class Log:
+    """A tiny log: appends entries with increasing seqs and times and folds them."""
+
+    def __init__(self, window_ms: int = 1000) -> None:
+        self.state = ChangeState(window_ms=window_ms)
+        self.seq = 0
+        self.counters: dict[str, int] = {}
+
+    def add(self, author: str, op: Op, *, seen: int | None = None, dt_ms: int = 1) -> list[Event]:
+        self.seq += 1
+        self.counters[author] = self.counters.get(author, 0) + 1
+        entry = Entry(
+            op, author, self.counters[author], self.state.seq if seen is None else seen
+        )
+        return fold(self.state, Logged(self.seq, T0 + self.seq * dt_ms, entry))
+
+    def file(self, *path: str) -> FileNode:
+        node = self.state.tree.lookup(path)
+        assert isinstance(node, FileNode), f"{path} is {node!r}"
+        return node
+
+
+def c(data: bytes) -> Content:
+    return Content.of(data)
+
+
+def test_sequential_writes_never_conflict() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"1")))
+    log.add("b", Write(("f",), c(b"2")))  # b had seen a's write
+    assert log.file("f").value == Merge.resolved(c(b"2"))
+
+
+def test_racing_writes_conflict_with_base() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"base\n")))
+    seen = log.state.seq
+    log.add("a", Write(("f",), c(b"x\n")), seen=seen)
+    log.add("b", Write(("f",), c(b"y\n")), seen=seen)
+    value = log.file("f").value
+    assert value.adds == (c(b"x\n"), c(b"y\n"))
+    assert value.removes == (c(b"base\n"),)
+
+
+def test_add_add_conflict_has_absent_base() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x")), seen=0)
+    log.add("b", Write(("f",), c(b"y")), seen=0)
+    assert log.file("f").value == Merge((c(b"x"), c(b"y")), (None,))
+
+
+def test_add_add_with_equal_bytes_is_one_file() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"same")), seen=0)
+    log.add("b", Write(("f",), c(b"same")), seen=0)
+    assert log.file("f").value == Merge.resolved(c(b"same"))
+
+
+def test_same_author_concurrent_writes_last_wins() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x")), seen=0)
+    log.add("a", Write(("f",), c(b"y")), seen=0)
+    assert log.file("f").value == Merge.resolved(c(b"y"))
+
+
+def test_outside_window_later_wins() -> None:
+    log = Log(window_ms=1000)
+    log.add("a", Write(("f",), c(b"x")), seen=0, dt_ms=2000)
+    log.add("b", Write(("f",), c(b"y")), seen=0, dt_ms=2000)
+    assert log.file("f").value == Merge.resolved(c(b"y"))
+
+
+def test_write_resolves_conflict() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x")), seen=0)
+    log.add("b", Write(("f",), c(b"y")), seen=0)
+    assert not log.file("f").value.is_resolved()
+    log.add("c", Write(("f",), c(b"fixed")))
+    assert log.file("f").value == Merge.resolved(c(b"fixed"))
+
+
+def test_three_racing_writes_keep_three_sides() -> None:
+    log = Log()
+    for author, data in (("a", b"1"), ("b", b"2"), ("c", b"3")):
+        log.add(author, Write(("f",), c(data)), seen=0)
+    value = log.file("f").value
+    assert value.adds == (c(b"1"), c(b"2"), c(b"3"))
+    assert value.removes == (None, None)
+
+
+def test_racer_who_saw_first_side_replaces_only_it() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"A")), seen=0)
+    log.add("b", Write(("f",), c(b"B")), seen=0)
+    log.add("c", Write(("f",), c(b"C")), seen=1)  # c had seen A but not B
+    value = log.file("f").value
+    assert value.adds == (c(b"B"), c(b"C"))
+    assert value.removes == (None,)
+
+
+def test_concurrent_appends_all_survive() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"0")))
+    for author in "abc":
+        log.add(author, Append(("f",), c(author.encode())), seen=1)
+    assert log.file("f").value == Merge.resolved(c(b"0abc"))
+
+
+def test_write_racing_rm_keeps_bytes_either_order() -> None:
+    log = Log()
+    log.add("a", Write(("d", "f"), c(b"old")))  # parent created (add wins)
+    seen = log.state.seq
+    log.add("a", Write(("d", "f"), c(b"new")), seen=seen)
+    log.add("b", Rm(("d",), recursive=True), seen=seen)
+    assert log.file("d", "f").value == Merge.resolved(c(b"new"))
+
+    log2 = Log()
+    log2.add("a", Write(("d", "f"), c(b"old")))
+    seen = log2.state.seq
+    log2.add("b", Rm(("d",), recursive=True), seen=seen)
+    log2.add("a", Write(("d", "f"), c(b"new")), seen=seen)
+    assert log2.file("d", "f").value == Merge.resolved(c(b"new"))
+
+
+def test_rm_outside_window_wins() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x")), seen=0, dt_ms=5000)
+    log.add("b", Rm(("f",)), seen=0, dt_ms=5000)
+    assert log.state.tree.lookup(("f",)) is None
+
+
+def test_rm_of_seen_file_removes_it() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x")))
+    events = log.add("b", Rm(("f",)))
+    assert log.state.tree.lookup(("f",)) is None
+    assert events == [Event(("f",))]
+
+
+def test_write_racing_mv_keeps_bytes() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"old")))
+    seen = log.state.seq
+    log.add("a", Write(("f",), c(b"new")), seen=seen)
+    log.add("b", Mv(("f",), ("g",)), seen=seen)
+    assert log.file("g").value == Merge.resolved(c(b"new"))
+    assert log.state.tree.lookup(("f",)) is None
+
+    log2 = Log()
+    log2.add("a", Write(("f",), c(b"old")))
+    seen = log2.state.seq
+    log2.add("b", Mv(("f",), ("g",)), seen=seen)
+    log2.add("a", Write(("f",), c(b"new")), seen=seen)
+    assert log2.file("g").value == Merge.resolved(c(b"old"))
+    assert log2.file("f").value == Merge.resolved(c(b"new"))
+
+
+def test_mv_over_racing_write_is_a_conflict() -> None:
+    log = Log()
+    log.add("a", Write(("src",), c(b"moved")))
+    log.add("a", Write(("dst",), c(b"orig")))
+    seen = log.state.seq
+    log.add("b", Write(("dst",), c(b"raced")), seen=seen)
+    log.add("a", Mv(("src",), ("dst",)), seen=seen)
+    value = log.file("dst").value
+    assert value.adds == (c(b"raced"), c(b"moved"))
+    assert value.removes == (c(b"orig"),)
+
+
+def test_concurrent_mkdir_is_one_directory() -> None:
+    log = Log()
+    log.add("a", Mkdir(("d",)), seen=0)
+    events = log.add("b", Mkdir(("d",)), seen=0)
+    assert events == []
+    root = log.state.tree.root
+    assert list(root.children) == ["d"]
+
+
+def test_kinds_clash_puts_incoming_aside() -> None:
+    log = Log()
+    log.add("a", Write(("x",), c(b"file")), seen=0)
+    log.add("b", Mkdir(("x",)), seen=0)
+    root = log.state.tree.root
+    assert isinstance(root.children["x"], FileNode)
+    assert isinstance(root.children["x.conflict-1"], DirNode)
+    log.add("c", Write(("x", "inner"), c(b"in")), seen=0)
+    assert log.file("x.conflict-1", "inner").value == Merge.resolved(c(b"in"))
+
+
+def test_crossed_directory_moves_lose_nothing() -> None:
+    log = Log()
+    log.add("a", Write(("x", "fx"), c(b"1")))
+    log.add("a", Write(("y", "fy"), c(b"2")))
+    seen = log.state.seq
+    log.add("a", Mv(("x",), ("y", "x")), seen=seen)
+    # b moves y into x, but x now lives in y: the parent x is recreated (add wins),
+    # so paths never form a cycle and both subtrees survive.
+    log.add("b", Mv(("y",), ("x", "y")), seen=seen)
+    assert log.file("x", "y", "x", "fx").value == Merge.resolved(c(b"1"))
+    assert log.file("x", "y", "fy").value == Merge.resolved(c(b"2"))
+
+
+def test_move_into_own_subtree_is_skipped() -> None:
+    log = Log()
+    log.add("a", Mkdir(("x",)))
+    before = log.state.tree.hash()
+    assert log.add("b", Mv(("x",), ("x", "inner"))) == []
+    assert log.state.tree.hash() == before
+
+
+def test_cp_copies_conflict_and_directories() -> None:
+    log = Log()
+    log.add("a", Write(("d", "f"), c(b"1")))
+    log.add("a", Symlink(("d", "l"), "f"))
+    log.add("a", Cp(("d",), ("e",), recursive=True))
+    assert log.file("e", "f").value == Merge.resolved(c(b"1"))
+    link = log.state.tree.lookup(("e", "l"))
+    assert isinstance(link, SymlinkNode)
+    assert link.target == "f"
+    assert log.file("e", "f").ino != log.file("d", "f").ino
+
+
+def test_chmod_utimes_on_missing_path_do_nothing() -> None:
+    log = Log()
+    before = log.state.tree.hash()
+    assert log.add("a", Chmod(("nope",), 0o600)) == []
+    assert log.add("a", Utimes(("nope",), 1, 2)) == []
+    assert log.state.tree.hash() == before
+
+
+def test_duplicate_op_id_is_applied_once() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x")))
+    entry = Entry(Append(("f",), c(b"!")), "a", 2, log.state.seq)
+    fold(log.state, Logged(2, T0 + 2, entry))
+    fold(log.state, Logged(3, T0 + 3, entry))
+    assert log.file("f").value == Merge.resolved(c(b"x!"))
+    assert log.state.seq == 3
+
+
+def test_rewriting_materialized_conflict_keeps_it() -> None:
+    from engine import conflicts
+
+    log = Log()
+    log.add("a", Write(("f",), c(b"x\n")), seen=0)
+    log.add("b", Write(("f",), c(b"y\n")), seen=0)
+    rendered = conflicts.materialize([b"x\n", b"y\n"], [b""])
+    log.add("c", Write(("f",), c(rendered)))
+    assert log.file("f").value.adds == (c(b"x\n"), c(b"y\n"))
+    edited = rendered.replace(b"y\n", b"Y\n")
+    log.add("c", Write(("f",), c(edited)))
+    assert log.file("f").value.adds == (c(b"x\n"), c(b"Y\n"))
+
+
+def test_rm_dir_events_are_recursive_and_mv_names_both_paths() -> None:
+    log = Log()
+    log.add("a", Write(("d", "f"), c(b"x")))
+    assert log.add("a", Mv(("d",), ("e",))) == [Event(("d",), True), Event(("e",), True)]
+    assert log.add("a", Rm(("e",), recursive=True)) == [Event(("e",), True)]
+    assert log.state.tree.root.children == {}
