@@ -1,0 +1,1 @@
+"""The pure core: ids, paths, ops, codec, tree, fold, conflicts, replica. No I/O."""

@@ -191,7 +191,10 @@ class _Folder:
 
     def _new_dir(self, mode: int = DEFAULT_DIR_MODE) -> DirNode:
         node = DirNode(
-            ino=self.tree.new_ino(), mode=mode & MODE_MASK, mtime_ms=self.time_ms, atime_ms=self.time_ms
+            ino=self.tree.new_ino(),
+            mode=mode & MODE_MASK,
+            mtime_ms=self.time_ms,
+            atime_ms=self.time_ms,
         )
         self._record(node, None)
         return node
@@ -290,7 +293,7 @@ class _Folder:
         self._event(op.path, recursive=True)
 
     def _prune(self, directory: DirNode) -> bool:
-        """Remove what a recursive rm may remove below ``directory``; return whether anything is left."""
+        """Remove what a recursive rm may remove below ``directory``; return if anything is left."""
         for name in sorted(directory.children):
             child = directory.children[name]
             keep = self._prune(child) if isinstance(child, DirNode) else self._protected(child)
@@ -326,16 +329,16 @@ class _Folder:
         self._place(dst_parent, dst_parent_path, name, node)
 
     def _copy(self, node: AnyNode) -> AnyNode:
-        common = {"ino": self.tree.new_ino(), "mode": node.mode, "mtime_ms": self.time_ms}
+        ino, mode, now = self.tree.new_ino(), node.mode, self.time_ms
         copy: AnyNode
         if isinstance(node, DirNode):
-            copy = DirNode(**common, atime_ms=self.time_ms)
+            copy = DirNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now)
             for name in sorted(node.children):
                 copy.children[name] = self._copy(node.children[name])
         elif isinstance(node, FileNode):
-            copy = FileNode(**common, atime_ms=self.time_ms, value=node.value)
+            copy = FileNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now, value=node.value)
         else:
-            copy = SymlinkNode(**common, atime_ms=self.time_ms, target=node.target)
+            copy = SymlinkNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now, target=node.target)
         self._record(copy, None)
         return copy
 

@@ -24,7 +24,7 @@ from engine.validate import check
 
 
 class LogCorrupt(CodecError):
-    """Raised when a delivered entry does not decode; names the sequence, and folding stops there."""
+    """Raised when a delivered entry does not decode; names the sequence; folding stops."""
 
     def __init__(self, seq: int, reason: str) -> None:
         self.seq = seq

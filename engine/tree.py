@@ -85,7 +85,9 @@ class Tree:
     """A change's folded tree rooted at a directory (see module docstring)."""
 
     def __init__(self, root: DirNode | None = None, next_ino: int = ROOT_INO + 1) -> None:
-        self.root = root if root is not None else DirNode(ino=ROOT_INO, mode=0o755, mtime_ms=0, atime_ms=0)
+        self.root = (
+            root if root is not None else DirNode(ino=ROOT_INO, mode=0o755, mtime_ms=0, atime_ms=0)
+        )
         self.next_ino = next_ino
 
     def new_ino(self) -> int:
@@ -118,8 +120,8 @@ class Tree:
             path, node = stack.pop()
             yield path, node
             if isinstance(node, DirNode):
-                for name in sorted(node.children, reverse=True):
-                    stack.append(((*path, name), node.children[name]))
+                names = sorted(node.children, reverse=True)
+                stack.extend(((*path, name), node.children[name]) for name in names)
 
     def file_count(self) -> int:
         """Return how many non-directory nodes the tree holds."""
@@ -135,7 +137,9 @@ class Tree:
 
     def clone(self) -> Tree:
         """Return an independent deep copy (contents are immutable and shared)."""
-        return Tree(_clone(self.root), self.next_ino)
+        root = _clone(self.root)
+        assert isinstance(root, DirNode)
+        return Tree(root, self.next_ino)
 
 
 def _node_hash(node: AnyNode) -> bytes:

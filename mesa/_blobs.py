@@ -78,9 +78,9 @@ class BlobCache:
 
     async def content_bytes(self, content: Content) -> bytes:
         """Return the bytes of a content."""
-        parts = []
-        for seg in content.segments:
-            parts.append(seg.data if isinstance(seg, Inline) else await self.get(seg))
+        parts = [
+            seg.data if isinstance(seg, Inline) else await self.get(seg) for seg in content.segments
+        ]
         return b"".join(parts)
 
     async def value_bytes(self, value: Merge) -> bytes:

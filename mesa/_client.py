@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from engine.ids import change_id_from_bytes
 from mesa import _local
 from mesa._mount import Mount
-from mesa._records import BookmarkRecord, ChangeRecord, RepoRecord, bookmark_key, change_key, repo_key
+from mesa._records import (
+    BookmarkRecord,
+    ChangeRecord,
+    RepoRecord,
+    bookmark_key,
+    change_key,
+    repo_key,
+)
 from mesa._translate import api_error
 from mesa._types import DiskCacheConfig, RepoConfig
 from mesa.errors import ConflictError, InvalidOptionsError, MissingCredentialError, NotFoundError
@@ -72,7 +79,11 @@ class Mesa:
             self.org = validate_org(org)
         except InvalidName as exc:
             raise InvalidOptionsError(str(exc)) from exc
-        if isinstance(race_window_ms, bool) or not isinstance(race_window_ms, int) or race_window_ms < 0:
+        if (
+            isinstance(race_window_ms, bool)
+            or not isinstance(race_window_ms, int)
+            or race_window_ms < 0
+        ):
             raise InvalidOptionsError("race_window_ms must be a non-negative int")
         self.race_window_ms = race_window_ms
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -128,9 +139,19 @@ class Repos:
         change = ChangeRecord(client.new_change_id(), created_at_ms=now_ms)
         t = client.transport
         try:
-            await t.kv_put(token, change_key(client.org, name, change.change_id), change.encode(), expected_revision=0)
+            await t.kv_put(
+                token,
+                change_key(client.org, name, change.change_id),
+                change.encode(),
+                expected_revision=0,
+            )
             bookmark = BookmarkRecord(default_bookmark, change.change_id)
-            await t.kv_put(token, bookmark_key(client.org, name, default_bookmark), bookmark.encode(), expected_revision=0)
+            await t.kv_put(
+                token,
+                bookmark_key(client.org, name, default_bookmark),
+                bookmark.encode(),
+                expected_revision=0,
+            )
             await t.kv_put(token, repo_key(client.org, name), record.encode(), expected_revision=0)
         except CasConflict as exc:
             raise ConflictError(f"repo {client.org}/{name} already exists") from exc
@@ -143,7 +164,9 @@ class Repos:
         client = self._client
         try:
             validate_repo(name)
-            entry = await client.transport.kv_get(client.management_token(), repo_key(client.org, name))
+            entry = await client.transport.kv_get(
+                client.management_token(), repo_key(client.org, name)
+            )
         except InvalidName as exc:
             raise InvalidOptionsError(str(exc)) from exc
         except TransportError as exc:
@@ -160,7 +183,9 @@ class Repos:
             keys = await client.transport.kv_keys(client.management_token(), f"{client.org}.")
         except TransportError as exc:
             raise api_error(exc) from exc
-        names = sorted(key.split(".")[1] for key in keys if key.endswith(".repo") and key.count(".") == 2)
+        names = sorted(
+            key.split(".")[1] for key in keys if key.endswith(".repo") and key.count(".") == 2
+        )
         return [await self.get(name) for name in names]
 
 

@@ -26,14 +26,14 @@ from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
 from mesa._blobs import INLINE_THRESHOLD_BYTES
 from mesa._mount import RepoMount
-from mesa._translate import fs_error, os_error
+from mesa._translate import os_error
 from mesa._types import FsStat, WatchEvent
 from mesa.errors import InvalidOptionsError
 
 log = logging.getLogger("mesa")
 
 MAX_SYMLINK_HOPS = 40
-Handler = Callable[[WatchEvent], None | Awaitable[None]]
+Handler = Callable[[WatchEvent], Awaitable[None] | None]
 
 
 @dataclass
@@ -167,7 +167,9 @@ class MesaFileSystem:
                 parts.pop()
                 if node.target.startswith("/"):
                     parts.clear()
-                queue.extendleft(reversed([p for p in node.target.split("/") if p not in ("", ".")]))
+                queue.extendleft(
+                    reversed([p for p in node.target.split("/") if p not in ("", ".")])
+                )
                 continue
             if not last and not isinstance(node, DirNode):
                 raise os_error(errno.ENOTDIR, path)
@@ -215,10 +217,12 @@ class MesaFileSystem:
         """Append bytes to a file, creating it if missing."""
         await self._put(path, content, append=True)
 
-    async def _put(self, path: str, content: bytes | bytearray | memoryview | str, *, append: bool) -> None:
+    async def _put(
+        self, path: str, content: bytes | bytearray | memoryview | str, *, append: bool
+    ) -> None:
         data = _as_bytes(content)
         r = self._resolve(path, follow=True, missing_ok=True)
-        if r.is_dir and r.node is not None or len(r.parts) < 3:
+        if (r.is_dir and r.node is not None) or len(r.parts) < 3:
             raise os_error(errno.EISDIR, path)
         repo = self._in_repo(r, path)
         if repo.read_only:
@@ -250,7 +254,7 @@ class MesaFileSystem:
     async def _stat(self, r: _Resolved) -> FsStat:
         node = r.node
         if node is None:
-            return FsStat(False, True, False, 0o755, 0, 0.0)
+            return _dir_stat(0o755, 0)
         if isinstance(node, FileNode):
             assert r.repo is not None
             value = node.value
@@ -259,11 +263,25 @@ class MesaFileSystem:
                 size = only.size if only is not None else 0
             else:
                 size = len(await r.repo.blobs.value_bytes(value))
-            return FsStat(True, False, False, node.mode, size, float(node.mtime_ms))
+            return FsStat(
+                is_file=True,
+                is_directory=False,
+                is_symbolic_link=False,
+                mode=node.mode,
+                size=size,
+                mtime_ms=float(node.mtime_ms),
+            )
         if isinstance(node, SymlinkNode):
             size = len(node.target.encode("utf-8", "surrogateescape"))
-            return FsStat(False, False, True, node.mode, size, float(node.mtime_ms))
-        return FsStat(False, True, False, node.mode, 0, float(node.mtime_ms))
+            return FsStat(
+                is_file=False,
+                is_directory=False,
+                is_symbolic_link=True,
+                mode=node.mode,
+                size=size,
+                mtime_ms=float(node.mtime_ms),
+            )
+        return _dir_stat(node.mode, node.mtime_ms)
 
     async def readdir(self, path: str) -> list[str]:
         """Return the names in a directory (sorted here; do not rely on the order)."""
@@ -293,9 +311,11 @@ class MesaFileSystem:
 
     # -- mutations ---------------------------------------------------------------------
 
-    async def mkdir(self, path: str, recursive: bool | None = None) -> None:
-        """Create a directory; with ``recursive`` create parents and accept an existing directory."""
-        r = self._resolve(path, follow=bool(recursive), missing_ok=True, missing_parents=bool(recursive))
+    async def mkdir(self, path: str, recursive: bool | None = None) -> None:  # noqa: FBT001 (spec)
+        """Create a directory; ``recursive`` creates parents and accepts an existing directory."""
+        r = self._resolve(
+            path, follow=bool(recursive), missing_ok=True, missing_parents=bool(recursive)
+        )
         if r.node is not None or len(r.parts) < 3:
             if recursive and r.is_dir and (r.node is not None or len(r.parts) < 3):
                 return
@@ -303,8 +323,13 @@ class MesaFileSystem:
         repo = self._in_repo(r, path)
         await self._submit(repo, Mkdir(r.rel, parents=bool(recursive)), path)
 
-    async def rm(self, path: str, recursive: bool | None = None, force: bool | None = None) -> None:
-        """Remove a file or directory (``recursive`` for a non-empty one; ``force`` ignores missing)."""
+    async def rm(
+        self,
+        path: str,
+        recursive: bool | None = None,  # noqa: FBT001 (the spec's signature)
+        force: bool | None = None,  # noqa: FBT001
+    ) -> None:
+        """Remove a file or directory (``recursive``: non-empty too; ``force``: ignore missing)."""
         try:
             r = self._resolve(path, follow=False, missing_ok=True)
         except FileNotFoundError:
@@ -318,7 +343,7 @@ class MesaFileSystem:
         repo = self._in_repo(r, path, root_errno=errno.EBUSY)
         await self._submit(repo, Rm(r.rel, recursive=bool(recursive)), path)
 
-    async def cp(self, src: str, dest: str, recursive: bool | None = None) -> None:
+    async def cp(self, src: str, dest: str, recursive: bool | None = None) -> None:  # noqa: FBT001
         """Copy a file, or a directory with ``recursive``; symlinks inside stay symlinks."""
         rs = self._resolve(src, follow=True)
         rd = self._resolve(dest, follow=True, missing_ok=True)
@@ -442,6 +467,17 @@ class MesaFileSystemSubscription:
         self._fs._remove_subscription(self)
         self._queue.put_nowait(None)
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _dir_stat(mode: int, mtime_ms: int) -> FsStat:
+    return FsStat(
+        is_file=False,
+        is_directory=True,
+        is_symbolic_link=False,
+        mode=mode,
+        size=0,
+        mtime_ms=float(mtime_ms),
+    )
 
 
 def _as_bytes(content: bytes | bytearray | memoryview | str) -> bytes:

@@ -16,7 +16,7 @@ import errno
 import heapq
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,14 @@ from engine.fold import ChangeState
 from engine.ops import Op
 from engine.replica import Folded, LogCorrupt, Replica
 from mesa._blobs import BlobCache
-from mesa._records import BookmarkRecord, ChangeRecord, RepoRecord, bookmark_key, change_key, repo_key
+from mesa._records import (
+    BookmarkRecord,
+    ChangeRecord,
+    RepoRecord,
+    bookmark_key,
+    change_key,
+    repo_key,
+)
 from mesa._translate import api_error, fs_error, fs_transport_error, os_error
 from mesa._types import DiskCacheConfig, RepoConfig
 from mesa.errors import (
@@ -320,6 +327,3 @@ async def _resolve_change(client: Mesa, token: str, config: RepoConfig) -> str:
     if entry is None:
         raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
     return BookmarkRecord.decode(entry.value).change_id
-
-
-Handler = Callable[..., None | Awaitable[None]]

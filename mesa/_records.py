@@ -59,14 +59,20 @@ class RepoRecord:
     def encode(self) -> bytes:
         """Serialize to JSON bytes."""
         return _dump(
-            {"name": self.name, "default_bookmark": self.default_bookmark, "created_at_ms": self.created_at_ms}
+            {
+                "name": self.name,
+                "default_bookmark": self.default_bookmark,
+                "created_at_ms": self.created_at_ms,
+            }
         )
 
     @staticmethod
     def decode(raw: bytes) -> RepoRecord:
         """Parse JSON bytes."""
         data = _load(raw)
-        return RepoRecord(str(data["name"]), str(data["default_bookmark"]), int(data["created_at_ms"]))
+        return RepoRecord(
+            str(data["name"]), str(data["default_bookmark"]), int(data["created_at_ms"])
+        )
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ class DiskCacheConfig:
             raise InvalidOptionsError("DiskCacheConfig.path must be a non-empty string")
         size = self.max_size_bytes
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-            raise InvalidOptionsError("DiskCacheConfig.max_size_bytes must be a positive int or None")
+            raise InvalidOptionsError(
+                "DiskCacheConfig.max_size_bytes must be a positive int or None"
+            )
 
 
 @dataclass(frozen=True)

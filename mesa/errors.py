@@ -6,7 +6,7 @@
     ├── MissingCredentialError     no API key given, none in MESA_API_KEY, no local server key
     ├── InvalidOptionsError        also a ValueError: bad mount options, ids, names or modes
     ├── MesaConnectionError        also a ConnectionError: the server cannot be reached in time
-    ├── LogCorruptError            an entry of a change's log does not decode (names change and sequence)
+    ├── LogCorruptError            an entry of a change's log does not decode (change, sequence)
     └── ApiError                   (status_code, body) the server refused
         ├── ValidationError        400
         ├── AuthenticationError    401: unknown key, bad or expired token

@@ -1,0 +1,1 @@
+"""The I/O seam: the Transport protocol, the memory transport and JetStream."""

@@ -143,7 +143,9 @@ class Subscription(Protocol):
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """End the iteration and release the subscription."""
+        ...
 
 
 class Transport(Protocol):
@@ -181,7 +183,9 @@ class Transport(Protocol):
         """Store ``value`` at ``key`` and return the new revision (CAS when expected is given)."""
         ...
 
-    async def kv_delete(self, token: str, key: str, *, expected_revision: int | None = None) -> None:
+    async def kv_delete(
+        self, token: str, key: str, *, expected_revision: int | None = None
+    ) -> None:
         """Delete ``key`` (CAS when expected is given); deleting a missing key raises NotFound."""
         ...
 
@@ -197,7 +201,9 @@ class Transport(Protocol):
 class Clock(Protocol):
     """A source of wall-clock time in milliseconds (injected for determinism)."""
 
-    def now_ms(self) -> int: ...
+    def now_ms(self) -> int:
+        """Return the current time in milliseconds since the epoch."""
+        ...
 
 
 class SystemClock:

@@ -22,9 +22,7 @@ class Log:
     def add(self, author: str, op: Op, *, seen: int | None = None, dt_ms: int = 1) -> list[Event]:
         self.seq += 1
         self.counters[author] = self.counters.get(author, 0) + 1
-        entry = Entry(
-            op, author, self.counters[author], self.state.seq if seen is None else seen
-        )
+        entry = Entry(op, author, self.counters[author], self.state.seq if seen is None else seen)
         return fold(self.state, Logged(self.seq, T0 + self.seq * dt_ms, entry))
 
     def file(self, *path: str) -> FileNode:
