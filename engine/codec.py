@@ -155,7 +155,7 @@ class Writer:
         """
         if not SINT_MIN <= value <= SINT_MAX:
             raise InvalidInput(f"signed int out of range -2**63..2**63-1: {value}")
-        self.uint(value * 2 if value >= 0 else -value * 2 + 1)
+        self.uint(value * 2 if value >= 0 else -value * 2 - 1)
 
     def bool_(self, value: bool) -> None:  # noqa: FBT001
         """Write a boolean as one byte, 0 or 1.
