@@ -18,13 +18,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="two mounts edit one change; a racing pair makes a conflict"
     )
     demo.add_argument("--org", default="acme")
+    server = commands.add_parser(
+        "server", help="run the local NATS JetStream server in the foreground, or manage it"
+    )
+    server.add_argument(
+        "action", nargs="?", choices=["run", "status", "stop", "start"], default="run"
+    )
+    server.add_argument("--port", type=int, default=4222, help="client port for `run`")
+    server.add_argument("--http-port", type=int, default=8222, help="monitoring port for `run`")
     args = parser.parse_args(argv)
+    if args.command == "server":
+        return _server_command(args.action, args.port, args.http_port)
     if args.command == "demo":
         from mesa._demo import run_demo
 
         return asyncio.run(run_demo(args.org))
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _server_command(action: str, port: int, http_port: int) -> int:
+    from mesa import _server
+
+    home = _server.mesa_home()
+    if action == "status":
+        info = _server.status(home)
+        if info is None:
+            print(f"not running (MESA_HOME={home})")
+            return 1
+        print(f"running: pid {info.pid}, {info.url}, monitoring {info.http_url}, MESA_HOME={home}")
+        return 0
+    if action == "stop":
+        stopped = _server.stop(home)
+        print("stopped" if stopped else "not running")
+        return 0
+    if action == "start":
+        info = _server.ensure_running(home)
+        print(f"running: pid {info.pid}, {info.url}")
+        return 0
+    print(f"mesa server: nats-server on 127.0.0.1:{port}, data in {home} (Ctrl-C stops it)")
+    return _server.run_foreground(home, port=port, http_port=http_port)
 
 
 if __name__ == "__main__":
