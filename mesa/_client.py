@@ -139,6 +139,11 @@ class Repos:
         change = ChangeRecord(client.new_change_id(), created_at_ms=now_ms)
         t = client.transport
         try:
+            # Refuse before writing anything: a create of an existing repo must not
+            # add a change or a bookmark to it. (The repo record, written last, is
+            # still the compare-and-set that decides a race between two creates.)
+            if await t.kv_get(token, repo_key(client.org, name)) is not None:
+                raise ConflictError(f"repo {client.org}/{name} already exists")
             await t.kv_put(
                 token,
                 change_key(client.org, name, change.change_id),

@@ -91,6 +91,7 @@ class RepoMount:
         self._waiter_ids = 0
         self._sub: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._closed = False
         self.broken: MesaError | None = None
 
     @property
@@ -110,16 +111,22 @@ class RepoMount:
         await self.wait_folded(last)
 
     async def close(self) -> None:
-        """Stop the pump and the subscription; fail any waiter left."""
+        """Stop the pump and the subscription; fail any waiter left, and any later one."""
+        self._closed = True
         if self._sub is not None:
             await self._sub.aclose()
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
-        self._fail_waiters(MesaError("mount closed"))
+        self._fail_waiters(self._closed_error())
+
+    def _closed_error(self) -> OSError:
+        return os_error(errno.EBADF, self.prefix, "the mount is closed")
 
     def check_alive(self) -> None:
-        """Raise if the token expired or the log is broken."""
+        """Raise if the mount is closed, the token expired or the log is broken."""
+        if self._closed:
+            raise self._closed_error()
         if self.client.clock.now_ms() >= self.claims.exp * 1000:
             raise AuthenticationError("the mount's token expired (mounts do not refresh tokens)")
         if self.broken is not None:
@@ -131,6 +138,9 @@ class RepoMount:
             return
         if self.broken is not None:
             raise self.broken
+        if self._closed:
+            # Nothing folds any more: waiting would never end.
+            raise self._closed_error()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiter_ids += 1
         heapq.heappush(self._waiters, (seq, self._waiter_ids, future))

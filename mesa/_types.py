@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.ids import is_change_id
 from mesa.errors import InvalidOptionsError
 
 
@@ -23,6 +24,11 @@ class RepoConfig:
             raise InvalidOptionsError("RepoConfig takes a bookmark or a change_id, not both")
         if self.bookmark is not None and (not isinstance(self.bookmark, str) or not self.bookmark):
             raise InvalidOptionsError("RepoConfig.bookmark must be a non-empty string")
+        if self.change_id is not None and not is_change_id(self.change_id):
+            raise InvalidOptionsError(
+                f"RepoConfig.change_id must be a change id (32 chars in k..z), "
+                f"not {self.change_id!r}"
+            )
         if not isinstance(self.read_only, bool):
             raise InvalidOptionsError("RepoConfig.read_only must be a bool")
 
