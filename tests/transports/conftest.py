@@ -9,15 +9,20 @@ it to `TRANSPORT_FACTORIES` as a ``pytest.param`` (with marks such as
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.integration.natsutil import start_nats
 from transports.auth import Claims, Keyring, sign
-from transports.base import ManualClock, Transport
+from transports.base import ManualClock, SystemClock, Transport
+from transports.jetstream import JetStreamTransport
 from transports.memory import MemoryTransport
 
 
@@ -67,8 +72,38 @@ async def memory_env() -> AsyncIterator[TransportEnv]:
         await transport.aclose()
 
 
+@asynccontextmanager
+async def jetstream_env() -> AsyncIterator[TransportEnv]:
+    """A `JetStreamTransport` on a fresh nats-server (JetStream, temporary store).
+
+    Time is real (``clock_advance`` is None): the server stamps entries, and tests that
+    need a token to expire sign a short ttl and wait.
+    """
+    org = "acme"
+    api_key = random_api_key()
+    keyring = Keyring()
+    keyring.add(api_key, org)
+    clock = SystemClock()
+
+    def make_token(repos: dict[str, str], ttl_s: int = 3600) -> str:
+        iat = clock.now_ms() // 1000
+        return sign(api_key, Claims(org, dict(repos), iat, iat + ttl_s, "test-mount"))
+
+    with tempfile.TemporaryDirectory(prefix="mesa-nats-") as tmp:
+        server = await asyncio.to_thread(start_nats, Path(tmp))
+        try:
+            transport = await JetStreamTransport.connect([server.url], keyring=keyring)
+            try:
+                yield TransportEnv(transport, org, make_token, None)
+            finally:
+                await transport.aclose()
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
 TRANSPORT_FACTORIES = [
     pytest.param(memory_env, id="memory"),
+    pytest.param(jetstream_env, id="jetstream", marks=pytest.mark.integration),
 ]
 
 

@@ -1,0 +1,332 @@
+"""What only the JetStream transport promises: connection limits, payload limits, resume.
+
+The shared contract runs in test_contract.py; these tests cover what a real server
+adds: unreachable servers, the server's max_payload (headers included), consumers
+lost with a server restart or deleted behind the transport's back, and the name
+mapping of streams and buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from engine.ids import change_id_from_bytes
+from tests.integration.natsutil import NatsServer, free_port, start_nats
+from transports.auth import Claims, Keyring, sign
+from transports.base import Appended, Delivery, LogId, PayloadTooLarge, Unavailable
+from transports.jetstream import (
+    HEADER_RESERVE,
+    MAX_MSG_ID_BYTES,
+    JetStreamSubscription,
+    JetStreamTransport,
+    blob_bucket,
+    log_subject,
+    stream_name,
+)
+
+pytestmark = pytest.mark.integration
+
+ORG = "acme"
+REPO = "main"
+CHANGE = change_id_from_bytes(bytes(range(16)))
+OTHER_CHANGE = change_id_from_bytes(bytes(range(16, 32)))
+LOG = LogId(ORG, REPO, CHANGE)
+# Generous: CI machines are slow, but "never hang" must still hold.
+CONNECT_BOUND_S = 15.0
+DELIVERY_TIMEOUT_S = 20.0
+
+
+@pytest.fixture
+def api_key() -> str:
+    return secrets.token_hex(32)
+
+
+@pytest.fixture
+def keyring(api_key: str) -> Keyring:
+    ring = Keyring()
+    ring.add(api_key, ORG)
+    return ring
+
+
+@pytest.fixture
+def token(api_key: str) -> str:
+    iat = int(time.time())
+    return sign(api_key, Claims(ORG, {"*": "rw"}, iat, iat + 3600, "test-mount"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = start_nats(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def transport(server: NatsServer, keyring: Keyring) -> AsyncIterator[JetStreamTransport]:
+    transport = await JetStreamTransport.connect([server.url], keyring=keyring)
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+
+
+async def append_retrying(
+    transport: JetStreamTransport, token: str, log: LogId, payload: bytes, msg_id: str
+) -> Appended:
+    """Append, retrying with the same msg_id while the server is unreachable."""
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    while True:
+        try:
+            return await transport.append(token, log, payload, msg_id=msg_id)
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def take(subscription: JetStreamSubscription, count: int) -> list[Delivery]:
+    entries = aiter(subscription)
+    return [await asyncio.wait_for(anext(entries), DELIVERY_TIMEOUT_S) for _ in range(count)]
+
+
+def assert_chain(
+    deliveries: list[Delivery], appended: list[Appended], payloads: list[bytes]
+) -> None:
+    """Deliveries are exactly the appends, in order, each naming its predecessor."""
+    assert [d.payload for d in deliveries] == payloads
+    assert [(d.seq, d.time_ms) for d in deliveries] == [(a.seq, a.time_ms) for a in appended]
+    assert [d.prev_seq for d in deliveries] == [0] + [a.seq for a in appended[:-1]]
+
+
+# -- connecting ------------------------------------------------------------------
+
+
+async def test_unreachable_server_is_unavailable_within_the_connect_timeout(
+    keyring: Keyring,
+) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="cannot reach"):
+        await JetStreamTransport.connect([url], keyring=keyring, connect_timeout_s=2.0)
+    assert time.monotonic() - started < CONNECT_BOUND_S
+
+
+async def test_a_server_that_never_answers_is_unavailable_within_the_connect_timeout(
+    keyring: Keyring,
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accept the TCP connection, never send INFO
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(Unavailable):
+            await JetStreamTransport.connect(
+                [f"nats://127.0.0.1:{port}"], keyring=keyring, connect_timeout_s=2.0
+            )
+        assert time.monotonic() - started < CONNECT_BOUND_S
+    finally:
+        for writer in accepted:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_server_without_jetstream_is_unavailable(tmp_path: Path, keyring: Keyring) -> None:
+    server = start_nats(tmp_path, jetstream=False)
+    try:
+        with pytest.raises(Unavailable, match="JetStream is not enabled"):
+            await JetStreamTransport.connect([server.url], keyring=keyring, connect_timeout_s=5.0)
+    finally:
+        server.stop()
+
+
+async def test_closed_transport_is_unavailable(transport: JetStreamTransport, token: str) -> None:
+    await transport.aclose()
+    await transport.aclose()
+    with pytest.raises(Unavailable):
+        await transport.append(token, LOG, b"x", msg_id="x")
+    with pytest.raises(Unavailable):
+        await transport.kv_get(token, f"{ORG}.{REPO}.k")
+
+
+# -- payload limits --------------------------------------------------------------
+
+
+async def test_payload_limit_counts_headers_and_keeps_the_connection(
+    tmp_path: Path, keyring: Keyring, token: str
+) -> None:
+    max_payload = 64 * 1024
+    server = start_nats(tmp_path, max_payload=max_payload)
+    transport = await JetStreamTransport.connect([server.url], keyring=keyring)
+    try:
+        assert transport.max_payload_bytes == max_payload - HEADER_RESERVE
+        # Just above what the server itself accepts, and just above our own limit.
+        for size in (max_payload + 1, transport.max_payload_bytes + 1):
+            with pytest.raises(PayloadTooLarge):
+                await transport.append(token, LOG, b"x" * size, msg_id=f"big-{size}")
+        assert await transport.last_seq(token, LOG) == 0
+        # The largest payload with the longest msg_id fits, on the same connection.
+        longest_id = "i" * MAX_MSG_ID_BYTES
+        fits = await transport.append(
+            token, LOG, b"y" * transport.max_payload_bytes, msg_id=longest_id
+        )
+        assert await transport.last_seq(token, LOG) == fits.seq
+        with pytest.raises(ValueError, match="msg_id"):
+            await transport.append(token, LOG, b"z", msg_id=longest_id + "i")
+        with pytest.raises(PayloadTooLarge):
+            await transport.kv_put(token, f"{ORG}.{REPO}.k", b"v" * (max_payload + 1))
+    finally:
+        await transport.aclose()
+        server.stop()
+
+
+# -- appends ---------------------------------------------------------------------
+
+
+async def test_a_retry_returns_the_original_time_even_from_another_change(
+    transport: JetStreamTransport, token: str
+) -> None:
+    first = await transport.append(token, LOG, b"op", msg_id="mount.1")
+    await asyncio.sleep(0.01)
+    retry = await transport.append(token, LogId(ORG, REPO, OTHER_CHANGE), b"op", msg_id="mount.1")
+    assert retry == first
+    assert await transport.last_seq(token, LogId(ORG, REPO, OTHER_CHANGE)) == 0
+
+
+async def test_entries_land_in_the_mapped_stream_and_subject(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    log = LogId(ORG, "My_Repo", CHANGE)
+    entry = await transport.append(token, log, b"payload", msg_id="m1")
+    nc = await nats.connect(server.url)
+    try:
+        msg = await nc.jetstream().get_msg(stream_name(ORG, "My_Repo"), seq=entry.seq)
+        assert msg.subject == log_subject(log) == f"mesa.{ORG}.My_Repo.log.{CHANGE}"
+        assert msg.data == b"payload"
+        info = await nc.jetstream().stream_info(stream_name(ORG, "My_Repo"))
+        assert info.config.duplicate_window == 120
+        assert info.config.deny_delete
+    finally:
+        await nc.close()
+
+
+def test_names_are_injective_and_safe_on_case_insensitive_file_systems() -> None:
+    repos = ["main", "Main", "MAIN", "m_ain", "m_", "m__ain", "M_ain", "a-b", "a_b", "A_b", "a_B"]
+    names = [stream_name(ORG, repo) for repo in repos]
+    assert len({name.lower() for name in names}) == len(repos)
+    buckets = [blob_bucket(ORG, repo) for repo in repos]
+    assert len({bucket.lower() for bucket in buckets}) == len(repos)
+    # Orgs never contain "_", so org and repo cannot trade characters.
+    assert stream_name("a-b", "c") != stream_name("a", "b-c")
+    long_upper = "X" * 100
+    assert len(stream_name("o" * 63, long_upper)) <= 200
+    assert len(f"OBJ_{blob_bucket('o' * 63, long_upper)}") <= 220
+    assert stream_name(ORG, long_upper) != stream_name(ORG, "X" * 99)
+
+
+# -- subscriptions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+async def test_a_subscription_resumes_after_the_server_restarts(
+    server: NatsServer, transport: JetStreamTransport, token: str, how: str
+) -> None:
+    subscription = await transport.subscribe(token, LOG, after_seq=0)
+    try:
+        payloads = [b"entry-%d" % i for i in range(10)]
+        appended = []
+        for i, payload in enumerate(payloads[:5]):
+            appended.append(await transport.append(token, LOG, payload, msg_id=f"m{i}"))
+            # Another change interleaves: the change's sequences have gaps.
+            await transport.append(token, LogId(ORG, REPO, OTHER_CHANGE), b"o", msg_id=f"o{i}")
+        before = await take(subscription, 5)
+
+        if how == "kill":
+            server.kill()
+        await asyncio.to_thread(server.restart)
+
+        for i, payload in enumerate(payloads[5:], start=5):
+            appended.append(await append_retrying(transport, token, LOG, payload, f"m{i}"))
+        after = await take(subscription, 5)
+        assert_chain(before + after, appended, payloads)
+
+        # Nothing else arrives: no repeats after the resume.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(aiter(subscription)), 1.5)
+    finally:
+        await subscription.aclose()
+
+
+async def test_a_subscription_resumes_when_its_consumer_is_deleted(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    first = await transport.append(token, LOG, b"one", msg_id="1")
+    subscription = await transport.subscribe(token, LOG, after_seq=0)
+    try:
+        assert [d.payload for d in await take(subscription, 1)] == [b"one"]
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            stream = stream_name(ORG, REPO)
+            for consumer in await js.consumers_info(stream):
+                await js.delete_consumer(stream, consumer.name)
+        finally:
+            await nc.close()
+        second = await transport.append(token, LOG, b"two", msg_id="2")
+        third = await transport.append(token, LOG, b"three", msg_id="3")
+        got = await take(subscription, 2)
+        assert [(d.seq, d.prev_seq, d.payload) for d in got] == [
+            (second.seq, first.seq, b"two"),
+            (third.seq, second.seq, b"three"),
+        ]
+    finally:
+        await subscription.aclose()
+
+
+async def test_closing_a_subscription_deletes_its_consumer(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    subscription = await transport.subscribe(token, LOG, after_seq=0)
+    await subscription.aclose()
+    await subscription.aclose()
+    nc = await nats.connect(server.url)
+    try:
+        assert await nc.jetstream().consumers_info(stream_name(ORG, REPO)) == []
+    finally:
+        await nc.close()
+
+
+async def test_many_entries_arrive_in_order_without_gaps(
+    transport: JetStreamTransport, token: str
+) -> None:
+    count = 2000
+    subscription = await transport.subscribe(token, LOG, after_seq=0)
+    try:
+        appended: list[Appended] = []
+        for start in range(0, count, 100):
+            appended += await asyncio.gather(
+                *(
+                    transport.append(token, LOG, b"%06d" % i + b"." * 500, msg_id=f"bulk-{i}")
+                    for i in range(start, start + 100)
+                )
+            )
+        got = await take(subscription, count)
+        seqs = [d.seq for d in got]
+        assert seqs == sorted(a.seq for a in appended)
+        assert [d.prev_seq for d in got] == [0, *seqs[:-1]]
+        assert {d.payload[:6] for d in got} == {b"%06d" % i for i in range(count)}
+    finally:
+        await subscription.aclose()
