@@ -89,8 +89,7 @@ class Mesa:
         self.clock: Clock = clock if clock is not None else SystemClock()
         key = api_key if api_key is not None else os.environ.get("MESA_API_KEY")
         if transport is None:
-            transport, admin_key = _local.default_transport()
-            key = key or admin_key
+            transport, key = _local.default_transport(self.org, key)
         if not key:
             raise MissingCredentialError("no API key: pass api_key= or set MESA_API_KEY")
         self._api_key = key

@@ -1,26 +1,207 @@
-"""The local default server a client uses when it is given no transport.
+"""Which transport a client uses when it is given none, and connecting it lazily.
 
-For now this is one in-process memory transport per Python process with an admin
-key that is valid for every org: clients in one process share repos and realtime.
+- ``MESA_NATS_URL=nats://a,nats://b`` — an existing NATS deployment (``MESA_REPLICAS``
+  sets stream replicas); the client's API key (``api_key=`` or ``MESA_API_KEY``) is required.
+- ``MESA_NATS_URL=memory://`` — an in-process memory transport shared by the clients
+  of this process only (no persistence; for trying things out and for tests).
+- unset — the embedded default: the host's local nats-server (mesa/_server.py), started
+  on first use; without a key the client uses the server's admin key.
+
+A client is built synchronously but a NATS connection is made inside an event loop, so
+the transport here connects on first use, once per event loop, and every client of the
+process that points at the same servers shares that connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from mesa import _server
+from mesa.errors import InvalidOptionsError, MesaConnectionError, MissingCredentialError
 from transports.auth import ANY_ORG, Keyring
-from transports.base import SystemClock, Transport
+from transports.base import (
+    Appended,
+    KvEntry,
+    LogId,
+    Subscription,
+    SystemClock,
+    Transport,
+    Unavailable,
+)
 from transports.memory import MemoryTransport
 
-_default: tuple[Transport, str] | None = None
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
-def default_transport() -> tuple[Transport, str]:
-    """Return the process's default transport and its admin API key."""
-    global _default
-    if _default is None:
-        admin_key = "mesa_" + secrets.token_urlsafe(32)
+class LazyTransport:
+    """A `Transport` that connects on first use, once per event loop (see module docstring)."""
+
+    def __init__(
+        self, keyring: Keyring, connect: Callable[[Keyring], Coroutine[Any, Any, Transport]]
+    ) -> None:
+        self.keyring = keyring
+        self._connect = connect
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Transport]]
+        self._by_loop = weakref.WeakKeyDictionary()
+        self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+
+    async def get(self) -> Transport:
+        """Return this loop's connected transport, connecting if needed."""
+        loop = asyncio.get_running_loop()
+        task = self._by_loop.get(loop)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = loop.create_task(self._connect(self.keyring))
+            self._by_loop[loop] = task
+        try:
+            transport = await asyncio.shield(task)
+        except Unavailable as exc:
+            raise MesaConnectionError(str(exc)) from exc
+        self.max_payload_bytes = transport.max_payload_bytes
+        return transport
+
+    async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
+        """See `Transport.append`."""
+        return await (await self.get()).append(token, log, payload, msg_id=msg_id)
+
+    async def last_seq(self, token: str, log: LogId) -> int:
+        """See `Transport.last_seq`."""
+        return await (await self.get()).last_seq(token, log)
+
+    async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> Subscription:
+        """See `Transport.subscribe`."""
+        return await (await self.get()).subscribe(token, log, after_seq=after_seq)
+
+    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+        """See `Transport.put_blob`."""
+        return await (await self.get()).put_blob(token, org, repo, data)
+
+    async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
+        """See `Transport.get_blob`."""
+        return await (await self.get()).get_blob(token, org, repo, digest)
+
+    async def kv_get(self, token: str, key: str) -> KvEntry | None:
+        """See `Transport.kv_get`."""
+        return await (await self.get()).kv_get(token, key)
+
+    async def kv_put(
+        self, token: str, key: str, value: bytes, *, expected_revision: int | None = None
+    ) -> int:
+        """See `Transport.kv_put`."""
+        return await (await self.get()).kv_put(
+            token, key, value, expected_revision=expected_revision
+        )
+
+    async def kv_delete(
+        self, token: str, key: str, *, expected_revision: int | None = None
+    ) -> None:
+        """See `Transport.kv_delete`."""
+        await (await self.get()).kv_delete(token, key, expected_revision=expected_revision)
+
+    async def kv_keys(self, token: str, prefix: str) -> list[str]:
+        """See `Transport.kv_keys`."""
+        return await (await self.get()).kv_keys(token, prefix)
+
+    async def aclose(self) -> None:
+        """Close this loop's connection (others close with their loops)."""
+        task = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+            await task.result().aclose()
+
+
+_shared: dict[tuple[Any, ...], tuple[Transport, Keyring, str | None]] = {}
+
+
+def default_transport(org: str, api_key: str | None) -> tuple[Transport, str]:
+    """Return the transport and the API key a client without a transport uses."""
+    url = os.environ.get("MESA_NATS_URL", "").strip()
+    if url == "memory://":
+        transport, keyring, admin = _memory()
+        key = api_key or admin
+    elif url:
+        if not api_key:
+            raise MissingCredentialError("MESA_NATS_URL is set: pass api_key= or set MESA_API_KEY")
+        transport, keyring, _ = _remote(url)
+        key = api_key
+    else:
+        home = _server.mesa_home()
+        admin = _server.admin_key(home)
+        transport, keyring, _ = _embedded(home, admin)
+        key = api_key or admin
+    if not key:
+        raise MissingCredentialError("no API key: pass api_key= or set MESA_API_KEY")
+    if keyring.org_of(key) is None:
+        keyring.add(key, org)
+    return transport, key
+
+
+def _memory() -> tuple[Transport, Keyring, str | None]:
+    cached = _shared.get(("memory",))
+    if cached is None:
+        admin = "mesa_" + secrets.token_urlsafe(32)
         keyring = Keyring()
-        keyring.add(admin_key, ANY_ORG)
-        _default = (MemoryTransport(keyring, SystemClock()), admin_key)
-    return _default
+        keyring.add(admin, ANY_ORG)
+        cached = (MemoryTransport(keyring, SystemClock()), keyring, admin)
+        _shared[("memory",)] = cached
+    return cached
+
+
+def _replicas() -> int:
+    raw = os.environ.get("MESA_REPLICAS", "1")
+    try:
+        replicas = int(raw)
+    except ValueError:
+        raise InvalidOptionsError(f"MESA_REPLICAS must be an int, not {raw!r}") from None
+    if not 1 <= replicas <= 5:
+        raise InvalidOptionsError(f"MESA_REPLICAS must be in 1..5, not {replicas}")
+    return replicas
+
+
+def _remote(url: str) -> tuple[Transport, Keyring, str | None]:
+    servers = tuple(part.strip() for part in url.split(",") if part.strip())
+    replicas = _replicas()
+    key = ("nats", servers, replicas)
+    cached = _shared.get(key)
+    if cached is None:
+
+        async def connect(keyring: Keyring) -> Transport:
+            from transports.jetstream import JetStreamTransport
+
+            return await JetStreamTransport.connect(
+                list(servers), keyring=keyring, replicas=replicas
+            )
+
+        keyring = Keyring()
+        cached = (LazyTransport(keyring, connect), keyring, None)
+        _shared[key] = cached
+    return cached
+
+
+def _embedded(home: Any, admin: str) -> tuple[Transport, Keyring, str | None]:
+    key = ("embedded", str(home))
+    cached = _shared.get(key)
+    if cached is None:
+
+        async def connect(keyring: Keyring) -> Transport:
+            from transports.jetstream import JetStreamTransport
+
+            try:
+                info = await asyncio.to_thread(_server.ensure_running, home)
+            except OSError as exc:
+                raise MesaConnectionError(f"cannot start the local server: {exc}") from exc
+            return await JetStreamTransport.connect(
+                [info.url],
+                keyring=keyring,
+                user=_server.NATS_USER,
+                password=_server.nats_password(admin),
+            )
+
+        keyring = Keyring()
+        keyring.add(admin, ANY_ORG)
+        cached = (LazyTransport(keyring, connect), keyring, admin)
+        _shared[key] = cached
+    return cached
