@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="two mounts edit one change; a racing pair makes a conflict"
     )
     demo.add_argument("--org", default="acme")
+    demo.add_argument("--peer", metavar="REPO", help=argparse.SUPPRESS)
     server = commands.add_parser(
         "server", help="run the local NATS JetStream server in the foreground, or manage it"
     )
@@ -30,8 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "server":
         return _server_command(args.action, args.port, args.http_port)
     if args.command == "demo":
-        from mesa._demo import run_demo
+        from mesa._demo import run_demo, run_peer
 
+        if args.peer:
+            return asyncio.run(run_peer(args.org, args.peer))
         return asyncio.run(run_demo(args.org))
     parser.error(f"unknown command {args.command}")
     return 2

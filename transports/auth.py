@@ -11,6 +11,7 @@ control time.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,17 +59,28 @@ def sign(api_key: str, claims: Claims) -> str:
     return jwt.encode(payload, api_key, algorithm=ALGORITHM, headers={"kid": key_id(api_key)})
 
 
+#: How many verified tokens a keyring remembers (a mount uses one token for its life).
+VERIFIED_CACHE_SIZE = 1024
+
+
 class Keyring:
-    """The API keys a server accepts, each bound to one org."""
+    """The API keys a server accepts, each bound to one org.
+
+    Verifying an HS256 token costs about as much as a JetStream round trip, and a
+    mount presents the same token on every call, so verified claims are remembered
+    (bounded); expiry is still checked against the clock on every call.
+    """
 
     def __init__(self) -> None:
         self._keys: dict[str, tuple[str, str]] = {}
+        self._verified: OrderedDict[str, Claims] = OrderedDict()
 
     def add(self, api_key: str, org: str) -> None:
         """Accept tokens signed by ``api_key`` for ``org``."""
         if not api_key:
             raise ValueError("an API key must be non-empty")
         self._keys[key_id(api_key)] = (api_key, org if org == ANY_ORG else validate_org(org))
+        self._verified.clear()
 
     def org_of(self, api_key: str) -> str | None:
         """Return the org ``api_key`` is bound to, or None if unknown."""
@@ -80,6 +92,19 @@ class Keyring:
 
     def verify(self, token: str, now_ms: int) -> Claims:
         """Return the claims of a valid, unexpired token, else raise `AuthError`."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_signature(token)
+            self._verified[token] = claims
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(token)
+        if now_ms >= claims.exp * 1000:
+            raise AuthError("token expired")
+        return claims
+
+    def _verify_signature(self, token: str) -> Claims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -100,8 +125,6 @@ class Keyring:
         claims = _claims_from(payload)
         if org not in (ANY_ORG, claims.org):
             raise AuthError("token org does not match its signing key")
-        if now_ms >= claims.exp * 1000:
-            raise AuthError("token expired")
         return claims
 
 

@@ -10,7 +10,9 @@ contract suite in tests/transports:
   original sequence and appends nothing.
 - ``subscribe`` delivers a change's entries in sequence order, from ``after_seq``
   (exclusive), with no gaps: each `Delivery` names the previous sequence of that
-  change (``prev_seq``), so a receiver can prove it missed nothing.
+  change (``prev_seq``), so a receiver can prove it missed nothing. ``after_seq``
+  must be 0 or the sequence of an entry of that change (the first delivery's
+  ``prev_seq`` is then ``after_seq``).
 - Blobs are content addressed: ``put_blob`` returns the sha256 of the raw bytes;
   ``get_blob`` returns exactly those bytes or raises `NotFound`.
 - KV keys hold small records with a revision; ``kv_put`` with ``expected_revision``
@@ -113,10 +115,15 @@ class LogId:
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """Where an append landed: its sequence and the sequencer's timestamp in ms."""
+    """Where an append landed: its sequence, and the sequencer's timestamp in ms if known.
+
+    ``time_ms`` is None when the transport cannot know it without another round trip
+    (JetStream's publish acknowledgement has no timestamp); the `Delivery` of the entry
+    always carries it.
+    """
 
     seq: int
-    time_ms: int
+    time_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)

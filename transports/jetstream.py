@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import calendar
 import contextlib
 import hashlib
 import json
@@ -65,7 +64,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import nats.errors
@@ -211,17 +209,6 @@ def _kv_filter(prefix: str, org: str) -> str | None:
 # -- small helpers ---------------------------------------------------------------
 
 
-def _parse_time_ns(text: str) -> int:
-    """Return nanoseconds since the epoch of an RFC 3339 time with up to 9 decimals."""
-    match = _TIME_RE.match(text)
-    if match is None:
-        raise TransportError(f"unexpected JetStream timestamp {text!r}")
-    whole, fraction, zone = match.groups()
-    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
-    seconds = calendar.timegm(moment.utctimetuple())
-    return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
-
-
 @dataclass(frozen=True, slots=True)
 class _AckInfo:
     """What a JetStream message's reply subject says about it."""
@@ -363,6 +350,8 @@ class JetStreamSubscription:
         if self._closed or not isinstance(item, Delivery):
             raise StopAsyncIteration
         return item
+
+    # -- lifecycle ------------------------------------------------------------
 
     async def aclose(self) -> None:
         """End the subscription and delete its consumer (idempotent)."""
@@ -677,7 +666,9 @@ class JetStreamTransport:
                 raise Unavailable(f"no stream stores {subject}")
         if ack.stream != stream:
             raise TransportError(f"{subject} was stored by stream {ack.stream}, not {stream}")
-        return Appended(seq=ack.seq, time_ms=await self._message_time_ms(stream, ack.seq))
+        # The PubAck carries no timestamp and reading it back costs a second round
+        # trip per append; the entry's delivery carries the server's time.
+        return Appended(seq=ack.seq, time_ms=None)
 
     async def _publish_entry(self, subject: str, payload: bytes, msg_id: str) -> Any:
         """Publish one entry and return its PubAck, or None when no stream takes it."""
@@ -1171,28 +1162,6 @@ class JetStreamTransport:
             raise
         message: dict[str, Any] = response["message"]
         return message
-
-    async def _message_time_ms(self, stream: str, seq: int) -> int:
-        """Return the server timestamp (ms) of message ``seq``, by direct get if possible."""
-        with _nats_errors(f"read back message {seq} of {stream}"):
-            try:
-                msg = await self._nc.request(
-                    f"{_JS_API}.DIRECT.GET.{stream}",
-                    json.dumps({"seq": seq}).encode(),
-                    timeout=self._timeout,
-                )
-            except nats.errors.NoRespondersError:
-                msg = None
-        stamp = None if msg is None else (msg.headers or {}).get("Nats-Time-Stamp")
-        if stamp is not None:
-            return _parse_time_ns(stamp) // 1_000_000
-        # Direct gets disabled, or served by a replica that has not caught up yet.
-        message = await self._get_message(stream, {"seq": seq})
-        if message is None:
-            raise TransportError(f"message {seq} of {stream} vanished after it was acked")
-        return _parse_time_ns(str(message["time"])) // 1_000_000
-
-    # -- lifecycle ------------------------------------------------------------
 
     async def aclose(self) -> None:
         """End every subscription and close the connection (idempotent).

