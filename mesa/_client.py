@@ -16,6 +16,7 @@ from engine.ids import change_id_from_bytes
 from mesa import _local
 from mesa._mount import Mount
 from mesa._records import (
+    DEFAULT_RACE_WINDOW_MS,
     BookmarkRecord,
     ChangeRecord,
     RepoRecord,
@@ -39,7 +40,8 @@ from transports.base import (
 )
 
 MANAGEMENT_TOKEN_TTL_S = 300
-DEFAULT_RACE_WINDOW_MS = 1000
+DEFAULT_SNAPSHOT_EVERY = 10_000
+MAX_RACE_WINDOW_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Repo:
     name: str
     default_bookmark: str
     created_at_ms: int
+    race_window_ms: int = DEFAULT_RACE_WINDOW_MS
 
 
 class Mesa:
@@ -60,7 +63,8 @@ class Mesa:
             default server's admin key).
         transport: where logs, blobs and records live; the local default when None.
         clock: wall clock for token times (injected by tests).
-        race_window_ms: how close in sequencer time two concurrent writes must be to conflict.
+        snapshot_every: store a snapshot of a change each time its log grows by this
+            many entries (the mount whose entry crosses the mark writes it); None never.
     """
 
     def __init__(
@@ -70,7 +74,7 @@ class Mesa:
         *,
         transport: Transport | None = None,
         clock: Clock | None = None,
-        race_window_ms: int = DEFAULT_RACE_WINDOW_MS,
+        snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
     ) -> None:
         org = org if org is not None else os.environ.get("MESA_ORG")
         if not org:
@@ -79,13 +83,13 @@ class Mesa:
             self.org = validate_org(org)
         except InvalidName as exc:
             raise InvalidOptionsError(str(exc)) from exc
-        if (
-            isinstance(race_window_ms, bool)
-            or not isinstance(race_window_ms, int)
-            or race_window_ms < 0
+        if snapshot_every is not None and (
+            isinstance(snapshot_every, bool)
+            or not isinstance(snapshot_every, int)
+            or snapshot_every < 1
         ):
-            raise InvalidOptionsError("race_window_ms must be a non-negative int")
-        self.race_window_ms = race_window_ms
+            raise InvalidOptionsError("snapshot_every must be a positive int or None")
+        self.snapshot_every = snapshot_every
         self.clock: Clock = clock if clock is not None else SystemClock()
         key = api_key if api_key is not None else os.environ.get("MESA_API_KEY")
         if transport is None:
@@ -118,8 +122,18 @@ class Repos:
     def __init__(self, client: Mesa) -> None:
         self._client = client
 
-    async def create(self, name: str, *, default_bookmark: str = "main") -> Repo:
+    async def create(
+        self,
+        name: str,
+        *,
+        default_bookmark: str = "main",
+        race_window_ms: int = DEFAULT_RACE_WINDOW_MS,
+    ) -> Repo:
         """Create a repo whose ``default_bookmark`` points at a new empty change.
+
+        ``race_window_ms`` is how close in sequencer time two concurrent writes to one
+        file must be to conflict (the spec's "same second"); it is fixed per repo so
+        every replica folds alike.
 
         Raises:
             InvalidOptionsError: the name is invalid.
@@ -132,9 +146,15 @@ class Repos:
             raise InvalidOptionsError(str(exc)) from exc
         if not isinstance(default_bookmark, str) or not default_bookmark:
             raise InvalidOptionsError("default_bookmark must be a non-empty string")
+        if (
+            isinstance(race_window_ms, bool)
+            or not isinstance(race_window_ms, int)
+            or not 0 <= race_window_ms <= MAX_RACE_WINDOW_MS
+        ):
+            raise InvalidOptionsError(f"race_window_ms must be an int in 0..{MAX_RACE_WINDOW_MS}")
         token = client.management_token()
         now_ms = client.clock.now_ms()
-        record = RepoRecord(name, default_bookmark, now_ms)
+        record = RepoRecord(name, default_bookmark, now_ms, race_window_ms)
         change = ChangeRecord(client.new_change_id(), created_at_ms=now_ms)
         t = client.transport
         try:
@@ -161,7 +181,7 @@ class Repos:
             raise ConflictError(f"repo {client.org}/{name} already exists") from exc
         except TransportError as exc:
             raise api_error(exc) from exc
-        return Repo(name, default_bookmark, now_ms)
+        return Repo(name, default_bookmark, now_ms, race_window_ms)
 
     async def get(self, name: str) -> Repo:
         """Return the repo ``name``, or raise `NotFoundError`."""
@@ -178,7 +198,9 @@ class Repos:
         if entry is None:
             raise NotFoundError(f"repo {client.org}/{name} not found")
         record = RepoRecord.decode(entry.value)
-        return Repo(record.name, record.default_bookmark, record.created_at_ms)
+        return Repo(
+            record.name, record.default_bookmark, record.created_at_ms, record.race_window_ms
+        )
 
     async def list(self) -> list[Repo]:
         """Return every repo of the org, sorted by name."""

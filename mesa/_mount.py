@@ -25,6 +25,7 @@ from engine.errors import FsError
 from engine.fold import ChangeState
 from engine.ops import Op
 from engine.replica import Folded, LogCorrupt, Replica
+from mesa import _snapshots
 from mesa._blobs import BlobCache
 from mesa._records import (
     BookmarkRecord,
@@ -73,6 +74,7 @@ class RepoMount:
         claims: Claims,
         read_only: bool,
         mount_id: str,
+        window_ms: int,
         disk_cache: DiskCacheConfig | None,
         listener: FoldListener,
     ) -> None:
@@ -84,7 +86,12 @@ class RepoMount:
         self.log = LogId(client.org, name, change_id)
         self.token = token
         self.claims = claims
-        self.replica = Replica(mount_id, ChangeState(window_ms=client.race_window_ms))
+        self.mount_id = mount_id
+        self.window_ms = window_ms
+        self.replica = Replica(mount_id, ChangeState(window_ms=window_ms))
+        #: Entries of this change's log folded so far (snapshot + tail).
+        self.entries = 0
+        self._background: set[asyncio.Task[None]] = set()
         self.blobs = BlobCache(client.transport, client.org, name, token, disk_cache)
         self._listener = listener
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -103,6 +110,12 @@ class RepoMount:
         """Subscribe to the change's log and fold everything it holds now."""
         t = self.client.transport
         try:
+            loaded = await _snapshots.load(
+                t, self.token, self.org, self.name, self.change_id, self.window_ms
+            )
+            if loaded is not None:
+                self.replica = Replica(self.mount_id, loaded.state)
+                self.entries = loaded.entries
             last = await t.last_seq(self.token, self.log)
             self._sub = await t.subscribe(self.token, self.log, after_seq=self.replica.seq)
         except TransportError as exc:
@@ -118,6 +131,8 @@ class RepoMount:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         self._fail_waiters(self._closed_error())
 
     def _closed_error(self) -> OSError:
@@ -199,10 +214,48 @@ class RepoMount:
                     return
                 if folded:
                     self._wake(self.replica.seq)
+                    self._maybe_snapshot(folded)
                     self._listener(self, folded)
         except TransportError as exc:
             self.broken = api_error(exc)
             self._fail_waiters(self.broken)
+
+    def _maybe_snapshot(self, folded: list[Folded]) -> None:
+        """Store a snapshot when one of this mount's own entries crossed a multiple of N.
+
+        Exactly one mount (the author of the crossing entry) writes each snapshot. The
+        state is encoded here, before the next fold, and uploaded in the background.
+        """
+        every = self.client.snapshot_every
+        crossed = False
+        for f in folded:
+            self.entries += 1
+            if every and self.entries % every == 0 and f.entry.author == self.mount_id:
+                crossed = True
+        if not crossed or self.read_only:
+            return
+        data = _snapshots.encode(self.replica.state)
+        task = asyncio.create_task(
+            self._store_snapshot(data, self.replica.seq, self.entries), name="mesa-snapshot"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _store_snapshot(self, data: bytes, seq: int, entries: int) -> None:
+        try:
+            await _snapshots.store(
+                self.client.transport,
+                self.token,
+                self.org,
+                self.name,
+                self.change_id,
+                data=data,
+                seq=seq,
+                entries=entries,
+                now_ms=self.client.clock.now_ms(),
+            )
+        except (TransportError, OSError) as exc:
+            log.warning("storing a snapshot of %s@%s failed: %s", self.name, self.change_id, exc)
 
     def _wake(self, seq: int) -> None:
         while self._waiters and self._waiters[0][0] <= seq:
@@ -260,7 +313,7 @@ class Mount:
         fs = MesaFileSystem(client, mount_id)
         try:
             for config in self._configs:
-                change_id = await _resolve_change(client, token, config)
+                change_id, record = await _resolve_change(client, token, config)
                 repo = RepoMount(
                     client,
                     config.name,
@@ -268,6 +321,7 @@ class Mount:
                     token=token,
                     claims=claims,
                     read_only=config.read_only,
+                    window_ms=record.race_window_ms,
                     mount_id=mount_id,
                     disk_cache=self._disk_cache,
                     listener=fs.on_folded,
@@ -317,23 +371,24 @@ def _parse_repos(org: str, repos: Sequence[str | RepoConfig]) -> list[RepoConfig
     return configs
 
 
-async def _resolve_change(client: Mesa, token: str, config: RepoConfig) -> str:
-    """Return the change a repo config names: pinned id, bookmark, or the default bookmark."""
+async def _resolve_change(client: Mesa, token: str, config: RepoConfig) -> tuple[str, RepoRecord]:
+    """Return the change a repo config names (pinned id, bookmark, or the default) and the repo."""
     t = client.transport
     org, name = client.org, config.name
     try:
         repo_entry = await t.kv_get(token, repo_key(org, name))
         if repo_entry is None:
             raise NotFoundError(f"repo {org}/{name} not found")
+        repo = RepoRecord.decode(repo_entry.value)
         if config.change_id is not None:
             change = await t.kv_get(token, change_key(org, name, config.change_id))
             if change is None:
                 raise NotFoundError(f"change {config.change_id} not found in {org}/{name}")
-            return ChangeRecord.decode(change.value).change_id
-        bookmark = config.bookmark or RepoRecord.decode(repo_entry.value).default_bookmark
+            return ChangeRecord.decode(change.value).change_id, repo
+        bookmark = config.bookmark or repo.default_bookmark
         entry = await t.kv_get(token, bookmark_key(org, name, bookmark))
     except TransportError as exc:
         raise api_error(exc) from exc
     if entry is None:
         raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
-    return BookmarkRecord.decode(entry.value).change_id
+    return BookmarkRecord.decode(entry.value).change_id, repo

@@ -13,7 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.fold import DEFAULT_WINDOW_MS
 from engine.ids import ROOT_CHANGE_ID
+
+DEFAULT_RACE_WINDOW_MS = DEFAULT_WINDOW_MS
 
 
 def repo_key(org: str, repo: str) -> str:
@@ -30,6 +33,11 @@ def bookmark_key(org: str, repo: str, name: str) -> str:
     """Return the KV key of a bookmark record."""
     encoded = base64.urlsafe_b64encode(name.encode()).decode()
     return f"{org}.{repo}.bookmark.{encoded}"
+
+
+def snapshot_key(org: str, repo: str, change_id: str) -> str:
+    """Return the KV key of a change's newest snapshot record."""
+    return f"{org}.{repo}.snapshot.{change_id}"
 
 
 def bookmark_name_from_key(key: str) -> str:
@@ -50,11 +58,16 @@ def _load(raw: bytes) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RepoRecord:
-    """A repository: its name, default bookmark and creation time."""
+    """A repository: name, default bookmark, creation time and race window.
+
+    The race window is the repo's, not a client's: every replica of a change must
+    fold with the same window or they would not converge.
+    """
 
     name: str
     default_bookmark: str
     created_at_ms: int
+    race_window_ms: int = DEFAULT_RACE_WINDOW_MS
 
     def encode(self) -> bytes:
         """Serialize to JSON bytes."""
@@ -63,6 +76,7 @@ class RepoRecord:
                 "name": self.name,
                 "default_bookmark": self.default_bookmark,
                 "created_at_ms": self.created_at_ms,
+                "race_window_ms": self.race_window_ms,
             }
         )
 
@@ -71,7 +85,10 @@ class RepoRecord:
         """Parse JSON bytes."""
         data = _load(raw)
         return RepoRecord(
-            str(data["name"]), str(data["default_bookmark"]), int(data["created_at_ms"])
+            str(data["name"]),
+            str(data["default_bookmark"]),
+            int(data["created_at_ms"]),
+            int(data.get("race_window_ms", DEFAULT_RACE_WINDOW_MS)),
         )
 
 
@@ -130,3 +147,42 @@ class BookmarkRecord:
         """Parse JSON bytes."""
         data = _load(raw)
         return BookmarkRecord(str(data["name"]), str(data["change_id"]))
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """Where a change's newest snapshot is: the folded state after ``seq`` as a blob.
+
+    ``entries`` counts the change's log entries folded into it (sequences of one
+    change are not contiguous, so the count is kept here).
+    """
+
+    seq: int
+    entries: int
+    digest: str
+    size: int
+    created_at_ms: int
+
+    def encode(self) -> bytes:
+        """Serialize to JSON bytes."""
+        return _dump(
+            {
+                "seq": self.seq,
+                "entries": self.entries,
+                "digest": self.digest,
+                "size": self.size,
+                "created_at_ms": self.created_at_ms,
+            }
+        )
+
+    @staticmethod
+    def decode(raw: bytes) -> SnapshotRecord:
+        """Parse JSON bytes."""
+        data = _load(raw)
+        return SnapshotRecord(
+            int(data["seq"]),
+            int(data["entries"]),
+            str(data["digest"]),
+            int(data["size"]),
+            int(data["created_at_ms"]),
+        )
