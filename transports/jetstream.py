@@ -34,8 +34,9 @@ Mapping (design.md §3):
   the first delivery's predecessor instead of the true one).
 - **Blobs.** One Object Store bucket per repo, ``mesa_<org>_<repo'>_blobs``; the
   object name is the sha256 hex digest of the raw bytes; the object holds the bytes
-  zstd-compressed (level 3); put skips an existing object; get decompresses and checks
-  the digest. Chunks are read with the ordered consumer above.
+  zstd-compressed (level 3) in chunks of at most 128 KiB and at most the server's
+  ``max_payload`` minus `HEADER_RESERVE`; put skips an existing object; get
+  decompresses and checks the digest. Chunks are read with the ordered consumer above.
 - **KV.** One bucket, ``mesa_kv`` (history `KV_HISTORY`), keys as given
   (``<org>.<repo>...``). Revisions are the bucket stream's sequences. Compare-and-set
   uses ``Nats-Expected-Last-Subject-Sequence``; reads go to the stream leader
@@ -118,6 +119,7 @@ _CONSUMER_INACTIVE_S: Final = 60.0
 _CLEANUP_TIMEOUT_S: Final = 1.0
 _RECONNECT_WAIT_S: Final = 0.25
 _OFFLOAD_BYTES: Final = 1 << 20
+_CHUNK_BYTES: Final = 128 * 1024
 _CAS_ATTEMPTS: Final = 16
 _MAX_REPO_TOKEN: Final = 120
 
@@ -597,6 +599,8 @@ class JetStreamTransport:
                 await nc.close()
             if isinstance(exc, nats.js.errors.APIError | nats.errors.NoRespondersError):
                 detail = "JetStream is not enabled on the server"
+            elif last is None:
+                detail = "no server completed the NATS handshake"
             else:
                 detail = f"last error: {last!r}"
             raise Unavailable(
@@ -741,9 +745,15 @@ class JetStreamTransport:
             try:
                 await store.get_info(digest)
             except nats.js.errors.ObjectNotFoundError:
-                await store.put(
-                    digest, compressed, meta=api.ObjectMeta(name=digest, description="zstd")
+                # Chunks must fit the server's max_payload, which may be below
+                # nats-py's default chunk size.
+                chunk = min(_CHUNK_BYTES, self._nc.max_payload - HEADER_RESERVE)
+                meta = api.ObjectMeta(
+                    name=digest,
+                    description="zstd",
+                    options=api.ObjectMetaOptions(max_chunk_size=chunk),
                 )
+                await store.put(digest, compressed, meta=meta)
         return digest
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
