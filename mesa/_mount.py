@@ -7,11 +7,20 @@ durable in the transport and folded locally (read-your-writes), and is retried
 with the same op id when the transport fails, so the log holds it at most once.
 Events are dispatched after the fold that produced them, so a handler always sees
 the new state.
+
+Failures leave as the SDK's public errors, never as transport exceptions: a server
+that stays unreachable is `MesaConnectionError` once the retries are spent (at most
+`APPEND_ATTEMPTS` attempts, none started later than `APPEND_RETRY_S` after the
+first), also for blob reads and writes. An entry the server's ``max_payload`` cannot
+carry never reaches it: inline bytes move to the blob store (a server may allow less
+than the inline threshold), and what is still too large (names, symlink targets) is
+``OSError(ENAMETOOLONG)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import heapq
 import logging
@@ -21,9 +30,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from engine.codec import encode_entry
+from engine.content import BlobRef, Content, Inline
 from engine.errors import FsError
 from engine.fold import ChangeState
-from engine.ops import Op
+from engine.ops import Append, Entry, Op, Write
 from engine.replica import Folded, LogCorrupt, Replica
 from mesa import _snapshots
 from mesa._blobs import BlobCache
@@ -45,7 +55,14 @@ from mesa.errors import (
     NotFoundError,
 )
 from transports.auth import READ_ONLY, READ_WRITE, Claims
-from transports.base import LogId, Subscription, TransportError, Unavailable
+from transports.base import (
+    Appended,
+    LogId,
+    PayloadTooLarge,
+    Subscription,
+    TransportError,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from mesa._client import Mesa
@@ -57,6 +74,8 @@ DEFAULT_TTL_S = 3600
 MAX_TTL_S = 86_400
 APPEND_ATTEMPTS = 5
 APPEND_BACKOFF_S = 0.05
+#: No append attempt starts later than this after the first (bounds a failing write).
+APPEND_RETRY_S = 10.0
 
 FoldListener = Callable[["RepoMount", list[Folded]], None]
 
@@ -92,7 +111,7 @@ class RepoMount:
         #: Entries of this change's log folded so far (snapshot + tail).
         self.entries = 0
         self._background: set[asyncio.Task[None]] = set()
-        self.blobs = BlobCache(client.transport, client.org, name, token, disk_cache)
+        self.blobs: BlobCache = _MountBlobs(client.transport, client.org, name, token, disk_cache)
         self._listener = listener
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = 0
@@ -181,24 +200,57 @@ class RepoMount:
             raise fs_error(exc, _abs(self.prefix, exc.path)) from None
         if entry is None:
             return
+        appended = await self._append(entry, path)
+        await self.wait_folded(appended.seq)
+
+    async def _append(self, entry: Entry, path: str) -> Appended:
+        """Append ``entry``, retrying while the transport is unavailable (module docstring)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + APPEND_RETRY_S
         payload = encode_entry(entry)
-        appended = None
-        for attempt in range(APPEND_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
-                appended = await self.client.transport.append(
+                return await self.client.transport.append(
                     self.token, self.log, payload, msg_id=entry.op_id
                 )
-                break
-            except Unavailable:
+            except PayloadTooLarge as exc:
+                # Refused before anything was sent: the same op id may go again.
+                smaller = await self._spill_inline(entry)
+                if smaller is None:
+                    raise os_error(
+                        errno.ENAMETOOLONG,
+                        path,
+                        f"names too long for one log entry ({exc})",
+                    ) from exc
+                entry, payload = smaller, encode_entry(smaller)
+            except Unavailable as exc:
                 # A retry with the same op id is applied once (transport dedupe,
                 # and the fold skips an op id it has folded).
-                if attempt == APPEND_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(APPEND_BACKOFF_S * 2**attempt)
+                attempt += 1
+                if attempt >= APPEND_ATTEMPTS or loop.time() >= give_up_at:
+                    raise api_error(exc) from exc
+                await asyncio.sleep(APPEND_BACKOFF_S * 2 ** (attempt - 1))
             except TransportError as exc:
                 raise fs_transport_error(exc, path) from exc
-        assert appended is not None
-        await self.wait_folded(appended.seq)
+
+    async def _spill_inline(self, entry: Entry) -> Entry | None:
+        """Return ``entry`` with its inline bytes moved to blobs, or None if it has none.
+
+        The content keeps its identity (an inline segment and a blob of the same bytes
+        have the same digest), so the fold and the tree hash are unchanged.
+        """
+        op = entry.op
+        if not isinstance(op, Write | Append):
+            return None
+        if not any(isinstance(seg, Inline) for seg in op.content.segments):
+            return None
+        segments: list[Inline | BlobRef] = [
+            await self.blobs.put(seg.data) if isinstance(seg, Inline) else seg
+            for seg in op.content.segments
+        ]
+        content = Content.from_segments(segments)
+        return dataclasses.replace(entry, op=dataclasses.replace(op, content=content))
 
     async def _run_pump(self, sub: Subscription) -> None:
         try:
@@ -268,6 +320,24 @@ class RepoMount:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_exception(exc)
+
+
+class _MountBlobs(BlobCache):
+    """The mount's blob cache: transport failures leave as the SDK's public errors."""
+
+    async def put(self, data: bytes) -> BlobRef:
+        """See `BlobCache.put`."""
+        try:
+            return await super().put(data)
+        except TransportError as exc:
+            raise api_error(exc) from exc
+
+    async def get(self, ref: BlobRef) -> bytes:
+        """See `BlobCache.get`."""
+        try:
+            return await super().get(ref)
+        except TransportError as exc:
+            raise api_error(exc) from exc
 
 
 def _abs(prefix: str, rel: str) -> str:
