@@ -9,7 +9,13 @@ never raises for concurrent divergence; the rules (docs/conflicts.md) are:
   window of the entry's sequencer time, written by another author after the
   entry's ``seen``. A racing write extends the file's value with ``new - seen``
   (jj's merge algebra), so every side survives; a write by an author who had seen
-  every other recent version replaces the value (resolving a conflict).
+  every other recent version replaces the value (resolving a conflict). When the
+  value the author had seen is no longer known (versions dropped, or the file was
+  moved to this path after ``seen``) the base is empty, so it cancels no side.
+- **A move changes what it carries.** ``mv`` records a version by the mover on every
+  file and symlink it carries, so a write or rm that had not seen the move races it;
+  a file renamed over another keeps its own recent versions too, so a change the
+  mover had not seen still races what comes after.
 - **Append** never conflicts: the bytes are appended to every term.
 - **Add wins.** A write whose parent was removed recreates the parent; an rm (file
   or ``-r``) keeps files and symlinks another author wrote within the window that
@@ -179,6 +185,12 @@ class _Folder:
         return not isinstance(node, DirNode) and any(map(self._unseen_recent, node.versions))
 
     def _record(self, node: AnyNode, before: Merge | None) -> None:
+        """Add this entry's version to ``node`` and drop what races no longer need.
+
+        Kept: the versions inside the window (at most `MAX_VERSIONS`) and the newest
+        one before it. The newest dropped version stays as a stub without its value,
+        so a racing author whose ``seen`` is older gets an empty base, not a guess.
+        """
         versions = node.versions
         versions.append(Version(self.seq, self.time_ms, self.entry.author, before))
         cutoff = self.time_ms - self.window_ms
@@ -186,8 +198,24 @@ class _Folder:
         while drop + 1 < len(versions) and versions[drop + 1].time_ms < cutoff:
             drop += 1
         drop = max(drop, len(versions) - MAX_VERSIONS)
-        if drop:
-            del versions[:drop]
+        if drop > 0:
+            del versions[: drop - 1]
+            versions[0] = _stub(versions[0])
+
+    def _record_move(self, node: AnyNode) -> None:
+        """Record this move on every file and symlink ``node`` carries to a new path.
+
+        Whoever had not seen the move had seen nothing of them at the new path, so
+        their values before the move are forgotten (an empty base for such a racer);
+        their sequences, times and authors stay, so a change the mover had not seen
+        still races.
+        """
+        if isinstance(node, DirNode):
+            for name in sorted(node.children):
+                self._record_move(node.children[name])
+            return
+        node.versions[:] = map(_stub, node.versions)
+        self._record(node, None)
 
     def _new_dir(self, mode: int = DEFAULT_DIR_MODE) -> DirNode:
         node = DirNode(
@@ -320,12 +348,17 @@ class _Folder:
             # Renaming or copying over a file is a write of the moved value to the
             # destination: a racing write there survives as a conflict side.
             moved = node.value
-            node.value, node.versions = existing.value, existing.versions
+            if isinstance(op, Mv):
+                _take_over(node, existing)
+            else:
+                node.value, node.versions = existing.value, existing.versions
             self._set_value(node, moved, (*dst_parent_path, name))
             dst_parent.children[name] = node
             return
         if existing is not None and _replaceable(node, existing) and not self._protected(existing):
             del dst_parent.children[name]
+        if isinstance(op, Mv):
+            self._record_move(node)
         self._place(dst_parent, dst_parent_path, name, node)
 
     def _copy(self, node: AnyNode) -> AnyNode:
@@ -341,6 +374,25 @@ class _Folder:
             copy = SymlinkNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now, target=node.target)
         self._record(copy, None)
         return copy
+
+
+def _stub(version: Version) -> Version:
+    """Return ``version`` without the value before it (no longer known)."""
+    if version.before is None:
+        return version
+    return Version(version.seq, version.time_ms, version.author, None)
+
+
+def _take_over(node: FileNode, existing: FileNode) -> None:
+    """Give a file renamed over ``existing`` the destination's value and history.
+
+    The renamed file's own recent versions stay, so a later entry that had not seen
+    them still races them; each gets, as its value before, the destination's value at
+    its sequence, so `FileNode.value_at` keeps answering for the destination.
+    """
+    carried = [Version(v.seq, v.time_ms, v.author, existing.value_at(v.seq)) for v in node.versions]
+    node.value = existing.value
+    node.versions = sorted(existing.versions + carried, key=lambda v: v.seq)
 
 
 def _replaceable(node: AnyNode, existing: AnyNode) -> bool:

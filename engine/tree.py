@@ -4,8 +4,13 @@ A file's value is a `Merge` (resolved, or a first-class conflict). Each file kee
 short list of recent `Version` stamps (who changed it, when, at which sequence, and
 the value before), which the fold needs to decide races and to find the base a
 racing author had seen; it is state, not user-visible, and is excluded from the
-tree hash. Inode numbers are assigned from a counter in log order, so they are
-deterministic and stable for the life of a node (a rename keeps its inode).
+tree hash. A version whose ``before`` is None means the file did not exist before
+it, or that what was there is not known (the oldest kept version is such a stub
+once older ones are dropped; a move strips the values of what it carries): either
+way a racing author's base is empty, which cancels no side, rather than a guess.
+
+Inode numbers are assigned from a counter in log order, so they are deterministic
+and stable for the life of a node (a rename keeps its inode).
 
 The tree is mutated in place by the fold (copying a 100k-entry tree per entry is
 not affordable); `clone` gives an independent copy where a caller needs one.
@@ -21,7 +26,7 @@ from engine.merge import Merge
 from engine.paths import RelPath
 
 ROOT_INO = 1
-#: Versions kept per file beyond those inside the race window (bounds memory on hot files).
+#: Versions kept per file, plus one stub (bounds memory and the race check on hot files).
 MAX_VERSIONS = 64
 
 
@@ -55,8 +60,9 @@ class FileNode(Node):
     def value_at(self, seen: int) -> Merge | None:
         """Return the value this file had once sequence ``seen`` was folded.
 
-        None means the file did not exist. When the versions that would answer were
-        pruned, the value before the oldest kept version is the best answer left.
+        None means the file did not exist, or that the value is no longer known: the
+        versions that would answer were dropped, or the file was moved here since
+        (see module docstring). The fold then uses an empty base.
         """
         for version in self.versions:
             if version.seq > seen:
