@@ -81,8 +81,12 @@ class Replica:
     def receive(self, seq: int, prev_seq: int, time_ms: int, payload: bytes) -> list[Folded]:
         """Accept one delivery and fold every entry that is now contiguous.
 
+        Entries folded before a corrupt one are returned (their events must not be
+        lost); the corrupt entry is never folded.
+
         Raises:
-            LogCorrupt: an entry does not decode; this and later calls raise it again.
+            LogCorrupt: the next entry to fold does not decode (and nothing was folded
+                by this call); every later call raises it again.
         """
         if self._broken is not None:
             raise self._broken
@@ -96,10 +100,18 @@ class Replica:
                 entry = decode_entry(ready.payload)
             except CodecError as exc:
                 self._broken = LogCorrupt(ready.seq, str(exc))
+                self._broken.__cause__ = exc
+                if out:
+                    return out
                 raise self._broken from exc
             events = fold(self.state, Logged(ready.seq, ready.time_ms, entry))
             out.append(Folded(ready.seq, ready.time_ms, entry, events))
         return out
+
+    @property
+    def broken(self) -> LogCorrupt | None:
+        """The corruption that stopped the fold, if any."""
+        return self._broken
 
     @property
     def waiting(self) -> int:

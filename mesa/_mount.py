@@ -260,17 +260,25 @@ class RepoMount:
                         delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
                     )
                 except LogCorrupt as exc:
-                    self.broken = LogCorruptError(self.change_id, exc.seq, str(exc))
-                    log.error("%s", self.broken)
-                    self._fail_waiters(self.broken)
+                    self._stop_at(exc)
                     return
                 if folded:
                     self._wake(self.replica.seq)
                     self._maybe_snapshot(folded)
                     self._listener(self, folded)
+                if self.replica.broken is not None:
+                    # The entries before the corrupt one were folded and announced.
+                    self._stop_at(self.replica.broken)
+                    return
         except TransportError as exc:
             self.broken = api_error(exc)
             self._fail_waiters(self.broken)
+
+    def _stop_at(self, exc: LogCorrupt) -> None:
+        """Mark the log broken at the corrupt entry: every later call raises."""
+        self.broken = LogCorruptError(self.change_id, exc.seq, str(exc))
+        log.error("%s", self.broken)
+        self._fail_waiters(self.broken)
 
     def _maybe_snapshot(self, folded: list[Folded]) -> None:
         """Store a snapshot when one of this mount's own entries crossed a multiple of N.

@@ -100,12 +100,16 @@ def test_corrupt_entry_buffered_early_raises_when_it_is_reached() -> None:
     replica = Replica("r")
     assert replica.receive(12, 9, T0 + 2, b"\x01garbage") == []  # not decoded yet
     assert replica.receive(*LOG[1]) == []
+    # The entries before the corrupt one are folded and returned with their events...
+    folded = replica.receive(*LOG[0])
+    assert [f.seq for f in folded] == [LOG[0][0], LOG[1][0]]
+    assert all(f.events for f in folded)
+    assert replica.seq == 9
+    # ...and from then on every call raises, naming the corrupt sequence.
     with pytest.raises(LogCorrupt) as caught:
-        replica.receive(*LOG[0])
-    assert caught.value.seq == 12
-    assert replica.seq == 9  # the entries before it were folded
-    with pytest.raises(LogCorrupt):
         replica.receive(13, 12, T0 + 3, payload("w", 4, b"x"))
+    assert caught.value.seq == 12
+    assert replica.seq == 9
 
 
 def test_unknown_codec_version_is_corruption_too() -> None:
