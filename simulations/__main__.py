@@ -1,0 +1,146 @@
+"""Command line: ``python -m simulations run|sweep|bench`` (``live`` comes later).
+
+- ``run --seed S --mounts N --steps K --faults PROFILE`` runs one seed and prints
+  the seed, the git commit, the faults the seed enabled, the trace hash, the
+  coverage, and on failure the checker, an explanation and the command that
+  reproduces it. Exit status 1 on failure.
+- ``sweep --seeds A..B`` runs seeds A (inclusive) to B (exclusive), optionally in
+  parallel (``--jobs``), and prints every failure's reproducing command, the
+  seeds per second and the summed coverage. Without ``--mounts``, each seed runs
+  ``2 + seed % 7`` mounts (the printed command names the exact value).
+- ``bench realtime [options]`` runs the live benchmark of simulations/bench_realtime.py
+  (its options pass through unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from simulations import coverage
+from simulations.faults import PROFILES
+from simulations.known import KNOWN_BUGS
+from simulations.runner import (
+    DEFAULT_MOUNTS,
+    DEFAULT_PROFILE,
+    DEFAULT_STEPS,
+    RunConfig,
+    git_commit,
+    run,
+    sweep,
+)
+
+DEFAULT_WINDOW_MS = 1000
+
+
+def parse_seeds(text: str) -> range:
+    """Parse ``A..B`` (A inclusive, B exclusive) or a single seed ``A``."""
+    try:
+        if ".." in text:
+            start, end = text.split("..", 1)
+            return range(int(start), int(end))
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A..B or a seed, not {text!r}") from None
+    return range(seed, seed + 1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulations", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="run one seed")
+    one.add_argument("--seed", type=int, required=True)
+    one.add_argument("--mounts", type=int, default=DEFAULT_MOUNTS)
+    one.add_argument("--trace", action="store_true", help="print every trace line")
+    many = sub.add_parser("sweep", help="run a range of seeds")
+    many.add_argument("--seeds", type=parse_seeds, required=True, help="A..B, B exclusive")
+    many.add_argument("--mounts", type=int, default=None, help="default: 2 + seed % 7")
+    many.add_argument("--jobs", type=int, default=1, help="worker processes")
+    bench = sub.add_parser("bench", help="live benchmarks: bench realtime [options]")
+    bench.add_argument("name", choices=["realtime"])
+    for p in (one, many):
+        p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+        p.add_argument("--faults", choices=PROFILES, default=DEFAULT_PROFILE)
+        p.add_argument("--window-ms", type=int, default=DEFAULT_WINDOW_MS)
+        p.add_argument("--strict", action="store_true", help="known engine bugs fail the run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "realtime"]:
+        # The benchmark parses its own options (and its child roles).
+        from simulations import bench_realtime
+
+        return bench_realtime.main(argv[2:])
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return _sweep(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = RunConfig(
+        args.seed, args.mounts, args.steps, args.faults, args.window_ms, strict=args.strict
+    )
+    result = run(config, echo=args.trace)
+    print(f"seed:       {config.seed}")
+    print(f"commit:     {git_commit()}")
+    print(f"command:    {config.command()}")
+    print(f"faults:     {', '.join(result.faults) or 'none'}")
+    print(f"entries:    {result.entries} logged, {result.acked} acknowledged")
+    print(f"trace hash: {result.trace_hash}")
+    print("coverage:")
+    print(coverage.render(result.coverage))
+    _print_known(result.known)
+    if result.failure is not None:
+        print("last trace lines:")
+        for line in result.recent[-15:]:
+            print(f"  {line}")
+    print(result.report())
+    return 0 if result.ok else 1
+
+
+def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
+    """The configs a sweep runs, one per seed."""
+    return [
+        RunConfig(
+            seed,
+            args.mounts if args.mounts is not None else 2 + seed % 7,
+            args.steps,
+            args.faults,
+            args.window_ms,
+            strict=args.strict,
+        )
+        for seed in args.seeds
+    ]
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    print(f"commit: {git_commit()}  seeds: {args.seeds.start}..{args.seeds.stop}")
+    out = sweep(sweep_configs(args), jobs=args.jobs)
+    for failed in sorted(out.failures, key=lambda r: r.config.seed):
+        print(failed.report())
+    print(
+        f"{out.runs} seeds, {len(out.failures)} failed, {out.entries} entries,"
+        f" {out.acked} acknowledged, {out.elapsed_s:.1f} s ({out.seeds_per_s:.1f} seeds/s)"
+    )
+    print("coverage:")
+    print(coverage.render(out.coverage))
+    _print_known(out.known)
+    never = coverage.missing(out.coverage)
+    if never:
+        print(f"never reached: {', '.join(never)}")
+    return 1 if out.failures or never else 0
+
+
+def _print_known(counts: Counter[str]) -> None:
+    for bug_id in sorted(counts):
+        print(f"known bug {bug_id}: {counts[bug_id]} hits ({KNOWN_BUGS[bug_id]})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

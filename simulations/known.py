@@ -1,0 +1,65 @@
+"""Engine bugs the simulator found that are not fixed yet, and how runs count them.
+
+A checker that recognizes a violation as one of `KNOWN_BUGS` reports it here
+instead of failing the run: the run goes on (so a known bug cannot hide an unknown
+one later in the same seed) and the count is printed with the run and the sweep.
+``--strict`` turns every known bug back into a failure. Each known bug has a
+pinned seed in tests/simulations/test_regressions.py, marked
+``xfail(strict=True)``: when the engine is fixed, that test passes, fails as an
+unexpected pass, and the entry here must be deleted. Never add an entry to make a
+sweep green without a written bug report (docs/simulations.md, "Bugs found").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from simulations.failure import CheckFailure
+
+#: Bug id -> one-line description (the full report is in docs/simulations.md).
+KNOWN_BUGS: dict[str, str] = {
+    "noop-event": (
+        "an op that changes nothing observable (chmod to the same mode, utimes to the same"
+        " times, a write leaving value and mtime as they were, a mv that puts a node back"
+        " where it was) still emits a non-recursive event on the path it names"
+    ),
+    "conflict-side-explosion": (
+        "a stale writer racing a conflict whose terms were since changed (appended to,"
+        " copied over) adds every term it had seen back as sides, so replaced contents"
+        " (the old base) come back as sides and a file's side count outgrows the number"
+        " of writes; folding then slows down quadratically"
+    ),
+}
+
+#: Known bugs after which a run cannot usefully go on (it stops, without failing).
+STOPPING = frozenset({"conflict-side-explosion"})
+
+
+class StopRun(Exception):
+    """Raised to end a run early at a known bug in `STOPPING` (not a failure)."""
+
+    def __init__(self, bug_id: str) -> None:
+        self.bug_id = bug_id
+        super().__init__(bug_id)
+
+
+class Findings:
+    """Collects known-bug hits of a run; raises for them in strict mode."""
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        self.counts: Counter[str] = Counter()
+
+    def known(self, bug_id: str, checker: str, explanation: str) -> None:
+        """Record a hit of known bug ``bug_id``; in strict mode, fail the run.
+
+        Raises:
+            CheckFailure: in strict mode.
+            StopRun: the bug is one after which the run cannot go on (`STOPPING`).
+        """
+        assert bug_id in KNOWN_BUGS, f"unknown bug id {bug_id!r}"
+        if self.strict:
+            raise CheckFailure(checker, f"{explanation} [known bug {bug_id}]")
+        self.counts[bug_id] += 1
+        if bug_id in STOPPING:
+            raise StopRun(bug_id)
