@@ -380,9 +380,12 @@ class World:
         folded = replica.receive(stored.seq, stored.prev_seq, stored.time_ms, stored.payload)
         if replica.waiting:
             self.coverage["out_of_order"] += 1
-        if stored.seq <= replica.seq and not folded:
-            self.coverage["duplicate_delivery"] += 1
         if not folded:
+            duplicate = stored.seq <= replica.seq
+            if duplicate:
+                self.coverage["duplicate_delivery"] += 1
+            kind = "drop" if duplicate else "early"
+            self.trace.record(self.now_ms, kind, mount.name, stored.seq, stored.msg_id)
             return
         assert before is not None
         checkers.check_events(mount.author, before, folded, self.findings)
