@@ -126,6 +126,9 @@ def _check_move(tree: Tree, op: Mv | Cp) -> bool:
         return False
     if is_ancestor(op.src, op.dst):
         raise FsError(errno.EINVAL, to_str(op.dst), "cannot move a directory into itself")
+    if isinstance(op, Mv) and is_ancestor(op.dst, op.src):
+        # rename(2) onto an ancestor of the source: Linux checks this before the kinds.
+        raise FsError(errno.ENOTEMPTY, to_str(op.dst))
     if dst is None:
         return True
     if isinstance(op, Cp) and isinstance(src, DirNode):

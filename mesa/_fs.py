@@ -116,24 +116,24 @@ class MesaFileSystem:
 
     # -- resolution ----------------------------------------------------------------
 
-    def _resolve(
-        self, path: str, *, follow: bool, missing_ok: bool = False, missing_parents: bool = False
-    ) -> _Resolved:
+    def _resolve(self, path: str, *, follow: bool, missing_ok: bool = False) -> _Resolved:
         """Resolve ``path`` physically (see module docstring).
 
-        With ``missing_ok`` the last component may be missing (node None); with
-        ``missing_parents`` any trailing run of components may be.
+        With ``missing_ok`` the last component may be missing (node None).
         """
         self._check()
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, not {type(path).__name__}")
-        queue = deque(p for p in path.split("/") if p not in ("", "."))
+        # "." stays in the queue: like the kernel, "x/." needs x to be a directory.
+        queue = deque(p for p in path.split("/") if p)
         parts: list[str] = []
         repo: RepoMount | None = None
         node: AnyNode | None = None
         hops = 0
         while queue:
             name = queue.popleft()
+            if name == ".":
+                continue
             if name == "..":
                 if parts:
                     parts.pop()
@@ -152,12 +152,7 @@ class MesaFileSystem:
             assert repo is not None
             node = repo.replica.state.tree.lookup(tuple(parts[2:]))
             if node is None:
-                if missing_parents or (last and missing_ok):
-                    for rest in queue:
-                        if rest == "..":
-                            raise os_error(errno.ENOENT, path)
-                        if rest not in ("", "."):
-                            parts.append(rest)
+                if last and missing_ok:
                     return _Resolved(parts, repo, None)
                 raise os_error(errno.ENOENT, path)
             if isinstance(node, SymlinkNode) and (follow or not last):
@@ -167,14 +162,13 @@ class MesaFileSystem:
                 parts.pop()
                 if node.target.startswith("/"):
                     parts.clear()
-                queue.extendleft(
-                    reversed([p for p in node.target.split("/") if p not in ("", ".")])
-                )
+                queue.extendleft(reversed([p for p in node.target.split("/") if p]))
                 continue
             if not last and not isinstance(node, DirNode):
                 raise os_error(errno.ENOTDIR, path)
         repo = self._repos.get(parts[1]) if len(parts) >= 2 else None
-        node = repo.replica.state.tree.root if repo is not None and len(parts) == 2 else node
+        # Look the node up again: after a trailing ".." the last one looked up is a child.
+        node = repo.replica.state.tree.lookup(tuple(parts[2:])) if repo is not None else None
         return _Resolved(parts, repo, node)
 
     def _in_repo(self, r: _Resolved, path: str, *, root_errno: int = errno.EPERM) -> RepoMount:
@@ -313,15 +307,42 @@ class MesaFileSystem:
 
     async def mkdir(self, path: str, recursive: bool | None = None) -> None:  # noqa: FBT001 (spec)
         """Create a directory; ``recursive`` creates parents and accepts an existing directory."""
-        r = self._resolve(
-            path, follow=bool(recursive), missing_ok=True, missing_parents=bool(recursive)
-        )
+        if recursive:
+            await self._mkdir_parents(path)
+            return
+        r = self._resolve(path, follow=False, missing_ok=True)
         if r.node is not None or len(r.parts) < 3:
-            if recursive and r.is_dir and (r.node is not None or len(r.parts) < 3):
-                return
             raise os_error(errno.EEXIST, path)
-        repo = self._in_repo(r, path)
-        await self._submit(repo, Mkdir(r.rel, parents=bool(recursive)), path)
+        await self._submit(self._in_repo(r, path), Mkdir(r.rel), path)
+
+    async def _mkdir_parents(self, path: str) -> None:
+        """``mkdir -p``: make each missing prefix of ``path`` in turn, as ``os.makedirs`` does.
+
+        Each prefix is resolved like mkdir(2) resolves its path, so a dangling symlink
+        in the way is not created through (ENOENT, or EEXIST as the last component),
+        and ``x/../y`` makes ``x`` too. Once the rest below a missing prefix is plain
+        names, one op makes all of it.
+        """
+        comps = [p for p in path.split("/") if p not in ("", ".")]
+        for i in range(1, len(comps) + 1):
+            prefix = "/" + "/".join(comps[:i])
+            r = self._resolve(prefix, follow=False, missing_ok=True)
+            if r.node is None and len(r.parts) >= 3:
+                rest = comps[i:]
+                repo = self._in_repo(r, path)
+                if ".." not in rest:
+                    await self._submit(repo, Mkdir((*r.rel, *rest), parents=True), path)
+                    return
+                await self._submit(repo, Mkdir(r.rel), path)
+                continue
+            if i == len(comps) and not self._is_dir(prefix):
+                raise os_error(errno.EEXIST, path)
+
+    def _is_dir(self, path: str) -> bool:
+        try:
+            return self._resolve(path, follow=True).is_dir
+        except OSError:
+            return False
 
     async def rm(
         self,
@@ -346,14 +367,21 @@ class MesaFileSystem:
     async def cp(self, src: str, dest: str, recursive: bool | None = None) -> None:  # noqa: FBT001
         """Copy a file, or a directory with ``recursive``; symlinks inside stay symlinks."""
         rs = self._resolve(src, follow=True)
-        rd = self._resolve(dest, follow=True, missing_ok=True)
+        if rs.is_dir and not recursive:
+            # The source is checked before the destination is looked at (cp(1), copyfile).
+            raise os_error(errno.EISDIR, src)
+        # A file is written through a symlink at ``dest`` (open(2)); a directory copy
+        # makes ``dest`` as mkdir(2) does, so a symlink there, even dangling, is EEXIST.
+        rd = self._resolve(dest, follow=not rs.is_dir, missing_ok=True)
+        if len(rs.parts) == 2 and rs.repo is not None and rs.repo is rd.repo:
+            # Every path of a repo is inside its root: copying the root there is
+            # copying a directory into itself, EINVAL as for any other directory.
+            raise os_error(errno.EINVAL, dest, "cannot copy a directory into itself")
         src_repo = self._in_repo(rs, src)
         dst_repo = self._in_repo(rd, dest)
         if src_repo is dst_repo:
             await self._submit(src_repo, Cp(rs.rel, rd.rel, recursive=bool(recursive)), dest)
             return
-        if isinstance(rs.node, DirNode) and not recursive:
-            raise os_error(errno.EISDIR, src)
         if rd.node is not None and (isinstance(rs.node, DirNode) or isinstance(rd.node, DirNode)):
             raise os_error(errno.EEXIST if isinstance(rs.node, DirNode) else errno.EISDIR, dest)
         assert rs.node is not None
@@ -376,8 +404,12 @@ class MesaFileSystem:
 
     async def mv(self, src: str, dest: str) -> None:
         """Move or rename with rename(2) semantics (``EXDEV`` across repos)."""
-        rs = self._resolve(src, follow=False)
+        # rename(2) looks up both parents before the source itself: a bad destination
+        # directory is reported even when the source is missing.
+        rs = self._resolve(src, follow=False, missing_ok=True)
         rd = self._resolve(dest, follow=False, missing_ok=True)
+        if rs.node is None and len(rs.parts) >= 3:
+            raise os_error(errno.ENOENT, src)
         src_repo = self._in_repo(rs, src, root_errno=errno.EBUSY)
         dst_repo = self._in_repo(rd, dest, root_errno=errno.EBUSY)
         if src_repo is not dst_repo:
