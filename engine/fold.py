@@ -347,12 +347,14 @@ class _Folder:
         if isinstance(node, FileNode) and isinstance(existing, FileNode):
             # Renaming or copying over a file is a write of the moved value to the
             # destination: a racing write there survives as a conflict side.
-            moved = node.value
+            moved, moved_mtime_ms = node.value, node.mtime_ms
             if isinstance(op, Mv):
                 _take_over(node, existing)
             else:
                 node.value, node.versions = existing.value, existing.versions
             self._set_value(node, moved, (*dst_parent_path, name))
+            if isinstance(op, Mv):
+                node.mtime_ms = moved_mtime_ms  # rename(2) keeps the file's mtime
             dst_parent.children[name] = node
             return
         if existing is not None and _replaceable(node, existing) and not self._protected(existing):

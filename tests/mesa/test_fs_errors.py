@@ -107,11 +107,6 @@ async def test_mv_onto_an_ancestor_of_the_source_is_enotempty(fs: MesaFileSystem
     assert await _errno(fs.cp(f"{R}/b/f", f"{R}/b")) == errno.EISDIR  # open(2) of a directory
 
 
-@pytest.mark.xfail(
-    reason="engine/fold.py folds a rename onto a file as a write, stamping the sequencer "
-    "time; rename(2) keeps the moved file's mtime",
-    strict=True,
-)
 async def test_mv_onto_a_file_keeps_the_moved_files_mtime(fs: MesaFileSystem) -> None:
     await fs.write(f"{R}/a", b"1")
     await fs.write(f"{R}/b", b"2")

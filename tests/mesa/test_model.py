@@ -24,9 +24,6 @@ Excluded on purpose, because they are documented differences rather than bugs:
 - permission errors: the tests may run as root, where ``os.access`` always passes;
 - paths ending in ``..`` for mutations (rmdir/rename of ``x/..`` are Linux quirks).
 
-One known engine bug is excluded explicitly (see ``mv``): a rename onto an existing
-file stamps a new mtime (engine/fold.py), pinned by an xfail test in
-test_fs_errors.py.
 """
 
 from __future__ import annotations
@@ -393,18 +390,11 @@ class MesaFsModel(RuleBasedStateMachine):
     def mv(self, src: str, dst: str) -> None:
         if self.skip((src, False, True), (dst, False, True)):
             return
-        over_file = self.is_file(src) and self.is_file(dst)
-        ok, _, _ = self.both(
+        self.both(
             f"mv {src} {dst}",
             lambda: self.fs.mv(_sdk_path(src), _sdk_path(dst)),
             lambda: os.rename(self.real.path(src), self.real.path(dst)),
         )
-        if ok and over_file:
-            # KNOWN BUG (engine/fold.py, not ours to fix here): a rename onto an
-            # existing file is folded as a write of the moved value, which stamps the
-            # sequencer time, while rename(2) keeps the moved file's mtime. Pinned by
-            # test_fs_errors.py::test_mv_onto_a_file_keeps_the_moved_files_mtime (xfail).
-            self.untrack(dst)
 
     @rule(path=rel_paths(), mode=st.sampled_from(MODES))
     def chmod(self, path: str, mode: int) -> None:
