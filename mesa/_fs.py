@@ -73,6 +73,9 @@ class MesaFileSystem:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        #: Set while leaving the mount: reads still work (handlers of the events being
+        #: delivered may read), writes and new subscriptions are refused.
+        self._closing = False
 
     # -- mount plumbing ----------------------------------------------------------
 
@@ -94,12 +97,13 @@ class MesaFileSystem:
 
     async def aclose(self) -> None:
         """Wait for in-flight writes, deliver queued events, then close everything."""
-        if self._closed:
+        if self._closed or self._closing:
             return
-        self._closed = True
+        self._closing = True
         await self._idle.wait()
         for sub in list(self._subs):
             await sub.drain_and_stop()
+        self._closed = True
         for repo in self._repos.values():
             await repo.close()
 
@@ -178,6 +182,8 @@ class MesaFileSystem:
         return r.repo
 
     async def _submit(self, repo: RepoMount, op: Op, path: str) -> None:
+        if self._closing:
+            raise OSError(errno.EBADF, "the mount is closing", path)
         self._inflight += 1
         self._idle.clear()
         try:
@@ -456,6 +462,8 @@ class MesaFileSystem:
         if not callable(handler):
             raise TypeError("handler must be callable")
         self._check()
+        if self._closing:
+            raise OSError(errno.EBADF, "the mount is closing")
         sub = MesaFileSystemSubscription(self, handler)
         self._subs.append(sub)
         return sub
@@ -489,8 +497,15 @@ class MesaFileSystemSubscription:
                 log.exception("subscription handler failed on %s", event)
 
     async def unsubscribe(self) -> None:
-        """Stop receiving events and close the watcher."""
+        """Stop receiving events and close the watcher (also from inside the handler)."""
         self._fs._remove_subscription(self)
+        if asyncio.current_task() is self._task:
+            # Called by our own handler: finish this call, then stop; cancelling and
+            # awaiting ourselves would never return.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+            return
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 

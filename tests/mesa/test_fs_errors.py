@@ -6,13 +6,14 @@ real directory, reduced to its smallest form.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import AsyncIterator
 
 import pytest
 
 from mesa._fs import MesaFileSystem
-from mesa_sdk import Mesa
+from mesa_sdk import Mesa, WatchEvent
 
 R = "/acme/app"
 
@@ -140,3 +141,40 @@ async def test_cp_of_the_repo_root_into_the_repo_is_einval(fs: MesaFileSystem) -
     assert await _errno(fs.cp(f"{R}/here", f"{R}/b", recursive=True)) == errno.EINVAL
     assert await _errno(fs.cp(R, f"{R}/b")) == errno.EISDIR
     assert await fs.readdir(R) == ["here"]
+
+
+async def test_a_handler_may_unsubscribe_itself(fs: MesaFileSystem) -> None:
+    seen: list[str] = []
+    after: list[str] = []
+
+    async def handler(event: WatchEvent) -> None:
+        seen.append(event.path)
+        await sub.unsubscribe()
+        after.append(event.path)  # the handler's code after unsubscribe still runs
+
+    sub = fs.subscribe(handler)
+    await fs.write(f"{R}/one", b"1")
+    await fs.write(f"{R}/two", b"2")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seen == [f"{R}/one"]
+    assert after == [f"{R}/one"]
+
+
+async def test_handlers_can_read_while_the_mount_delivers_its_last_events(
+    mesa: Mesa,
+) -> None:
+    read: dict[str, bytes] = {}
+    async with mesa.fs.mount(repos=["app"]) as fs:
+
+        async def handler(event: WatchEvent) -> None:
+            await asyncio.sleep(0)
+            read[event.path] = await fs.read(event.path)
+
+        fs.subscribe(handler)
+        for name in ("a", "b", "c"):
+            await fs.write(f"{R}/{name}", name.encode())
+    assert read == {f"{R}/{n}": n.encode() for n in ("a", "b", "c")}
+    with pytest.raises(OSError, match="closed") as closed:
+        await fs.read(f"{R}/a")
+    assert closed.value.errno == errno.EBADF
