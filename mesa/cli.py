@@ -27,7 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     server.add_argument("--port", type=int, default=4222, help="client port for `run`")
     server.add_argument("--http-port", type=int, default=8222, help="monitoring port for `run`")
+    from mesa.fuse._cli import add_commands  # does not import pyfuse3
+
+    add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("mount", "unmount"):
+        from mesa.fuse._cli import run
+
+        return run(args)
     if args.command == "server":
         return _server_command(args.action, args.port, args.http_port)
     if args.command == "demo":

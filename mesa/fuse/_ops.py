@@ -1,0 +1,586 @@
+"""The pyfuse3 request handlers over a mount's repos.
+
+Reads (lookup, getattr, readdir, readlink, read) are answered from the folded trees
+in memory; every mutation is one op submitted to its repo's log, which returns once
+the entry is durable and folded here, so the reply the kernel caches is the folded
+state. Replies carry long entry/attribute timeouts (negative lookups too) and open
+files keep their page cache: `mesa.fuse._invalidate` corrects the kernel from the
+log when another writer changes something.
+
+Errors: every handler fails only with ``FUSEError`` (anything else would end the
+main loop): filesystem errors keep their errno, read-only repos are ``EROFS``, the
+virtual levels (``/`` and ``/<org>``) are ``EPERM`` to mutate, renames across repos
+``EXDEV``, hard links ``EPERM``, ``RENAME_EXCHANGE`` ``EINVAL`` (the log has no atomic
+exchange), special files ``EPERM``. Ownership is not stored: every node belongs to
+the mounting user and ``chown`` succeeds without changing anything.
+
+pyfuse3 is imported here (and only here) as an untyped module.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import importlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from engine.content import Content
+from engine.ops import Chmod, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.paths import NAME_MAX_BYTES, RelPath
+from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, merge_key
+from mesa._fs import MesaFileSystem
+from mesa._mount import RepoMount
+from mesa.fuse._errors import errno_of
+from mesa.fuse._handles import Handles, content_of
+from mesa.fuse._inodes import ORG, ROOT, Inode, InodeTable, value_size
+from mesa.fuse._invalidate import Invalidator, Notifier
+
+pyfuse3: Any = importlib.import_module("pyfuse3")
+
+log = logging.getLogger("mesa.fuse")
+
+#: Preferred I/O size: one FUSE request per write(2) of a buffered writer.
+BLKSIZE = 128 * 1024
+DEFAULT_CACHE_TIMEOUT_S = 3600.0
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+def _guard(fn: _F) -> _F:
+    """Turn every exception of a handler into ``FUSEError`` (see module docstring)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:
+            raise pyfuse3.FUSEError(errno_of(exc)) from None
+
+    return cast("_F", wrapper)
+
+
+def _fail(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def _name(raw: bytes) -> str:
+    if len(raw) > NAME_MAX_BYTES:
+        raise _fail(errno.ENAMETOOLONG)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass(eq=False)
+class _Dir:
+    inode: Inode
+    entries: list[tuple[str, AnyNode | None, int]] | None = None
+
+
+class Handlers:
+    """The request handlers (mixed into ``pyfuse3.Operations`` by `operations`)."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: MesaFileSystem, *, cache_timeout_s: float) -> None:
+        self.fs = fs
+        repos = list(fs._repos.values())
+        self.table = InodeTable(fs.org, repos)
+        self.handles = Handles(self.table)
+        self.timeout = cache_timeout_s
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.started_ns = time.time_ns()
+        self._dirs: dict[int, _Dir] = {}
+        self._next_dir = 1
+        self._conflict_sizes: dict[str, int] = {}
+        self.notifier = Notifier(pyfuse3.invalidate_entry, pyfuse3.invalidate_inode)
+        self.invalidator = Invalidator(self.table, self.notifier)
+        for repo in repos:
+            _listen(repo, self.invalidator.on_folded)
+
+    def init(self) -> None:
+        """Called by pyfuse3 before the first request."""
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _inode(self, ino: int) -> Inode:
+        inode = self.table.get(ino)
+        if inode is None:
+            raise _fail(errno.ESTALE)
+        return inode
+
+    @staticmethod
+    def _writable(repo: RepoMount | None) -> RepoMount:
+        if repo is None:
+            raise _fail(errno.EPERM)
+        repo.check_alive()
+        if repo.read_only:
+            raise _fail(errno.EROFS)
+        return repo
+
+    def _dir_path(self, parent: Inode) -> tuple[RepoMount, RelPath, DirNode]:
+        """Return the repo, path and node of a directory that may be mutated."""
+        repo = self._writable(parent.repo)
+        path = self.table.path_of(parent)
+        node = self.table.node_of(parent)
+        if path is None:
+            raise _fail(errno.ENOENT)
+        if not isinstance(node, DirNode):
+            raise _fail(errno.ENOTDIR)
+        return repo, path, node
+
+    def _path(self, inode: Inode) -> RelPath:
+        path = self.table.path_of(inode)
+        if path is None:
+            raise _fail(errno.ENOENT)
+        return path
+
+    async def _submit(self, repo: RepoMount, op: Op, path: RelPath) -> None:
+        await repo.submit(op, self.table.abs_path(repo, path))
+
+    async def _size(self, ino: int, repo: RepoMount, node: FileNode) -> int:
+        dirty = self.handles.dirty_file(ino)
+        if dirty is not None:
+            return len(dirty.data)
+        size = value_size(node.value)
+        if size is not None:
+            return size
+        key = merge_key(node.value)
+        cached = self._conflict_sizes.get(key)
+        if cached is None:
+            cached = len(await repo.blobs.value_bytes(node.value))
+            if len(self._conflict_sizes) > 1024:
+                self._conflict_sizes.clear()
+            self._conflict_sizes[key] = cached
+        return cached
+
+    async def _attrs(
+        self, ino: int, repo: RepoMount | None, node: AnyNode | None, *, unlinked: bool = False
+    ) -> Any:
+        """Build the attributes the kernel caches for ``ino``."""
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = ino
+        attr.generation = 0
+        attr.entry_timeout = self.timeout
+        attr.attr_timeout = self.timeout
+        attr.st_uid, attr.st_gid = self.uid, self.gid
+        attr.st_blksize = BLKSIZE
+        if node is None and repo is not None:
+            node = repo.replica.state.tree.root
+        if node is None:
+            attr.st_mode, attr.st_nlink, attr.st_size = stat.S_IFDIR | 0o755, 2, 0
+            attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.started_ns
+            return attr
+        if isinstance(node, DirNode):
+            attr.st_mode, attr.st_nlink, attr.st_size = stat.S_IFDIR | node.mode, 2, 0
+        elif isinstance(node, FileNode):
+            assert repo is not None
+            attr.st_mode, attr.st_nlink = stat.S_IFREG | node.mode, 1
+            attr.st_size = await self._size(ino, repo, node)
+        else:
+            attr.st_mode, attr.st_nlink = stat.S_IFLNK | 0o777, 1
+            attr.st_size = len(node.target.encode("utf-8", "surrogateescape"))
+        if unlinked:
+            attr.st_nlink = 0
+        attr.st_blocks = (attr.st_size + 511) // 512
+        attr.st_atime_ns = node.atime_ms * 1_000_000
+        attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ms * 1_000_000
+        return attr
+
+    async def _inode_attrs(self, inode: Inode) -> Any:
+        return await self._attrs(
+            inode.ino, inode.repo, self.table.node_of(inode), unlinked=inode.unlinked
+        )
+
+    async def _learned(self, parent: Inode, name: str) -> Any:
+        """Reply for an entry that now exists: attributes, and one more lookup counted."""
+        repo, node, ino = self.table.child(parent, name)
+        if not ino:
+            raise _fail(errno.ENOENT)
+        attrs = await self._attrs(ino, repo, node)
+        self.table.learn(parent, name, repo, node)
+        return attrs
+
+    # -- lookups and attributes ----------------------------------------------------------
+
+    @_guard
+    async def lookup(self, parent_ino: int, raw: bytes, ctx: Any = None) -> Any:
+        """Look up ``raw`` in a directory (a negative reply is cached too)."""
+        parent = self._inode(parent_ino)
+        if not self.table.is_dir(parent):
+            raise _fail(errno.ENOTDIR)
+        name = _name(raw)
+        if parent.repo is not None:
+            parent.repo.check_alive()
+        if name in (".", ".."):
+            target = parent if name == "." else self._inode(parent.parent or ROOT)
+            attrs = await self._inode_attrs(target)
+            target.lookups += 1
+            return attrs
+        repo, node, ino = self.table.child(parent, name)
+        if not ino:
+            self.table.learn_negative(parent, name)
+            attrs = pyfuse3.EntryAttributes()
+            attrs.st_ino = 0
+            attrs.entry_timeout = self.timeout
+            return attrs
+        attrs = await self._attrs(ino, repo, node)
+        self.table.learn(parent, name, repo, node)
+        return attrs
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """Lower lookup counts (never raises)."""
+        for ino, count in inode_list:
+            try:
+                self.table.forget(ino, count)
+            except Exception:
+                log.exception("forget %d failed", ino)
+
+    @_guard
+    async def getattr(self, ino: int, ctx: Any = None) -> Any:
+        """Return the attributes of an inode the kernel knows."""
+        return await self._inode_attrs(self._inode(ino))
+
+    @_guard
+    async def setattr(self, ino: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
+        """chmod, truncate/ftruncate, utimens; chown is accepted and ignored."""
+        inode = self._inode(ino)
+        node = self.table.node_of(inode)
+        changes = (fields.update_size, fields.update_mode, fields.update_atime, fields.update_mtime)
+        if any(changes):
+            repo = self._writable(inode.repo)
+            assert node is not None
+            if fields.update_size:
+                await self._truncate(inode, node, fh, attr.st_size)
+            if fields.update_mode and not isinstance(node, SymlinkNode):
+                mode = attr.st_mode & 0o7777
+                if mode != node.mode:
+                    await self._submit(repo, Chmod(self._path(inode), mode), self._path(inode))
+            if fields.update_atime or fields.update_mtime:
+                await self._utimes(inode, node, repo, attr, fields)
+        return await self._inode_attrs(inode)
+
+    async def _truncate(self, inode: Inode, node: AnyNode, fh: int | None, size: int) -> None:
+        if isinstance(node, DirNode):
+            raise _fail(errno.EISDIR)
+        if not isinstance(node, FileNode):
+            raise _fail(errno.EINVAL)
+        of = self.handles.current(inode.ino)
+        if of is not None:
+            of.truncate(size)
+            if fh is None:
+                await self.handles.publish(of)
+            return
+        repo = inode.repo
+        assert repo is not None
+        data = await repo.blobs.value_bytes(node.value)
+        cut = data[:size] + bytes(max(0, size - len(data)))
+        if cut == data and node.value.is_resolved():
+            return
+        path = self._path(inode)
+        content = await content_of(repo, cut, self.table.abs_path(repo, path))
+        await self._submit(repo, Write(path, content, mode=node.mode), path)
+
+    async def _utimes(
+        self, inode: Inode, node: AnyNode, repo: RepoMount, attr: Any, fields: Any
+    ) -> None:
+        dirty = self.handles.dirty_file(inode.ino)
+        if dirty is not None:
+            # The times must land after the bytes, or publishing would reset mtime.
+            await self.handles.publish(dirty)
+        atime = attr.st_atime_ns // 1_000_000 if fields.update_atime else node.atime_ms
+        mtime = attr.st_mtime_ns // 1_000_000 if fields.update_mtime else node.mtime_ms
+        if (atime, mtime) != (node.atime_ms, node.mtime_ms):
+            path = self._path(inode)
+            await self._submit(repo, Utimes(path, atime, mtime), path)
+
+    @_guard
+    async def readlink(self, ino: int, ctx: Any = None) -> bytes:
+        """Return a symlink's target, verbatim."""
+        node = self.table.node_of(self._inode(ino))
+        if not isinstance(node, SymlinkNode):
+            raise _fail(errno.EINVAL)
+        return node.target.encode("utf-8", "surrogateescape")
+
+    @_guard
+    async def statfs(self, ctx: Any = None) -> Any:
+        """Report a large, mostly free filesystem (the log has no fixed capacity)."""
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = 4096
+        st.f_blocks = st.f_bfree = st.f_bavail = 1 << 32
+        st.f_files = st.f_ffree = st.f_favail = 1 << 32
+        st.f_namemax = NAME_MAX_BYTES
+        return st
+
+    # -- directories ---------------------------------------------------------------------
+
+    @_guard
+    async def opendir(self, ino: int, ctx: Any = None) -> int:
+        """Open a directory; its listing is taken at the first readdir (and on rewind)."""
+        inode = self._inode(ino)
+        if not self.table.is_dir(inode):
+            raise _fail(errno.ENOTDIR)
+        fh = self._next_dir
+        self._next_dir += 1
+        self._dirs[fh] = _Dir(inode)
+        return fh
+
+    @_guard
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        """List entries with attributes (readdirplus); offsets index one stable listing."""
+        handle = self._dirs.get(fh)
+        if handle is None:
+            raise _fail(errno.EBADF)
+        inode = handle.inode
+        if handle.entries is None or start_id == 0:
+            handle.entries = self.table.listing(inode)
+        entries = handle.entries
+        for index in range(start_id, len(entries) + 2):
+            if index < 2:
+                target = inode if index == 0 else self.table.get(inode.parent) or inode
+                attrs = await self._inode_attrs(target)
+                if not pyfuse3.readdir_reply(token, b"." * (index + 1), attrs, index + 1):
+                    return
+                continue
+            name, _, ino = entries[index - 2]
+            repo, node, now = self.table.child(inode, name)
+            if now != ino:
+                continue  # removed since the listing was taken
+            attrs = await self._attrs(ino, repo, node)
+            if not pyfuse3.readdir_reply(
+                token, name.encode("utf-8", "surrogateescape"), attrs, index + 1
+            ):
+                return
+            self.table.learn(inode, name, repo, node)
+
+    @_guard
+    async def releasedir(self, fh: int) -> None:
+        """Drop a directory handle."""
+        self._dirs.pop(fh, None)
+
+    @_guard
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:  # noqa: FBT001
+        """Nothing to do: every directory change is durable when its call returns."""
+
+    @_guard
+    async def mkdir(self, parent_ino: int, raw: bytes, mode: int, ctx: Any) -> Any:
+        """Create a directory (one Mkdir op)."""
+        parent = self._inode(parent_ino)
+        name = _name(raw)
+        repo, path, node = self._dir_path(parent)
+        if name in node.children:
+            raise _fail(errno.EEXIST)
+        await self._submit(repo, Mkdir((*path, name), mode=mode & 0o7777), (*path, name))
+        return await self._learned(parent, name)
+
+    @_guard
+    async def rmdir(self, parent_ino: int, raw: bytes, ctx: Any) -> None:
+        """Remove an empty directory."""
+        await self._remove(parent_ino, _name(raw), directory=True)
+
+    @_guard
+    async def unlink(self, parent_ino: int, raw: bytes, ctx: Any) -> None:
+        """Remove a file or symlink; open handles keep working until released."""
+        await self._remove(parent_ino, _name(raw), directory=False)
+
+    async def _remove(self, parent_ino: int, name: str, *, directory: bool) -> None:
+        parent = self._inode(parent_ino)
+        repo, path, node = self._dir_path(parent)
+        child = node.children.get(name)
+        if child is None:
+            raise _fail(errno.ENOENT)
+        if directory and not isinstance(child, DirNode):
+            raise _fail(errno.ENOTDIR)
+        if not directory and isinstance(child, DirNode):
+            raise _fail(errno.EISDIR)
+        if isinstance(child, DirNode) and child.children:
+            raise _fail(errno.ENOTEMPTY)
+        await self._submit(repo, Rm((*path, name)), (*path, name))
+        self._unlinked(parent, name, repo, child)
+
+    def _unlinked(self, parent: Inode, name: str, repo: RepoMount, node: AnyNode) -> None:
+        """The kernel dropped ``name``; the node may live on in open handles."""
+        directory = self.table.node_of(parent)
+        if isinstance(directory, DirNode) and directory.children.get(name) is node:
+            return  # kept (a racing write by another writer wins over the remove)
+        self.table.drop_dentry(parent.ino, name)
+        inode = self.table.get(self.table.ino_of(repo, node.ino))
+        if inode is not None:
+            inode.unlinked = True
+
+    @_guard
+    async def rename(
+        self,
+        old_ino: int,
+        old_raw: bytes,
+        new_ino: int,
+        new_raw: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
+        """Rename as one Mv op (rename(2)); ``RENAME_NOREPLACE`` is honoured, exchange is EINVAL."""
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise _fail(errno.EINVAL)
+        old_parent, new_parent = self._inode(old_ino), self._inode(new_ino)
+        old_name, new_name = _name(old_raw), _name(new_raw)
+        if old_parent.repo is None or new_parent.repo is None:
+            raise _fail(errno.EPERM)
+        if old_parent.repo is not new_parent.repo:
+            raise _fail(errno.EXDEV)
+        repo, old_path, old_dir = self._dir_path(old_parent)
+        _, new_path, new_dir = self._dir_path(new_parent)
+        moved = old_dir.children.get(old_name)
+        if moved is None:
+            raise _fail(errno.ENOENT)
+        replaced = new_dir.children.get(new_name)
+        if replaced is not None and flags & pyfuse3.RENAME_NOREPLACE:
+            raise _fail(errno.EEXIST)
+        if replaced is moved:
+            return
+        await self._submit(repo, Mv((*old_path, old_name), (*new_path, new_name)), new_path)
+        self.table.drop_dentry(old_parent.ino, old_name)
+        self.table.forget_negative(new_parent.ino, new_name)
+        if replaced is not None:
+            self._unlinked(new_parent, new_name, repo, replaced)
+        inode = self.table.get(self.table.ino_of(repo, moved.ino))
+        if inode is not None:
+            inode.parent, inode.name = new_parent.ino, new_name
+            self.table.dentries.setdefault(new_parent.ino, {})[new_name] = inode.ino
+
+    @_guard
+    async def symlink(self, parent_ino: int, raw: bytes, target: bytes, ctx: Any) -> Any:
+        """Create a symlink; the target is stored verbatim."""
+        parent = self._inode(parent_ino)
+        name = _name(raw)
+        repo, path, node = self._dir_path(parent)
+        if name in node.children:
+            raise _fail(errno.EEXIST)
+        text = target.decode("utf-8", "surrogateescape")
+        await self._submit(repo, Symlink((*path, name), text), (*path, name))
+        return await self._learned(parent, name)
+
+    @_guard
+    async def link(self, ino: int, parent_ino: int, raw: bytes, ctx: Any) -> Any:
+        """Hard links are not supported."""
+        raise _fail(errno.EPERM)
+
+    @_guard
+    async def mknod(self, parent_ino: int, raw: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        """Regular files only; devices, FIFOs and sockets are ``EPERM``."""
+        if not stat.S_ISREG(mode):
+            raise _fail(errno.EPERM)
+        parent = self._inode(parent_ino)
+        name = _name(raw)
+        repo, path, node = self._dir_path(parent)
+        if name in node.children:
+            raise _fail(errno.EEXIST)
+        await self._new_file(repo, (*path, name), mode)
+        return await self._learned(parent, name)
+
+    async def _new_file(self, repo: RepoMount, path: RelPath, mode: int) -> None:
+        await self._submit(repo, Write(path, Content.of(b""), mode=mode & 0o7777), path)
+
+    # -- files ---------------------------------------------------------------------------
+
+    @_guard
+    async def open(self, ino: int, flags: int, ctx: Any) -> Any:
+        """Open a file: its bytes are read once; writes publish on flush/fsync/close."""
+        inode = self._inode(ino)
+        node = self.table.node_of(inode)
+        if isinstance(node, DirNode) or inode.repo is None:
+            raise _fail(errno.EISDIR)
+        if not isinstance(node, FileNode):
+            raise _fail(errno.ELOOP)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable:
+            self._writable(inode.repo)
+        else:
+            inode.repo.check_alive()
+        truncate = writable and bool(flags & os.O_TRUNC)
+        fh, keep = await self.handles.open(inode, writable=writable, truncate=truncate)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @_guard
+    async def create(self, parent_ino: int, raw: bytes, mode: int, flags: int, ctx: Any) -> Any:
+        """Create and open a file (one Write of the empty file)."""
+        parent = self._inode(parent_ino)
+        name = _name(raw)
+        repo, path, node = self._dir_path(parent)
+        existing = node.children.get(name)
+        if existing is not None and flags & os.O_EXCL:
+            raise _fail(errno.EEXIST)
+        if isinstance(existing, DirNode):
+            raise _fail(errno.EISDIR)
+        if existing is None:
+            await self._new_file(repo, (*path, name), mode)
+        attrs = await self._learned(parent, name)
+        inode = self._inode(attrs.st_ino)
+        if not isinstance(inode.node, FileNode):
+            raise _fail(errno.EEXIST)
+        truncate = existing is not None and bool(flags & os.O_TRUNC)
+        fh, keep = await self.handles.open(inode, writable=True, truncate=truncate)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep), attrs
+
+    @_guard
+    async def read(self, fh: int, offset: int, size: int) -> Any:
+        """Read from the handle's buffer."""
+        data = self.handles.get(fh).file.data
+        if isinstance(data, bytes):
+            return memoryview(data)[offset : offset + size]
+        return bytes(data[offset : offset + size])
+
+    @_guard
+    async def write(self, fh: int, offset: int, buf: bytes) -> int:
+        """Write into the handle's buffer (published on flush/fsync/close)."""
+        handle = self.handles.get(fh)
+        if not handle.writable:
+            raise _fail(errno.EBADF)
+        return handle.file.write(offset, buf)
+
+    @_guard
+    async def flush(self, fh: int) -> None:
+        """close(2) of a descriptor: publish the bytes written through a writable handle."""
+        handle = self.handles.get(fh)
+        if handle.writable and handle.file.dirty:
+            await self.handles.publish(handle.file)
+
+    @_guard
+    async def fsync(self, fh: int, datasync: bool) -> None:  # noqa: FBT001
+        """Publish now; the write is durable when this returns."""
+        await self.flush(fh)
+
+    @_guard
+    async def release(self, fh: int) -> None:
+        """The last descriptor closed: publish what is left, drop the handle."""
+        await self.handles.release(fh)
+
+
+def _listen(repo: RepoMount, listener: Callable[[RepoMount, Any], None]) -> None:
+    """Call ``listener`` after each fold of ``repo``, besides the mount's own listener.
+
+    RepoMount takes one listener when it is built (the filesystem's); there is no
+    public way to add one, so this chains it.
+    """
+    original = repo._listener
+
+    def chained(mounted: RepoMount, folded: Any) -> None:
+        listener(mounted, folded)
+        original(mounted, folded)
+
+    repo._listener = chained
+
+
+def operations(fs: MesaFileSystem, *, cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S) -> Any:
+    """Return a ``pyfuse3.Operations`` serving ``fs`` (``Handlers`` over pyfuse3's defaults)."""
+    cls = type("MesaOperations", (Handlers, pyfuse3.Operations), {})
+    return cls(fs, cache_timeout_s=cache_timeout_s)
+
+
+__all__ = ["BLKSIZE", "DEFAULT_CACHE_TIMEOUT_S", "ORG", "ROOT", "Handlers", "operations"]
