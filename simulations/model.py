@@ -17,9 +17,11 @@ For each write ``E`` to a followed file the model decides, from the log alone:
 - ``E`` **raced** when it has a witness and ``S != X`` (it had not seen the value
   it overwrites).
 
-Then: raced => the file is a conflict after ``E`` with ``E``'s bytes as a side
-(unless ``X`` already is exactly ``E``'s bytes: equal sides are one); not raced and
-not a conflict block written back => the file holds exactly ``E``'s bytes.
+Then: raced => the file is a conflict after ``E`` with ``E``'s bytes as a side,
+unless ``X`` already is exactly ``E``'s bytes (equal sides are one) or has them as a
+base (they were replaced by someone who had seen them: jj's algebra cancels them);
+not raced and not a conflict block written back => the file holds exactly ``E``'s
+bytes.
 An append leaves exactly ``X`` with its bytes appended to every term.
 
 The fold keeps at most 64 versions per file (docs/conflicts.md); the model checks
@@ -172,6 +174,7 @@ class SimpleFiles:
         if (
             raced
             and before != Merge.resolved(op.content)
+            and op.content not in before.removes
             and (after.is_resolved() or op.content not in after.adds)
         ):
             w = witnesses[-1]

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine import conflicts
 from engine.fold import ChangeState, fold
 from engine.merge import Merge, Value
 from engine.ops import Append, Cp, Entry, Logged, Mv, Op, Rm, Write, touched_paths
@@ -300,6 +301,8 @@ class Oracle:
                 continue  # a copy of a conflict
             if old is not None and not old[1].is_resolved() and len(value.adds) <= len(old[1].adds):
                 continue  # not more conflicted than before
+            if _written_back(op, before, path, value):
+                continue  # rule 6: a conflict block written back keeps the conflict
             if isinstance(op, Write | Mv | Cp) and self._witness(logged) is not None:
                 continue
             raise CheckFailure(
@@ -343,6 +346,35 @@ class Oracle:
             self.coverage["add_wins"] += 1
         if isinstance(op, Write | Append) and op.path[:-1] not in before.paths:
             self.coverage["add_wins"] += 1
+
+
+def _written_back(op: Op, before: Census, path: RelPath, value: Merge) -> bool:
+    """Whether ``op`` wrote a conflict block over the conflict at ``path`` (rule 6).
+
+    A write, or an ``mv``/``cp`` of a file (an editor saving through a rename), whose
+    bytes are a block that parses with the destination's number of sides keeps the
+    conflict with the sides it holds: no race is needed.
+    """
+    if isinstance(op, Write):
+        incoming: Value = op.content
+        dst = op.path
+    elif isinstance(op, Mv | Cp) and op.src in before.file_paths:
+        src_value = before.files[before.file_paths[op.src]][1]
+        if not src_value.is_resolved():
+            return False
+        incoming, dst = src_value.adds[0], op.dst
+    else:
+        return False
+    if dst != path or dst not in before.file_paths or incoming is None:
+        return False
+    old = before.files[before.file_paths[dst]][1]
+    data = incoming.inline_bytes()
+    return (
+        not old.is_resolved()
+        and data is not None
+        and len(value.adds) <= len(old.adds)
+        and conflicts.parse(data, len(old.adds)) is not None
+    )
 
 
 def _copied_tags(op: Op, before: Census) -> frozenset[int]:

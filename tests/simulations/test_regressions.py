@@ -142,6 +142,9 @@ def test_mover_cannot_clobber_bytes_it_carried_unseen(last: Op) -> None:
         (51, 4, 120, "swarm", 1000, "c: replacing bytes seen at that path, copied there again"),
         (975, 4, 120, "swarm", 1000, "c: moving onto bytes seen at the destination"),
         (5076, 3, 300, "swarm", 250, "c: replacing bytes seen at that path (250 ms window)"),
+        (1864, 4, 120, "swarm", 1000, "d: mv of a conflict block over the conflict: rule 6"),
+        (1977, 5, 120, "swarm", 1000, "d: mv of a conflict block over the conflict: rule 6"),
+        (3871, 2, 120, "swarm", 1000, "d: racing bytes equal to a base cancel it"),
     ],
 )
 def test_checker_false_alarm_stays_fixed(
