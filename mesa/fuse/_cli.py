@@ -210,7 +210,9 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
 
 def _fuse_options(options: MountOptions) -> set[str]:
     names = "+".join(c.name for c in options.repos)
+    # noatime: reads never update access times here (times change only by utimens).
     opts = {f"fsname=mesa:{options.org}/{names}", "subtype=mesafs", "default_permissions"}
+    opts.add("noatime")
     if options.allow_other:
         opts.add("allow_other")
     return opts

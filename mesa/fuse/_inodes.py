@@ -2,10 +2,14 @@
 
 Layout: inode 1 is the mount root (it lists the org), inode 2 is ``/<org>`` (it lists
 the repos), and every node of repo number ``k`` (1-based, in the order the repos were
-given) is ``k << REPO_SHIFT | tree_ino``. Tree inode numbers are assigned by the fold
-in log order and never reused, so a FUSE inode number is stable for the life of a
-node (a rename keeps it), unique across the repos of the mount, and the same on
-every mount that lists the repos in the same order. The generation is always 0.
+given) is ``k << REPO_SHIFT | epoch << EPOCH_SHIFT | tree_ino``; a repo root is
+``k << REPO_SHIFT | 1`` in every epoch. Tree inode numbers are assigned by the fold in
+log order and never reused within a change, so a FUSE inode number is stable for the
+life of a node (a rename keeps it), unique across the repos of the mount, and the same
+on every mount that lists the repos in the same order. The epoch starts at 0 and
+changes when the repo's mount switches to another change (its bookmark moved), whose
+tree numbers its nodes independently: the inodes of the old tree then read as removed
+and never alias a node of the new one. The generation is always 0.
 
 The table holds an `Inode` for every inode the kernel knows (its lookup count is
 positive), keeping the node object even after the node left the tree: an unlinked
@@ -34,8 +38,11 @@ from mesa._mount import RepoMount
 
 ROOT = 1
 ORG = 2
-REPO_SHIFT = 40
-TREE_MASK = (1 << REPO_SHIFT) - 1
+EPOCH_SHIFT = 40
+REPO_SHIFT = 56
+TREE_MASK = (1 << EPOCH_SHIFT) - 1
+EPOCH_MASK = (1 << (REPO_SHIFT - EPOCH_SHIFT)) - 1
+MAX_REPOS = (1 << (64 - REPO_SHIFT)) - 1
 
 
 @dataclass(eq=False, slots=True)
@@ -51,6 +58,7 @@ class Inode:
         parent: the FUSE inode of the directory it was last seen in.
         name: its name there.
         unlinked: it left the tree while the kernel still knew it.
+        epoch: the repo's epoch when the kernel learned it (see module docstring).
         page_key: the value (merge key) whose bytes the kernel's page cache holds,
             None when unknown.
     """
@@ -62,6 +70,7 @@ class Inode:
     parent: int = 0
     name: str = ""
     unlinked: bool = False
+    epoch: int = 0
     page_key: str | None = None
 
     @property
@@ -76,7 +85,10 @@ class InodeTable:
     def __init__(self, org: str, repos: list[RepoMount]) -> None:
         self.org = org
         self.repos = list(repos)
+        if len(self.repos) > MAX_REPOS:
+            raise ValueError(f"at most {MAX_REPOS} repos in one FUSE mount")
         self._index = {id(repo): i + 1 for i, repo in enumerate(self.repos)}
+        self._epochs = {id(repo): 0 for repo in self.repos}
         self.by_name = {repo.name: repo for repo in self.repos}
         self.inodes: dict[int, Inode] = {
             ROOT: Inode(ROOT, None, None),
@@ -93,9 +105,17 @@ class InodeTable:
     # -- numbers ---------------------------------------------------------------------
 
     def ino_of(self, repo: RepoMount, tree_ino: int) -> int:
-        """Return the FUSE inode of a node of ``repo``."""
+        """Return the FUSE inode of a node of ``repo``'s current tree."""
         assert 0 < tree_ino <= TREE_MASK, f"tree inode {tree_ino} out of range"
-        return self._index[id(repo)] << REPO_SHIFT | tree_ino
+        base = self._index[id(repo)] << REPO_SHIFT | tree_ino
+        return base if tree_ino == ROOT_INO else base | self._epochs[id(repo)] << EPOCH_SHIFT
+
+    def current(self, inode: Inode) -> bool:
+        """Whether ``inode`` belongs to its repo's current tree (virtual levels always do)."""
+        return inode.repo is None or inode.node is None or inode.epoch == self._epoch(inode.repo)
+
+    def _epoch(self, repo: RepoMount) -> int:
+        return self._epochs[id(repo)]
 
     def repo_root(self, repo: RepoMount) -> Inode:
         """Return the inode of ``repo``'s root directory."""
@@ -129,8 +149,8 @@ class InodeTable:
             return (repo, None, self.ino_of(repo, ROOT_INO)) if repo else (None, None, 0)
         node = self.node_of(parent)
         assert parent.repo is not None
-        if not isinstance(node, DirNode):
-            return None, None, 0
+        if not isinstance(node, DirNode) or not self.current(parent):
+            return parent.repo, None, 0
         found = node.children.get(name)
         if found is None:
             return parent.repo, None, 0
@@ -147,7 +167,7 @@ class InodeTable:
             ]
         node = self.node_of(parent)
         assert parent.repo is not None
-        if not isinstance(node, DirNode):
+        if not isinstance(node, DirNode) or not self.current(parent):
             return []
         repo = parent.repo
         return [
@@ -167,7 +187,7 @@ class InodeTable:
             ino = self.ino_of(_req(repo), node.ino)
         inode = self.inodes.get(ino)
         if inode is None:
-            inode = Inode(ino, repo, node)
+            inode = Inode(ino, repo, node, epoch=self._epoch(repo) if repo is not None else 0)
             self.inodes[ino] = inode
         inode.lookups += 1
         inode.parent, inode.name = parent.ino, name
@@ -215,6 +235,22 @@ class InodeTable:
         self.negatives.pop(ino, None)
         self.dentries.pop(ino, None)
 
+    def switch(self, repo: RepoMount) -> list[tuple[int, str]]:
+        """The repo's mount switched to another change: start a new epoch.
+
+        Every inode of the old tree is marked removed, and the dentries and negative
+        entries the kernel holds under the repo root are forgotten; returns them as
+        (parent inode, name) for the kernel to drop.
+        """
+        root = self.repo_root(repo)
+        self._epochs[id(repo)] = (self._epochs[id(repo)] + 1) & EPOCH_MASK
+        for inode in self.inodes.values():
+            if inode.repo is repo and not inode.permanent:
+                inode.unlinked = True
+                inode.page_key = None
+        names = sorted(self.dentries.pop(root.ino, {})) + sorted(self.negatives.pop(root.ino, ()))
+        return [(root.ino, name) for name in names]
+
     # -- paths -------------------------------------------------------------------------
 
     def path_of(self, inode: Inode) -> RelPath | None:
@@ -223,7 +259,7 @@ class InodeTable:
         Follows the recorded parent links (checking each against the tree); when
         they are stale (a concurrent move), searches the tree and repairs them.
         """
-        if inode.repo is None:
+        if inode.repo is None or not self.current(inode):
             return None
         path = self.verified_path(inode)
         if path is not None:

@@ -25,6 +25,10 @@ Rules, for every path an entry by another writer changed:
 Entries this mount wrote were done through the kernel, which already updated its
 caches; only a file they left conflicted (a race) is invalidated, since the kernel
 thinks it holds the bytes it wrote.
+
+When the repo's mount switches to another change (its bookmark moved), the inode
+table starts a new epoch and every entry the kernel holds under the repo root is
+dropped (see `InodeTable.switch`).
 """
 
 from __future__ import annotations
@@ -277,3 +281,30 @@ class Invalidator:
             log.exception("planning invalidations failed")
             return
         self.notifier.submit(batch)
+
+    def on_switched(self, repo: RepoMount) -> None:
+        """The repo's mount switched to another change: drop everything under its root."""
+        try:
+            table = self.planner.table
+            dropped = table.switch(repo)
+            batch: list[Notification] = [InvalEntry(parent, name) for parent, name in dropped]
+            batch.append(InvalInode(table.repo_root(repo).ino, attr_only=True))
+        except Exception:
+            log.exception("planning invalidations for a switch failed")
+            return
+        self.notifier.submit(batch)
+
+
+def listen(repo: RepoMount, listener: Callable[[RepoMount, list[Folded]], None]) -> None:
+    """Call ``listener`` after each fold of ``repo``, before the mount's own listener.
+
+    `RepoMount` takes one listener when it is built (its filesystem's) and has no
+    public way to add another, so this chains onto it.
+    """
+    original = repo._listener
+
+    def chained(mounted: RepoMount, folded: list[Folded]) -> None:
+        listener(mounted, folded)
+        original(mounted, folded)
+
+    repo._listener = chained

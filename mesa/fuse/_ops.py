@@ -39,7 +39,7 @@ from mesa._mount import RepoMount
 from mesa.fuse._errors import errno_of
 from mesa.fuse._handles import Handles, content_of
 from mesa.fuse._inodes import ORG, ROOT, Inode, InodeTable, value_size
-from mesa.fuse._invalidate import Invalidator, Notifier
+from mesa.fuse._invalidate import Invalidator, Notifier, listen
 
 pyfuse3: Any = importlib.import_module("pyfuse3")
 
@@ -103,7 +103,11 @@ class Handlers:
         self.notifier = Notifier(pyfuse3.invalidate_entry, pyfuse3.invalidate_inode)
         self.invalidator = Invalidator(self.table, self.notifier)
         for repo in repos:
-            _listen(repo, self.invalidator.on_folded)
+            listen(repo, self.invalidator.on_folded)
+            # Mounts that follow a bookmark switch changes when it moves (newer SDKs).
+            add_switch_listener = getattr(repo, "add_switch_listener", None)
+            if add_switch_listener is not None:
+                add_switch_listener(self.invalidator.on_switched)
 
     def init(self) -> None:
         """Called by pyfuse3 before the first request."""
@@ -560,21 +564,6 @@ class Handlers:
     async def release(self, fh: int) -> None:
         """The last descriptor closed: publish what is left, drop the handle."""
         await self.handles.release(fh)
-
-
-def _listen(repo: RepoMount, listener: Callable[[RepoMount, Any], None]) -> None:
-    """Call ``listener`` after each fold of ``repo``, besides the mount's own listener.
-
-    RepoMount takes one listener when it is built (the filesystem's); there is no
-    public way to add one, so this chains it.
-    """
-    original = repo._listener
-
-    def chained(mounted: RepoMount, folded: Any) -> None:
-        listener(mounted, folded)
-        original(mounted, folded)
-
-    repo._listener = chained
 
 
 def operations(fs: MesaFileSystem, *, cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S) -> Any:

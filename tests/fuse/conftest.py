@@ -1,8 +1,9 @@
 """Fixtures of the FUSE tests: a nats-server, repos, and ``mesa mount`` processes.
 
-Every test here is an integration test with a real kernel mount. They are skipped,
-with the reason, only where FUSE cannot work (no usable /dev/fuse, no fusermount3,
-no pyfuse3); everything they start is unmounted and killed in a finalizer.
+The tests of the mounting modules are integration tests with a real kernel mount.
+They are skipped, with the reason, only where FUSE cannot work (no usable /dev/fuse,
+no fusermount3, no pyfuse3); everything they start is unmounted and killed in a
+finalizer.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from tests.integration.natsutil import NatsServer, start_nats
 __all__ = ["nats_server", "spawn_mount"]
 
 _REASON = fuse_unusable()
+#: The modules that mount for real (test_planner.py needs no kernel).
+MOUNTING = frozenset({"test_posix.py", "test_tools.py", "test_realtime.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every FUSE test as integration, and skip them all where FUSE is unusable."""
+    """Mark the mounting tests as integration; skip them where FUSE is unusable."""
     here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        path = Path(str(item.fspath))
+        if path.parent == here and path.name in MOUNTING:
             item.add_marker(pytest.mark.integration)
             if _REASON is not None:
                 item.add_marker(pytest.mark.skip(reason=f"FUSE unavailable: {_REASON}"))

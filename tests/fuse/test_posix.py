@@ -245,3 +245,9 @@ def test_statfs(shared_mount: FuseMount) -> None:
     with open("/proc/mounts") as mounts:
         line = next(m for m in mounts if m.split()[1] == str(shared_mount.mountpoint))
     assert line.split()[2] == "fuse.mesafs"
+
+
+def test_xattrs_are_not_supported(work: Path) -> None:
+    (work / "f").write_bytes(b"x")
+    raises_errno(errno.EOPNOTSUPP, os.getxattr, work / "f", "user.k")
+    raises_errno(errno.EOPNOTSUPP, os.setxattr, work / "f", "user.k", b"v")

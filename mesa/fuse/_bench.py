@@ -1,0 +1,324 @@
+"""FUSE benchmark beside tmpfs, in the same run on the same machine.
+
+``python -m mesa.fuse._bench [--tmpfs DIR] [--size-mb 100] [--tree DIR] [--json FILE]``
+
+Starts an embedded nats-server under a temporary ``MESA_HOME`` (fsync on every write,
+as the default deployment), creates a repo, runs ``mesa mount`` in its own process,
+and measures, on the mount and on a tmpfs directory:
+
+- cached ``lstat``: ops/s over every entry of the extracted tree, after a warm pass;
+- reads of one file of ``--size-mb`` MB: cached (page cache warm), uncached (pages
+  dropped with ``posix_fadvise(DONTNEED)``, so every read is a FUSE request served
+  from the mount's memory), and cold (a second, fresh mount: bytes fetched from
+  the blob store); tmpfs has no uncached state, so its baseline is its cached read;
+- ``tar -x`` of a large source tree (default: this Python's standard library,
+  without site-packages and ``__pycache__``);
+- ``git status`` on that tree once committed (the first run, and the median of 5).
+
+Each figure is reported with its tmpfs baseline and the slowdown factor (FUSE cost
+over tmpfs cost). Targets (docs/fuse.md): cached stat and cached read within 1.5x,
+untar and ``git status`` within 3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ORG = "bench"
+REPO = "bench"
+MOUNT_TIMEOUT_S = 60.0
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@dataclass
+class Row:
+    """One measured figure: the value on tmpfs, on the mount, and the target slowdown."""
+
+    metric: str
+    unit: str
+    tmpfs: float | None
+    fuse: float
+    target: float | None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Rates (per second) are better higher; durations lower."""
+        return self.unit.endswith("/s")
+
+    @property
+    def slowdown(self) -> float | None:
+        """FUSE cost over tmpfs cost (1.0 = as fast as tmpfs)."""
+        if not self.tmpfs or not self.fuse:
+            return None
+        return self.tmpfs / self.fuse if self.higher_is_better else self.fuse / self.tmpfs
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _is_tmpfs(path: Path) -> bool:
+    real, best, kind = os.path.realpath(path), "", ""
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[1]
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
+                best, kind = point, fields[2]
+    return kind == "tmpfs"
+
+
+class MountProcess:
+    """``mesa mount`` in its own process (as an agent's sandbox would run it)."""
+
+    def __init__(self, mountpoint: Path, env: dict[str, str]) -> None:
+        self.mountpoint = mountpoint
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        self.log = mountpoint.parent / f"{mountpoint.name}.log"
+        argv = [sys.executable, "-m", "mesa", "mount", str(mountpoint), "--org", ORG]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*argv, "--repo", REPO], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while "mounted " not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mesa mount failed:\n{self.log.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+    @property
+    def root(self) -> Path:
+        """The repo's directory in the mount."""
+        return self.mountpoint / ORG / REPO
+
+    def stop(self) -> None:
+        """Unmount and wait for the process."""
+        subprocess.run(
+            ["fusermount3", "-u", str(self.mountpoint)], capture_output=True, check=False
+        )
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def deployment(work: Path) -> Iterator[dict[str, str]]:
+    """An embedded server under ``work/home`` with the repo created; yields the env."""
+    from mesa import _server
+
+    home = work / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESA_")}
+    env["MESA_HOME"] = str(home)
+    os.environ.pop("MESA_NATS_URL", None)
+    os.environ["MESA_HOME"] = str(home)
+    try:
+        asyncio.run(_create_repo())
+        yield env
+    finally:
+        _server.stop(home)
+
+
+async def _create_repo() -> None:
+    from mesa import Mesa
+
+    mesa = Mesa(org=ORG)
+    await mesa.repos.create(REPO)
+    aclose = getattr(mesa.transport, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _run(argv: list[str], cwd: Path) -> None:
+    env = {**os.environ, **GIT_ENV, "HOME": str(cwd)}
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv} failed in {cwd}:\n{result.stderr}")
+
+
+def make_archive(tree: Path, archive: Path) -> int:
+    """Tar ``tree`` (minus site-packages and __pycache__); return how many entries it has."""
+    count = 0
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        nonlocal count
+        if "site-packages" in info.name or "__pycache__" in info.name:
+            return None
+        count += 1
+        return info
+
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tree, arcname="tree", filter=keep)
+    return count
+
+
+def untar(archive: Path, dest: Path) -> float:
+    """Seconds ``tar -x`` takes into ``dest``."""
+    return _timed(lambda: _run(["tar", "-x", "-f", str(archive)], dest))
+
+
+def stat_rate(root: Path, min_seconds: float) -> float:
+    """Count lstat calls per second over every entry under ``root``, after a warm pass."""
+    paths = [os.path.join(d, n) for d, ds, fs in os.walk(root) for n in ds + fs]
+    for path in paths:
+        os.lstat(path)
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < min_seconds:
+        for path in paths:
+            os.lstat(path)
+        calls += len(paths)
+    return calls / elapsed
+
+
+def git_status(root: Path) -> tuple[float, float, float]:
+    """(seconds to init+add+commit, first git status, median of 5 more)."""
+
+    def commit() -> None:
+        _run(["git", "init", "-q", "."], root)
+        _run(["git", "add", "-A"], root)
+        _run(["git", "commit", "-q", "-m", "tree"], root)
+
+    setup = _timed(commit)
+    first = _timed(lambda: _run(["git", "status", "--porcelain"], root))
+    runs = [_timed(lambda: _run(["git", "status", "--porcelain"], root)) for _ in range(5)]
+    return setup, first, statistics.median(runs)
+
+
+def read_rate(path: Path, *, drop: bool) -> float:
+    """MB/s of one sequential read of ``path`` (pages dropped first with ``drop``)."""
+    buf = bytearray(1 << 20)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if drop:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        total, started = 0, time.perf_counter()
+        while n := os.readv(fd, [buf]):
+            total += n
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+    return total / 1e6 / elapsed
+
+
+def write_file(path: Path, data: bytes) -> float:
+    """Seconds to write and close ``data`` (the mount publishes it on close)."""
+    return _timed(lambda: path.write_bytes(data))
+
+
+def measure(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Row]:
+    """Run every measurement on tmpfs and on a mount; return the rows."""
+    tmpfs = Path(tempfile.mkdtemp(prefix="mesa-bench-", dir=args.tmpfs))
+    mount = MountProcess(work / "mnt", env)
+    rows: list[Row] = []
+    try:
+        archive = work / "tree.tar"
+        entries = make_archive(Path(args.tree), archive)
+        _say(f"tree: {args.tree} ({entries} entries)")
+        base, fuse = untar(archive, tmpfs), untar(archive, mount.root)
+        rows.append(Row(f"tar -x ({entries} entries)", "s", base, fuse, 3.0))
+        base, fuse = stat_rate(tmpfs, args.seconds), stat_rate(mount.root, args.seconds)
+        rows.append(Row("cached lstat", "ops/s", base, fuse, 1.5))
+        tmp_git, fuse_git = git_status(tmpfs / "tree"), git_status(mount.root / "tree")
+        rows.append(Row("git init+add+commit (setup)", "s", tmp_git[0], fuse_git[0], None))
+        rows.append(Row("git status (first)", "s", tmp_git[1], fuse_git[1], 3.0))
+        rows.append(Row("git status (median of 5)", "s", tmp_git[2], fuse_git[2], 3.0))
+        rows.extend(_reads(args, work, env, tmpfs, mount))
+    finally:
+        mount.stop()
+        subprocess.run(["rm", "-rf", str(tmpfs)], check=False)
+    return rows
+
+
+def _reads(
+    args: argparse.Namespace, work: Path, env: dict[str, str], tmpfs: Path, mount: MountProcess
+) -> list[Row]:
+    data = os.urandom(args.size_mb * 1_000_000)
+    name = f"big-{args.size_mb}mb.bin"
+    mb = len(data) / 1e6
+    written = (write_file(tmpfs / name, data), write_file(mount.root / name, data))
+    rows = [Row(f"write+close {args.size_mb} MB", "s", *written, None)]
+    cached = (
+        max(read_rate(tmpfs / name, drop=False) for _ in range(4)),
+        max(read_rate(mount.root / name, drop=False) for _ in range(4)),
+    )
+    rows.append(Row(f"cached read {args.size_mb} MB", "MB/s", *cached, 1.5))
+    uncached = (
+        max(read_rate(tmpfs / name, drop=True) for _ in range(3)),
+        max(read_rate(mount.root / name, drop=True) for _ in range(3)),
+    )
+    rows.append(Row(f"uncached read {args.size_mb} MB", "MB/s", *uncached, None))
+    fresh = MountProcess(work / "mnt2", env)
+    try:
+        cold = read_rate(fresh.root / name, drop=False)
+    finally:
+        fresh.stop()
+    rows.append(Row(f"cold read {args.size_mb} MB (new mount)", "MB/s", cached[0], cold, None))
+    _say(f"({mb:.0f} MB file)")
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """Render the rows as a markdown table."""
+    lines = [
+        "| measurement | tmpfs | mesafs FUSE | FUSE cost / tmpfs | target |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        base = "-" if row.tmpfs is None else f"{row.tmpfs:,.3g} {row.unit}"
+        slow = "-" if row.slowdown is None else f"{row.slowdown:.2f}x"
+        target = "-" if row.target is None else f"<= {row.target}x"
+        lines.append(f"| {row.metric} | {base} | {row.fuse:,.3g} {row.unit} | {slow} | {target} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the table (and write JSON with ``--json``)."""
+    parser = argparse.ArgumentParser(prog="python -m mesa.fuse._bench", description=__doc__)
+    parser.add_argument("--tmpfs", default="/dev/shm", help="a directory on tmpfs")
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--tree", default=os.path.dirname(os.__file__), help="tree to untar")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per stat measurement")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    if not _is_tmpfs(Path(args.tmpfs)):
+        _say(f"{args.tmpfs} is not on tmpfs (pass --tmpfs)")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mesa-bench-") as tmp, deployment(Path(tmp)) as env:
+        rows = measure(args, Path(tmp), env)
+    _say(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
