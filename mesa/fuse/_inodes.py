@@ -101,6 +101,8 @@ class InodeTable:
         self.dentries: dict[int, dict[str, int]] = {}
         #: parent inode -> names answered "no such entry" with a cache timeout.
         self.negatives: dict[int, set[str]] = {}
+        #: directory inode -> time (ms) of the last entry that changed its names.
+        self.dir_mtimes: dict[int, int] = {}
 
     # -- numbers ---------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ Rules, for every path an entry by another writer changed:
   kernel would mark a moved directory dead).
 - For a subtree (``recursive``), the dentries the kernel holds below the path are
   checked the same way.
+- A directory whose names changed gets a new mtime (`Planner._dir_times`) and its
+  attributes are dropped.
 
 Entries this mount wrote were done through the kernel, which already updated its
 caches; only a file they left conflicted (a race) is invalidated, since the kernel
@@ -40,9 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.fold import Event
+from engine.ops import Chmod, Utimes
 from engine.paths import RelPath
 from engine.replica import Folded
-from engine.tree import AnyNode, DirNode
+from engine.tree import AnyNode, DirNode, FileNode
 from mesa._mount import RepoMount
 from mesa.fuse._inodes import Inode, InodeTable, is_conflict
 
@@ -100,7 +103,38 @@ class Planner:
                 self._own(repo, event.path, out)
             else:
                 self._reconcile(repo, event.path, event.recursive, placed, out)
+        self._dir_times(repo, folded, out)
         return out
+
+    def _dir_times(self, repo: RepoMount, folded: list[Folded], out: list[Notification]) -> None:
+        """A directory's mtime is the time of the entry that last changed its names.
+
+        The fold keeps a directory's own ``mtime_ms`` (what mkdir or utimens set); the
+        mount reports the sequencer time of the last entry that added, removed or
+        moved one of its names instead, until a ``utimens`` of the directory, as a
+        local filesystem does (tools such as Python's import system cache listings by
+        directory mtime). Writes to existing files and chmod/utimens of children do
+        not count. The kernel drops the attributes of a directory another writer
+        changed; for this mount's own entries it already did.
+        """
+        tree, table = repo.replica.state.tree, self.table
+        dropped: set[int] = set()
+        for f in folded:
+            op, own = f.entry.op, f.entry.author == repo.mount_id
+            for event in f.events:
+                node = tree.lookup(event.path) if event.path else None
+                if isinstance(op, Chmod | Utimes) or _rewritten(node, f.seq):
+                    if isinstance(op, Utimes) and isinstance(node, DirNode):
+                        table.dir_mtimes.pop(table.ino_of(repo, node.ino), None)
+                    continue
+                parent = tree.lookup(event.path[:-1]) if event.path else None
+                if not isinstance(parent, DirNode):
+                    continue
+                ino = table.ino_of(repo, parent.ino)
+                table.dir_mtimes[ino] = f.time_ms
+                if not own and ino not in dropped and table.get(ino) is not None:
+                    dropped.add(ino)
+                    out.append(InvalInode(ino, attr_only=True))
 
     def _relocate(self, repo: RepoMount, path: RelPath, node: AnyNode) -> None:
         """Record where a node the kernel knows now is (it may have moved)."""
@@ -199,6 +233,13 @@ class Planner:
                 continue
             self._gone(child, placed, out)
             out.append(InvalEntry(inode.ino, name, deleted=child.ino))
+
+
+def _rewritten(node: AnyNode | None, seq: int) -> bool:
+    """Whether entry ``seq`` changed an existing file in place (its names stayed)."""
+    return isinstance(node, FileNode) and any(
+        v.seq == seq and v.before is not None for v in node.versions
+    )
 
 
 class Notifier:

@@ -194,8 +194,11 @@ class Handlers:
         if unlinked:
             attr.st_nlink = 0
         attr.st_blocks = (attr.st_size + 511) // 512
+        mtime_ms = node.mtime_ms
+        if isinstance(node, DirNode):
+            mtime_ms = self.table.dir_mtimes.get(ino, mtime_ms)
         attr.st_atime_ns = node.atime_ms * 1_000_000
-        attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ms * 1_000_000
+        attr.st_mtime_ns = attr.st_ctime_ns = mtime_ms * 1_000_000
         return attr
 
     async def _inode_attrs(self, inode: Inode) -> Any:

@@ -38,6 +38,7 @@ class World:
     local: Side
     table: InodeTable
     sent: list[Notification]
+    clock: ManualClock
 
     def know(self, path: str) -> Inode:
         """Make the kernel know every component of ``path`` (as lookups would)."""
@@ -76,7 +77,7 @@ async def world() -> AsyncIterator[World]:
             sent.extend(planner.plan(mounted, folded))
 
         listen(repo, record)
-        yield World(Side(remote, remote._repos["app"]), Side(local, repo), table, sent)
+        yield World(Side(remote, remote._repos["app"]), Side(local, repo), table, sent, clock)
     await transport.aclose()
 
 
@@ -110,10 +111,11 @@ async def test_negative_entry_is_dropped_when_the_name_appears(world: World) -> 
     world.table.learn_negative(root, "new.txt")
     await world.remote.fs.write("/acme/app/other.txt", b"x")
     await sync(world)
-    assert world.take() == []  # the kernel caches nothing about other.txt
+    # The kernel caches nothing about other.txt; the root's mtime changed.
+    assert world.take() == [InvalInode(root.ino, attr_only=True)]
     await world.remote.fs.write("/acme/app/new.txt", b"x")
     await sync(world)
-    assert world.take() == [InvalEntry(root.ino, "new.txt")]
+    assert world.take() == [InvalEntry(root.ino, "new.txt"), InvalInode(root.ino, attr_only=True)]
     assert not world.table.negatives
 
 
@@ -125,7 +127,10 @@ async def test_remote_rm_of_a_known_file_is_a_delete(world: World) -> None:
     world.take()
     await world.remote.fs.rm("/acme/app/d/f")
     await sync(world)
-    assert world.take() == [InvalEntry(d.ino, "f", deleted=f.ino)]
+    assert world.take() == [
+        InvalEntry(d.ino, "f", deleted=f.ino),
+        InvalInode(d.ino, attr_only=True),
+    ]
     assert f.unlinked
     assert world.table.dentries.get(d.ino, {}) == {}
 
@@ -143,6 +148,7 @@ async def test_remote_rm_r_deletes_known_children_first(world: World) -> None:
         InvalEntry(e.ino, "f", deleted=f.ino),
         InvalEntry(d.ino, "e", deleted=e.ino),
         InvalEntry(root.ino, "d", deleted=d.ino),
+        InvalInode(root.ino, attr_only=True),
     ]
 
 
@@ -155,7 +161,7 @@ async def test_remote_move_is_not_a_delete_and_keeps_inodes(world: World) -> Non
     world.take()
     await world.remote.fs.mv("/acme/app/src", "/acme/app/lib")
     await sync(world)
-    assert world.take() == [InvalEntry(root.ino, "src")]
+    assert world.take() == [InvalEntry(root.ino, "src"), InvalInode(root.ino, attr_only=True)]
     assert not src.unlinked
     assert (src.parent, src.name) == (root.ino, "lib")
     assert world.ino(("lib", "m.py")) == module.ino
@@ -171,7 +177,11 @@ async def test_rename_over_a_known_file_deletes_the_replaced_one(world: World) -
     world.take()
     await world.remote.fs.mv("/acme/app/a", "/acme/app/b")
     await sync(world)
-    assert world.take() == [InvalEntry(root.ino, "a"), InvalEntry(root.ino, "b", deleted=b.ino)]
+    assert world.take() == [
+        InvalEntry(root.ino, "a"),
+        InvalEntry(root.ino, "b", deleted=b.ino),
+        InvalInode(root.ino, attr_only=True),
+    ]
     assert world.table.path_of(a) == ("b",)
     assert world.table.path_of(b) is None
 
@@ -220,3 +230,24 @@ async def test_switching_change_starts_a_new_epoch(world: World) -> None:
     again = world.know("d")
     assert again is not d
     assert world.table.current(again)
+
+
+async def test_directory_mtime_follows_its_names_until_utimens(world: World) -> None:
+    await world.remote.fs.mkdir("/acme/app/d")
+    await world.remote.fs.write("/acme/app/d/f", b"1")
+    await sync(world)
+    d = world.know("d")
+    changed = world.table.dir_mtimes[d.ino]
+    world.take()
+    world.clock.advance(5_000)
+    await world.remote.fs.write("/acme/app/d/f", b"2")  # in place: the names stayed
+    await sync(world)
+    assert world.table.dir_mtimes[d.ino] == changed
+    assert world.take() == []  # nothing the kernel holds changed
+    await world.remote.fs.write("/acme/app/d/g", b"new")
+    await sync(world)
+    assert world.table.dir_mtimes[d.ino] == changed + 5_000
+    assert InvalInode(d.ino, attr_only=True) in world.take()
+    await world.remote.fs.utimes("/acme/app/d", 1_000, 2_000)
+    await sync(world)
+    assert d.ino not in world.table.dir_mtimes

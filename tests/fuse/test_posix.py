@@ -11,6 +11,8 @@ import errno
 import os
 import re
 import stat
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -251,3 +253,29 @@ def test_xattrs_are_not_supported(work: Path) -> None:
     (work / "f").write_bytes(b"x")
     raises_errno(errno.EOPNOTSUPP, os.getxattr, work / "f", "user.k")
     raises_errno(errno.EOPNOTSUPP, os.setxattr, work / "f", "user.k", b"v")
+
+
+def test_directory_mtime_changes_with_its_entries(work: Path) -> None:
+    """Python's import system caches a directory's listing by its mtime."""
+    package = work / "pkg"
+    package.mkdir()
+    os.utime(package, ns=(10**18, 10**18))
+    assert package.stat().st_mtime_ns == 10**18
+    (package / "first.py").write_text("VALUE = 1\n")
+    after_create = package.stat().st_mtime_ns
+    assert after_create > 10**18
+    (package / "first.py").write_text("VALUE = 2\n")  # in place: the names stay
+    assert package.stat().st_mtime_ns == after_create
+    code = (
+        "import importlib, pathlib, sys, time\n"
+        f"sys.path.insert(0, {str(package)!r})\n"
+        "import first\n"
+        "time.sleep(0.01)\n"
+        f"pathlib.Path({str(package)!r}, 'second.py').write_text('VALUE = 3\\n')\n"
+        "import second\n"
+        "print(first.VALUE, second.VALUE)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "3"]
+    os.unlink(package / "first.py")
+    assert package.stat().st_mtime_ns > after_create
