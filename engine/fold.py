@@ -54,7 +54,16 @@ from engine.ops import (
     Write,
 )
 from engine.paths import RelPath, is_ancestor
-from engine.tree import MAX_VERSIONS, AnyNode, DirNode, FileNode, SymlinkNode, Tree, Version
+from engine.tree import (
+    MAX_VERSIONS,
+    AnyNode,
+    DirNode,
+    FileNode,
+    SymlinkNode,
+    Tree,
+    Version,
+    merge_key,
+)
 
 DEFAULT_WINDOW_MS = 1000
 ABSENT = Merge.resolved(None)
@@ -143,13 +152,15 @@ class _Folder:
             self._move_or_copy(op)
         elif isinstance(op, Chmod):
             node = self.tree.lookup(op.path)
-            if node is not None and not isinstance(node, SymlinkNode):
-                node.mode = op.mode & MODE_MASK
+            mode = op.mode & MODE_MASK
+            if node is not None and not isinstance(node, SymlinkNode) and node.mode != mode:
+                node.mode = mode
                 self._event(op.path)
         elif isinstance(op, Utimes):
             node = self.tree.lookup(op.path)
-            if node is not None:
-                node.atime_ms, node.mtime_ms = op.atime_ms, op.mtime_ms
+            times = (op.atime_ms, op.mtime_ms)
+            if node is not None and (node.atime_ms, node.mtime_ms) != times:
+                node.atime_ms, node.mtime_ms = times
                 self._event(op.path)
         else:
             assert isinstance(op, Symlink)
@@ -171,6 +182,11 @@ class _Folder:
         if event not in self._seen_events:
             self._seen_events.add(event)
             self.events.append(event)
+
+    def _drop_event(self, event: Event) -> None:
+        if event in self._seen_events:
+            self._seen_events.discard(event)
+            self.events.remove(event)
 
     def _unseen_recent(self, version: Version) -> bool:
         """Whether ``version`` is another author's, unseen by this entry, within the window."""
@@ -256,17 +272,29 @@ class _Folder:
         self._event(path, recursive=isinstance(node, DirNode))
         return path
 
-    def _set_value(self, node: FileNode, new: Merge, path: RelPath) -> None:
+    def _set_value(
+        self, node: FileNode, new: Merge, path: RelPath, *, replaced: bool = False
+    ) -> None:
         """Give ``node`` the value ``new``, as a conflict side if it races (rule: Race)."""
-        before = node.value
+        before, before_mtime_ms = node.value, node.mtime_ms
         if any(map(self._unseen_recent, node.versions)):
             seen = node.value_at(self.entry.seen)
-            node.value = before.plus_diff(new, seen if seen is not None else ABSENT)
+            value = before.plus_diff(new, seen if seen is not None else ABSENT)
+            if len(value.adds) > len(before.adds) + 1:
+                # The terms this writer saw are gone from the value (an append or a
+                # copy rewrote them), so nothing cancelled: re-adding them as sides
+                # would bring replaced contents back. A racing write adds one side.
+                value = before.plus_diff(new, ABSENT)
+            node.value = value
         else:
             node.value = _edit(before, new)
         node.mtime_ms = self.time_ms
         self._record(node, before)
-        self._event(path)
+        # ``replaced``: another node now stands at ``path`` (a rename or copy over a
+        # file), which is a change whatever its value.
+        changed = merge_key(node.value) != merge_key(before) or node.mtime_ms != before_mtime_ms
+        if replaced or changed:
+            self._event(path)
 
     # -- ops -----------------------------------------------------------------------
 
@@ -352,7 +380,7 @@ class _Folder:
                 _take_over(node, existing)
             else:
                 node.value, node.versions = existing.value, existing.versions
-            self._set_value(node, moved, (*dst_parent_path, name))
+            self._set_value(node, moved, (*dst_parent_path, name), replaced=True)
             if isinstance(op, Mv):
                 node.mtime_ms = moved_mtime_ms  # rename(2) keeps the file's mtime
             dst_parent.children[name] = node
@@ -361,7 +389,11 @@ class _Folder:
             del dst_parent.children[name]
         if isinstance(op, Mv):
             self._record_move(node)
-        self._place(dst_parent, dst_parent_path, name, node)
+        placed = self._place(dst_parent, dst_parent_path, name, node)
+        if isinstance(op, Mv) and placed == op.src:
+            # Put back where it was (a stale move onto its own aside name): nothing a
+            # reader can observe changed.
+            self._drop_event(Event(op.src, isinstance(node, DirNode)))
 
     def _copy(self, node: AnyNode) -> AnyNode:
         ino, mode, now = self.tree.new_ino(), node.mode, self.time_ms

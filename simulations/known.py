@@ -17,22 +17,10 @@ from collections import Counter
 from simulations.failure import CheckFailure
 
 #: Bug id -> one-line description (the full report is in docs/simulations.md).
-KNOWN_BUGS: dict[str, str] = {
-    "noop-event": (
-        "an op that changes nothing observable (chmod to the same mode, utimes to the same"
-        " times, a write leaving value and mtime as they were, a mv that puts a node back"
-        " where it was) still emits a non-recursive event on the path it names"
-    ),
-    "conflict-side-explosion": (
-        "a stale writer racing a conflict whose terms were since changed (appended to,"
-        " copied over) adds every term it had seen back as sides, so replaced contents"
-        " (the old base) come back as sides and a file's side count outgrows the number"
-        " of writes; folding then slows down quadratically"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 #: Known bugs after which a run cannot usefully go on (it stops, without failing).
-STOPPING = frozenset({"conflict-side-explosion"})
+STOPPING: frozenset[str] = frozenset()
 
 
 class StopRun(Exception):

@@ -317,8 +317,7 @@ class Oracle:
         for ino in sorted(after.files):
             path, value = after.files[ino]
             if len(value.adds) > self.value_entries + 1:
-                self.findings.known(
-                    "conflict-side-explosion",
+                raise CheckFailure(
                     "d:conflict-iff-race",
                     f"after seq {logged.seq} ({describe(logged.entry)} by {logged.entry.author},"
                     f" seen {logged.entry.seen}) {to_str(path)!r} has {len(value.adds)} sides,"

@@ -1,10 +1,11 @@
 """Every bug the simulator found: its pinned seed, and a minimal engine test (jj's rule).
 
-Engine bugs not fixed yet are ``xfail(strict=True)``: when the fold is fixed they
-pass, strict xfail turns that into a failure, and whoever fixed it removes the
-marker here and the entry in simulations/known.py. The seeds are pinned with the
-exact command a failing run printed; a later change to the engine or the workload
-can steer a seed elsewhere, which is why each bug also has a minimal engine test.
+An engine bug not fixed yet is ``xfail(strict=True)``: when the fold is fixed it
+passes, strict xfail turns that into a failure, and whoever fixed it removes the
+marker here and the entry in simulations/known.py (bugs 1 and 2 went that way).
+The seeds are pinned with the exact command a failing run printed; a later change
+to the engine or the workload can steer a seed elsewhere, which is why each bug
+also has a minimal engine test.
 The last group pins seeds where a checker itself was wrong (a false alarm), so the
 checker's exact rule does not regress.
 """
@@ -36,23 +37,17 @@ def c(data: bytes) -> Content:
     return Content.of(data)
 
 
-# -- bug 1: an op that changes nothing still emits an event (not fixed) -------------------
-
-NOOP_EVENT = pytest.mark.xfail(
-    strict=True, reason="known bug noop-event: engine/fold.py emits events for no-op ops"
-)
+# -- bug 1: an op that changed nothing emitted an event (fixed in engine/fold.py) ---------
 
 
-@NOOP_EVENT
 def test_seed_5_no_phantom_event() -> None:
     # First found as: python -m simulations run --seed 5 --mounts 7 --steps 120 --faults swarm
     # (m0x0 folding seq 9, chmod 'a' to the mode it had: phantom event on 'a').
     result = run(RunConfig(5, 7, 120, "swarm"))
     assert result.ok, result.report()
-    assert result.known["noop-event"] == 0
+    assert not result.known
 
 
-@NOOP_EVENT
 def test_chmod_and_utimes_that_change_nothing_emit_no_event() -> None:
     _, events = fold_steps(
         [
@@ -64,26 +59,18 @@ def test_chmod_and_utimes_that_change_nothing_emit_no_event() -> None:
     assert events[1:] == [[], []]
 
 
-# -- bug 2: replaced contents come back as conflict sides (not fixed) --------------------
+# -- bug 2: replaced contents came back as conflict sides (fixed in engine/fold.py) -------
 
 
-SIDE_EXPLOSION = pytest.mark.xfail(
-    strict=True,
-    reason="known bug conflict-side-explosion: plus_diff re-adds the bases a stale writer saw",
-)
-
-
-@SIDE_EXPLOSION
 def test_seed_545_conflict_sides_stay_bounded() -> None:
     # python -m simulations run --seed 545 --mounts 8 --steps 120 --faults swarm
     # (8 mounts on one file: 348 sides after 64 entries; the next seed, 375, took 536 s).
     result = run(RunConfig(545, 8, 120, "swarm"))
     assert result.ok, result.report()
     assert result.stopped is None
-    assert result.known["conflict-side-explosion"] == 0
+    assert not result.known
 
 
-@SIDE_EXPLOSION
 def test_stale_writers_after_an_append_do_not_resurrect_the_base() -> None:
     steps: list[tuple[str, int, int, Op]] = [
         ("a", 1, 0, Write(("f",), c(b"base\n"))),
