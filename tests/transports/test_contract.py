@@ -51,7 +51,6 @@ def admin(env: TransportEnv) -> str:
     return env.sign({"*": "rw"})
 
 
-
 class expect:  # noqa: N801 (reads as a constructor in assertions)
     """Matches the `Delivery` of an append: seq, prev_seq, payload, and time when known.
 
