@@ -7,10 +7,11 @@ as the default deployment), creates a repo, runs ``mesa mount`` in its own proce
 and measures, on the mount and on a tmpfs directory:
 
 - cached ``lstat``: ops/s over every entry of the extracted tree, after a warm pass;
-- reads of one file of ``--size-mb`` MB: cached (page cache warm), uncached (pages
-  dropped with ``posix_fadvise(DONTNEED)``, so every read is a FUSE request served
-  from the mount's memory), and cold (a second, fresh mount: bytes fetched from
-  the blob store); tmpfs has no uncached state, so its baseline is its cached read;
+- reads of one file of ``--size-mb`` MB: cached (page cache warm; best of 4),
+  uncached (pages dropped with ``posix_fadvise(DONTNEED)``, so every read is a FUSE
+  request served from the mount's memory; best of 3), and cold (a second, fresh
+  mount: bytes fetched from the blob store); tmpfs has no uncached state, so its
+  baseline is its cached read;
 - ``tar -x`` of a large source tree (default: this Python's standard library,
   without site-packages and ``__pycache__``);
 - ``git status`` on that tree once committed (the first run, and the median of 5).

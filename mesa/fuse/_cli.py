@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from engine.ids import is_change_id
@@ -54,7 +54,6 @@ class MountOptions:
     cache_timeout_s: float = 3600.0
     log_file: str | None = None
     debug: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _say(message: str, *, err: bool = False) -> None:
