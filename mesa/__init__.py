@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from engine.ids import ROOT_CHANGE_ID as VIRTUAL_ROOT_CHANGE_ID
-from mesa._client import FsNamespace, Mesa, Repo, Repos
+from mesa._bookmarks import Bookmark, Bookmarks, FsBookmarks, MergeResult
+from mesa._changes import ChangeDiff, ChangeInfo, DiffStats, FileDiff
+from mesa._client import Changes, Diffs, FsNamespace, Mesa, Repo, Repos
 from mesa._fs import MesaFileSystem, MesaFileSystemSubscription
+from mesa._history import CheckpointResult, FsChanges, HistoryEntry
 from mesa._mount import Mount
 from mesa._types import DiskCacheConfig, FsStat, RepoConfig, WatchEvent
 from mesa.errors import (
@@ -28,12 +31,25 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "AuthorizationError",
+    "Bookmark",
+    "Bookmarks",
+    "ChangeDiff",
+    "ChangeInfo",
+    "Changes",
+    "CheckpointResult",
     "ConflictError",
+    "DiffStats",
+    "Diffs",
     "DiskCacheConfig",
+    "FileDiff",
+    "FsBookmarks",
+    "FsChanges",
     "FsNamespace",
     "FsStat",
+    "HistoryEntry",
     "InvalidOptionsError",
     "LogCorruptError",
+    "MergeResult",
     "Mesa",
     "MesaConnectionError",
     "MesaError",

@@ -3,17 +3,26 @@
 ``Mesa(org=..., api_key=...)`` falls back to ``MESA_API_KEY``, then to the local
 default server's admin key. Every request signs a short-lived token from the API
 key locally; nothing secret leaves the process but tokens.
+
+Besides ``mesa.repos`` and ``mesa.fs``, the REST-like version-control API works
+without a mount: ``mesa.changes`` (get, list, create), ``mesa.bookmarks`` (list, get,
+create, move, delete, merge: `mesa._bookmarks.Bookmarks`) and ``mesa.diffs.get``.
+Their errors are `ApiError` subclasses (`NotFoundError`, `ConflictError` ...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.ids import change_id_from_bytes
-from mesa import _local
+from engine.ids import ROOT_CHANGE_ID, change_id_from_bytes
+from mesa import _changes, _local
+from mesa._bookmarks import Bookmarks, require_record
+from mesa._changes import ChangeDiff, ChangeInfo
+from mesa._history import resolve_source
 from mesa._mount import Mount
 from mesa._records import (
     DEFAULT_RACE_WINDOW_MS,
@@ -23,6 +32,7 @@ from mesa._records import (
     bookmark_key,
     change_key,
     repo_key,
+    repo_prefix,
 )
 from mesa._translate import api_error
 from mesa._types import DiskCacheConfig, RepoConfig
@@ -32,6 +42,7 @@ from transports.base import (
     CasConflict,
     Clock,
     InvalidName,
+    NotFound,
     SystemClock,
     Transport,
     TransportError,
@@ -100,6 +111,9 @@ class Mesa:
         self.transport: Transport = transport
         self.repos = Repos(self)
         self.fs = FsNamespace(self)
+        self.changes = Changes(self)
+        self.bookmarks = Bookmarks(self)
+        self.diffs = Diffs(self)
 
     def sign_token(self, repos: dict[str, str], ttl_s: int, mount_id: str) -> tuple[str, Claims]:
         """Sign a token granting ``repos`` for ``ttl_s`` seconds from now."""
@@ -117,7 +131,7 @@ class Mesa:
 
 
 class Repos:
-    """``mesa.repos``: create, get and list repositories."""
+    """``mesa.repos``: create, get, list and delete repositories."""
 
     def __init__(self, client: Mesa) -> None:
         self._client = client
@@ -213,6 +227,117 @@ class Repos:
             key.split(".")[1] for key in keys if key.endswith(".repo") and key.count(".") == 2
         )
         return [await self.get(name) for name in names]
+
+    async def delete(self, name: str) -> None:
+        """Delete the repo ``name``: its record, bookmarks, changes and snapshot records.
+
+        The repo record goes last, so an interrupted delete can be run again. The log
+        stream and the blobs stay in the transport, unreachable (docs/versioning.md).
+
+        Raises:
+            NotFoundError: no such repo.
+        """
+        client = self._client
+        await self.get(name)
+        token = client.management_token()
+        t = client.transport
+        key = repo_key(client.org, name)
+        try:
+            for other in await t.kv_keys(token, repo_prefix(client.org, name)):
+                if other != key:
+                    with contextlib.suppress(NotFound):
+                        await t.kv_delete(token, other)
+            await t.kv_delete(token, key)
+        except NotFound as exc:
+            raise NotFoundError(f"repo {client.org}/{name} not found") from exc
+        except TransportError as exc:
+            raise api_error(exc) from exc
+
+
+class Changes:
+    """``mesa.changes``: changes of a repo without a mount (REST-like errors)."""
+
+    def __init__(self, client: Mesa) -> None:
+        self._client = client
+
+    async def _scope(self, repo: str) -> _changes.Scope:
+        return await _changes.open_scope(self._client, self._client.management_token(), repo)
+
+    async def get(self, repo: str, change_id: str) -> ChangeInfo:
+        """Return a change with its current commit oid and conflicted paths."""
+        return await _changes.change_info(await self._scope(repo), change_id)
+
+    async def list(
+        self, repo: str, *, bookmark: str | None = None, limit: int = 50
+    ) -> list[ChangeInfo]:
+        """Return the changes reachable from ``bookmark`` (default: the repo's), newest first.
+
+        ``limit`` 0 lists them all.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidOptionsError("limit must be an int >= 0")
+        scope = await self._scope(repo)
+        start = (await require_record(scope, bookmark or scope.repo.default_bookmark))[0]
+        records = await _changes.reachable(scope, start.change_id, limit)
+        return [await _changes.change_info(scope, r.change_id) for r in records]
+
+    async def create(
+        self,
+        repo: str,
+        *,
+        base_change_id: str | None = None,
+        bookmark: str | None = None,
+        message: str | None = None,
+    ) -> ChangeInfo:
+        """Fork a new empty change off ``base_change_id`` or ``bookmark``'s change.
+
+        With neither, off the repo's default bookmark. The base's current tree is
+        sealed as the new change's base; no bookmark moves.
+        """
+        scope = await self._scope(repo)
+        if base_change_id is None and bookmark is None:
+            bookmark = scope.repo.default_bookmark
+        source = await resolve_source(scope, bookmark, base_change_id)
+        folded = await _changes.current_state(scope, source)
+        record = await _changes.create_child(
+            scope, source, folded, message=message or "", author="client"
+        )
+        return _changes.info_of(record, await _changes.base_state(scope, record))
+
+
+class Diffs:
+    """``mesa.diffs``: differences between changes."""
+
+    def __init__(self, client: Mesa) -> None:
+        self._client = client
+
+    async def get(
+        self,
+        repo: str,
+        *,
+        head_change_id: str,
+        base_change_id: str | None = None,
+        patch: bool = True,
+    ) -> ChangeDiff:
+        """Return the diff from ``base_change_id``'s tree to ``head_change_id``'s.
+
+        Both are current trees. Without ``base_change_id`` the base is the head's own
+        base tree (its parent as sealed, or its merged parents), so the diff is what
+        the head change itself did; ``base_change_id`` is then reported as its first
+        parent.
+        """
+        scope = await _changes.open_scope(self._client, self._client.management_token(), repo)
+        head = await _changes.current_state(scope, head_change_id)
+        if base_change_id is None:
+            record = await _changes.require_change(scope, head_change_id)
+            base_tree = (await _changes.base_state(scope, record)).tree
+            base_id = record.parents[0] if record.parents else ROOT_CHANGE_ID
+        else:
+            base_tree = (await _changes.current_state(scope, base_change_id)).state.tree
+            base_id = base_change_id
+        return await _changes.diff(
+            scope, base_id, base_tree, head_change_id, head.state.tree, patch=patch
+        )
 
 
 class FsNamespace:

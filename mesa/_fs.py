@@ -6,6 +6,11 @@ symlinks are followed component by component (``..`` after a symlink goes to the
 target's parent), across repos when a target is absolute, at most 40 times
 (``ELOOP``). Each mutation becomes one op on real paths, checked by the engine
 against the folded tree, so errors carry the errno a local filesystem gives.
+
+``fs.changes`` and ``fs.bookmarks`` (`mesa._history.FsChanges`,
+`mesa._bookmarks.FsBookmarks`) version the mounted repos; ``read(path, at=seq)``
+reads the past of the mounted change. When a repo switches to another change,
+subscribers get one ``WatchEvent("/<org>/<repo>", recursive=True)``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Wr
 from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
 from mesa._blobs import INLINE_THRESHOLD_BYTES
+from mesa._bookmarks import FsBookmarks
+from mesa._history import FsChanges, read_at
 from mesa._mount import RepoMount
 from mesa._translate import os_error
 from mesa._types import FsStat, WatchEvent
@@ -76,12 +83,22 @@ class MesaFileSystem:
         #: Set while leaving the mount: reads still work (handlers of the events being
         #: delivered may read), writes and new subscriptions are refused.
         self._closing = False
+        #: Changes of the mounted repos: new, edit, current, list, checkpoint, history.
+        self.changes = FsChanges(self)
+        #: Bookmarks of the mounted repos: create, get, list, move, delete.
+        self.bookmarks = FsBookmarks(self)
 
     # -- mount plumbing ----------------------------------------------------------
 
     def add_repo(self, repo: RepoMount) -> None:
         """Attach a repo (called by the mount while entering)."""
         self._repos[repo.name] = repo
+        repo.add_switch_listener(self.on_switched)
+
+    def on_switched(self, repo: RepoMount) -> None:
+        """Tell every subscription the whole repo may have changed (it moved to another change)."""
+        for sub in list(self._subs):
+            sub.push([WatchEvent(repo.prefix, recursive=True)])
 
     def on_folded(self, repo: RepoMount, folded: list[Folded]) -> None:
         """Turn folded entries into events for every subscription (after the fold)."""
@@ -202,8 +219,14 @@ class MesaFileSystem:
 
     # -- byte I/O ----------------------------------------------------------------------
 
-    async def read(self, path: str) -> bytes:
-        """Read a file as bytes; a conflicted file reads as its jj conflict block."""
+    async def read(self, path: str, *, at: int | None = None) -> bytes:
+        """Read a file as bytes; a conflicted file reads as its jj conflict block.
+
+        With ``at``, read the file as it was once the mounted change had folded
+        sequence ``at`` (see `mesa._history`; ``at=0`` is the change's base tree).
+        """
+        if at is not None:
+            return await read_at(self, path, at)
         r = self._resolve(path, follow=True)
         if not isinstance(r.node, FileNode) or r.repo is None:
             raise os_error(errno.EISDIR, path)

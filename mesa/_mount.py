@@ -15,17 +15,25 @@ first), also for blob reads and writes. An entry the server's ``max_payload`` ca
 carry never reaches it: inline bytes move to the blob store (a server may allow less
 than the inline threshold), and what is still too large (names, symlink targets) is
 ``OSError(ENAMETOOLONG)``.
+
+A `RepoMount` can **switch** to another change (``fs.changes.new/edit/checkpoint``, or
+the bookmark it follows moved): it folds the new change (newest snapshot or base, then
+the tail) beside the current one, then swaps replica, log and subscription at once,
+so a reader sees the old tree or the new one, never a mix, and subscribers get one
+recursive event for the repo root. Writes are held while a switch (or any operation
+under `RepoMount.exclusive`) runs; a write waiting then goes to the new change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import heapq
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -33,10 +41,12 @@ from engine.codec import encode_entry
 from engine.content import BlobRef, Content, Inline
 from engine.errors import FsError
 from engine.fold import ChangeState
+from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Append, Entry, Op, Write
 from engine.replica import Folded, LogCorrupt, Replica
-from mesa import _snapshots
+from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
+from mesa._bookmarks import BookmarkFollower
 from mesa._records import (
     BookmarkRecord,
     ChangeRecord,
@@ -48,6 +58,7 @@ from mesa._records import (
 from mesa._translate import api_error, fs_error, fs_transport_error, os_error
 from mesa._types import DiskCacheConfig, RepoConfig
 from mesa.errors import (
+    ApiError,
     AuthenticationError,
     InvalidOptionsError,
     LogCorruptError,
@@ -78,10 +89,21 @@ APPEND_BACKOFF_S = 0.05
 APPEND_RETRY_S = 10.0
 
 FoldListener = Callable[["RepoMount", list[Folded]], None]
+SwitchListener = Callable[["RepoMount"], None]
+
+
+@dataclasses.dataclass
+class _Opened:
+    """A change folded up to the end of its log, with its live subscription."""
+
+    change_id: str
+    replica: Replica
+    entries: int
+    sub: Subscription
 
 
 class RepoMount:
-    """One repo of a mount: its change, replica, pump and waiters."""
+    """One repo of a mount: its change, replica, pump, waiters, and the bookmark it follows."""
 
     def __init__(
         self,
@@ -93,9 +115,10 @@ class RepoMount:
         claims: Claims,
         read_only: bool,
         mount_id: str,
-        window_ms: int,
+        repo: RepoRecord,
         disk_cache: DiskCacheConfig | None,
         listener: FoldListener,
+        bookmark: str | None = None,
     ) -> None:
         self.client = client
         self.org = client.org
@@ -106,50 +129,185 @@ class RepoMount:
         self.token = token
         self.claims = claims
         self.mount_id = mount_id
-        self.window_ms = window_ms
-        self.replica = Replica(mount_id, ChangeState(window_ms=window_ms))
+        self.scope = _changes.Scope(client, token, repo)
+        self.window_ms = repo.race_window_ms
+        self.replica = Replica(mount_id, ChangeState(window_ms=self.window_ms))
+        #: The bookmark this mount follows (it switches when the bookmark moves), or None.
+        self.bookmark = bookmark
         #: Entries of this change's log folded so far (snapshot + tail).
         self.entries = 0
         self._background: set[asyncio.Task[None]] = set()
         self.blobs: BlobCache = _MountBlobs(client.transport, client.org, name, token, disk_cache)
         self._listener = listener
+        self._switch_listeners: list[SwitchListener] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = 0
         self._sub: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._follower: BookmarkFollower | None = None
         self._closed = False
         self.broken: MesaError | None = None
+        # Exclusivity: one structural operation at a time; writes wait while it runs.
+        self._lock = asyncio.Lock()
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._writers = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     @property
     def prefix(self) -> str:
         """The absolute path of this repo's root: ``/<org>/<repo>``."""
         return f"/{self.org}/{self.name}"
 
+    def add_switch_listener(self, listener: SwitchListener) -> None:
+        """Call ``listener`` after each switch to another change (the new tree is visible)."""
+        self._switch_listeners.append(listener)
+
     async def start(self) -> None:
-        """Subscribe to the change's log and fold everything it holds now."""
-        t = self.client.transport
+        """Fold the change's log as it is now, keep folding it live, follow the bookmark."""
+        self._install(await self._open(self.change_id))
+        if self.bookmark is not None:
+            await self._follow(self.bookmark)
+
+    async def _open(self, change_id: str) -> _Opened:
+        """Fold ``change_id`` from its newest snapshot (or base) to the end of its log.
+
+        Raises:
+            InvalidOptionsError: ``change_id`` is the root change (it cannot be edited).
+            NotFoundError: no such change.
+            LogCorruptError: an entry of its log does not decode.
+        """
+        if change_id == ROOT_CHANGE_ID:
+            raise InvalidOptionsError("the root change cannot be checked out; make a new change")
+        record = await _changes.require_change(self.scope, change_id)
+        folded = await _changes.start_state(self.scope, record)
+        replica = Replica(self.mount_id, folded.state)
+        entries = folded.entries
+        t, log = self.client.transport, LogId(self.org, self.name, change_id)
         try:
-            loaded = await _snapshots.load(
-                t, self.token, self.org, self.name, self.change_id, self.window_ms
-            )
-            if loaded is not None:
-                self.replica = Replica(self.mount_id, loaded.state)
-                self.entries = loaded.entries
-            last = await t.last_seq(self.token, self.log)
-            self._sub = await t.subscribe(self.token, self.log, after_seq=self.replica.seq)
+            last = await t.last_seq(self.token, log)
+            sub = await t.subscribe(self.token, log, after_seq=replica.seq)
         except TransportError as exc:
             raise api_error(exc) from exc
-        self._pump = asyncio.create_task(self._run_pump(self._sub), name=f"mesa-pump-{self.name}")
-        await self.wait_folded(last)
+        try:
+            deliveries = sub.__aiter__()
+            while replica.seq < last:
+                d = await deliveries.__anext__()
+                try:
+                    entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
+                except LogCorrupt as exc:
+                    raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
+                if replica.broken is not None:
+                    raise LogCorruptError(
+                        change_id, replica.broken.seq, str(replica.broken)
+                    ) from replica.broken
+        except StopAsyncIteration:
+            await sub.aclose()
+            raise ApiError(f"the log of change {change_id} ended while it was read") from None
+        except TransportError as exc:
+            await sub.aclose()
+            raise api_error(exc) from exc
+        except BaseException:
+            await sub.aclose()
+            raise
+        return _Opened(change_id, replica, entries, sub)
 
-    async def close(self) -> None:
-        """Stop the pump and the subscription; fail any waiter left, and any later one."""
-        self._closed = True
+    def _install(self, opened: _Opened) -> None:
+        """Make ``opened`` this mount's change and start pumping its log."""
+        self.change_id = opened.change_id
+        self.log = LogId(self.org, self.name, opened.change_id)
+        # Op ids are message ids, deduplicated across the repo's stream: the counter of
+        # this mount must keep growing across changes.
+        opened.replica.counter = max(opened.replica.counter, self.replica.counter)
+        self.replica = opened.replica
+        self.entries = opened.entries
+        self.broken = None
+        self._sub = opened.sub
+        self._pump = asyncio.create_task(
+            self._run_pump(opened.sub, opened.change_id), name=f"mesa-pump-{self.name}"
+        )
+
+    async def _stop_pump(self) -> None:
         if self._sub is not None:
             await self._sub.aclose()
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        self._sub = self._pump = None
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the repo still: one holder at a time, no write starts or is in flight."""
+        async with self._lock:
+            self._gate.clear()
+            try:
+                await self._drained.wait()
+                yield
+            finally:
+                self._gate.set()
+
+    async def switch(self, change_id: str, *, follow: str | None) -> bool:
+        """Switch to ``change_id`` and follow ``follow`` (see `switch_locked`)."""
+        async with self.exclusive():
+            return await self.switch_locked(change_id, follow=follow)
+
+    async def switch_locked(self, change_id: str, *, follow: str | None) -> bool:
+        """Move to ``change_id`` (caller holds `exclusive`); return whether the change changed.
+
+        The new change is folded first: if that fails, nothing changed. Then the mount
+        follows ``follow`` (a bookmark name, or None to follow nothing).
+        """
+        if self._closed:
+            raise self._closed_error()
+        moved = change_id != self.change_id or self.broken is not None
+        if moved:
+            opened = await self._open(change_id)
+            await self._stop_pump()
+            # Waiters of the old change wait for nothing any more.
+            self._wake(2**63)
+            self._install(opened)
+        following = self._follower.name if self._follower is not None else None
+        self.bookmark = follow
+        if follow != following:
+            await self._unfollow()
+            if follow is not None:
+                await self._follow(follow)
+        if moved:
+            for listener in list(self._switch_listeners):
+                listener(self)
+        return moved
+
+    async def _follow(self, name: str) -> None:
+        self._follower = BookmarkFollower(self.scope, name, self._bookmark_moved)
+        await self._follower.start()
+
+    async def _unfollow(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await follower.stop()
+
+    async def _bookmark_moved(self, name: str, change_id: str | None) -> None:
+        """The followed bookmark ``name`` now points at ``change_id`` (None: deleted)."""
+        if self._closed or self.bookmark != name:
+            return
+        if change_id is None:
+            log.warning(
+                "bookmark %r of %s was deleted; the mount stays on its change", name, self.name
+            )
+            self.bookmark = None
+            return
+        if change_id in (self.change_id, ROOT_CHANGE_ID):
+            return
+        async with self.exclusive():
+            if self.bookmark == name and not self._closed:
+                await self.switch_locked(change_id, follow=name)
+
+    async def close(self) -> None:
+        """Stop the pump and the subscription; fail any waiter left, and any later one."""
+        self._closed = True
+        await self._unfollow()
+        await self._stop_pump()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._fail_waiters(self._closed_error())
@@ -194,14 +352,24 @@ class RepoMount:
         self.check_alive()
         if self.read_only:
             raise os_error(errno.EROFS, path)
+        while not self._gate.is_set():
+            await self._gate.wait()
+            self.check_alive()
+        self._writers += 1
+        self._drained.clear()
         try:
-            entry = self.replica.issue(op)
-        except FsError as exc:
-            raise fs_error(exc, _abs(self.prefix, exc.path)) from None
-        if entry is None:
-            return
-        appended = await self._append(entry, path)
-        await self.wait_folded(appended.seq)
+            try:
+                entry = self.replica.issue(op)
+            except FsError as exc:
+                raise fs_error(exc, _abs(self.prefix, exc.path)) from None
+            if entry is None:
+                return
+            appended = await self._append(entry, path)
+            await self.wait_folded(appended.seq)
+        finally:
+            self._writers -= 1
+            if not self._writers:
+                self._drained.set()
 
     async def _append(self, entry: Entry, path: str) -> Appended:
         """Append ``entry``, retrying while the transport is unavailable (module docstring)."""
@@ -252,7 +420,7 @@ class RepoMount:
         content = Content.from_segments(segments)
         return dataclasses.replace(entry, op=dataclasses.replace(op, content=content))
 
-    async def _run_pump(self, sub: Subscription) -> None:
+    async def _run_pump(self, sub: Subscription, change_id: str) -> None:
         try:
             async for delivery in sub:
                 try:
@@ -260,27 +428,27 @@ class RepoMount:
                         delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
                     )
                 except LogCorrupt as exc:
-                    self._stop_at(exc)
+                    self._stop_at(change_id, exc)
                     return
                 if folded:
                     self._wake(self.replica.seq)
-                    self._maybe_snapshot(folded)
+                    self._maybe_snapshot(change_id, folded)
                     self._listener(self, folded)
                 if self.replica.broken is not None:
                     # The entries before the corrupt one were folded and announced.
-                    self._stop_at(self.replica.broken)
+                    self._stop_at(change_id, self.replica.broken)
                     return
         except TransportError as exc:
             self.broken = api_error(exc)
             self._fail_waiters(self.broken)
 
-    def _stop_at(self, exc: LogCorrupt) -> None:
+    def _stop_at(self, change_id: str, exc: LogCorrupt) -> None:
         """Mark the log broken at the corrupt entry: every later call raises."""
-        self.broken = LogCorruptError(self.change_id, exc.seq, str(exc))
+        self.broken = LogCorruptError(change_id, exc.seq, str(exc))
         log.error("%s", self.broken)
         self._fail_waiters(self.broken)
 
-    def _maybe_snapshot(self, folded: list[Folded]) -> None:
+    def _maybe_snapshot(self, change_id: str, folded: list[Folded]) -> None:
         """Store a snapshot when one of this mount's own entries crossed a multiple of N.
 
         Exactly one mount (the author of the crossing entry) writes each snapshot. The
@@ -296,26 +464,27 @@ class RepoMount:
             return
         data = _snapshots.encode(self.replica.state)
         task = asyncio.create_task(
-            self._store_snapshot(data, self.replica.seq, self.entries), name="mesa-snapshot"
+            self._store_snapshot(change_id, data, self.replica.seq, self.entries),
+            name="mesa-snapshot",
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _store_snapshot(self, data: bytes, seq: int, entries: int) -> None:
+    async def _store_snapshot(self, change_id: str, data: bytes, seq: int, entries: int) -> None:
         try:
             await _snapshots.store(
                 self.client.transport,
                 self.token,
                 self.org,
                 self.name,
-                self.change_id,
+                change_id,
                 data=data,
                 seq=seq,
                 entries=entries,
                 now_ms=self.client.clock.now_ms(),
             )
         except (TransportError, OSError) as exc:
-            log.warning("storing a snapshot of %s@%s failed: %s", self.name, self.change_id, exc)
+            log.warning("storing a snapshot of %s@%s failed: %s", self.name, change_id, exc)
 
     def _wake(self, seq: int) -> None:
         while self._waiters and self._waiters[0][0] <= seq:
@@ -391,7 +560,7 @@ class Mount:
         fs = MesaFileSystem(client, mount_id)
         try:
             for config in self._configs:
-                change_id, record = await _resolve_change(client, token, config)
+                change_id, record, bookmark = await _resolve_change(client, token, config)
                 repo = RepoMount(
                     client,
                     config.name,
@@ -399,10 +568,11 @@ class Mount:
                     token=token,
                     claims=claims,
                     read_only=config.read_only,
-                    window_ms=record.race_window_ms,
+                    repo=record,
                     mount_id=mount_id,
                     disk_cache=self._disk_cache,
                     listener=fs.on_folded,
+                    bookmark=bookmark,
                 )
                 fs.add_repo(repo)
                 await repo.start()
@@ -449,8 +619,15 @@ def _parse_repos(org: str, repos: Sequence[str | RepoConfig]) -> list[RepoConfig
     return configs
 
 
-async def _resolve_change(client: Mesa, token: str, config: RepoConfig) -> tuple[str, RepoRecord]:
-    """Return the change a repo config names (pinned id, bookmark, or the default) and the repo."""
+async def _resolve_change(
+    client: Mesa, token: str, config: RepoConfig
+) -> tuple[str, RepoRecord, str | None]:
+    """Return the change a repo config names, the repo, and the bookmark to follow.
+
+    A mount pinned to a bookmark (``RepoConfig(bookmark=...)``) follows it; a pinned
+    change id, or the repo's default bookmark when none is named, follows nothing (the
+    mount stays on the change it resolved, as the spec's realtime rooms do).
+    """
     t = client.transport
     org, name = client.org, config.name
     try:
@@ -462,11 +639,11 @@ async def _resolve_change(client: Mesa, token: str, config: RepoConfig) -> tuple
             change = await t.kv_get(token, change_key(org, name, config.change_id))
             if change is None:
                 raise NotFoundError(f"change {config.change_id} not found in {org}/{name}")
-            return ChangeRecord.decode(change.value).change_id, repo
+            return ChangeRecord.decode(change.value).change_id, repo, None
         bookmark = config.bookmark or repo.default_bookmark
         entry = await t.kv_get(token, bookmark_key(org, name, bookmark))
     except TransportError as exc:
         raise api_error(exc) from exc
     if entry is None:
         raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
-    return BookmarkRecord.decode(entry.value).change_id, repo
+    return BookmarkRecord.decode(entry.value).change_id, repo, config.bookmark

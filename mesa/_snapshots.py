@@ -1,11 +1,16 @@
-"""Storing and loading a change's newest snapshot (its folded state at a sequence).
+"""Storing and loading snapshots of a change (its folded state at a sequence).
 
 A snapshot is the engine's `encode_snapshot` bytes stored as a blob (content
 addressed, zstd on JetStream), and a record ``<org>.<repo>.snapshot.<change>`` naming
 its digest, sequence and entry count. The record only ever moves forward: a writer
-replaces it by compare-and-set only with a later sequence. A snapshot that is missing,
-does not match its digest, or does not decode is ignored (the mount folds the whole
-log instead), never trusted.
+replaces it by compare-and-set only with a later sequence. Every stored snapshot is
+also recorded under ``<org>.<repo>.snapat.<change>.<seq>``, so a read of the past
+(``at=``) can start from the newest snapshot at or before it. A snapshot that is
+missing, does not match its digest, or does not decode is ignored (the mount folds
+the whole log instead), never trusted.
+
+`seal` stores a state as a snapshot and returns its record even when a newer one
+exists: a child change names the blob as its base.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from engine.content import digest_of
 from engine.errors import CodecError
 from engine.fold import ChangeState
 from engine.snapshot import decode_snapshot, encode_snapshot
-from mesa._records import SnapshotRecord, snapshot_key
-from transports.base import CasConflict, NotFound, Transport
+from mesa._records import SnapshotRecord, snapshot_at_key, snapshot_at_prefix, snapshot_key
+from transports.base import CasConflict, KvEntry, NotFound, Transport
 
 log = logging.getLogger("mesa")
 
@@ -34,10 +39,20 @@ class Loaded:
 
 
 async def load(
-    transport: Transport, token: str, org: str, repo: str, change: str, window_ms: int
+    transport: Transport,
+    token: str,
+    org: str,
+    repo: str,
+    change: str,
+    window_ms: int,
+    *,
+    at: int | None = None,
 ) -> Loaded | None:
-    """Return the change's newest usable snapshot, or None."""
-    entry = await transport.kv_get(token, snapshot_key(org, repo, change))
+    """Return the change's newest usable snapshot (at or before sequence ``at``), or None."""
+    if at is None:
+        entry = await transport.kv_get(token, snapshot_key(org, repo, change))
+    else:
+        entry = await _newest_at(transport, token, org, repo, change, at)
     if entry is None:
         return None
     try:
@@ -55,6 +70,36 @@ async def load(
         )
         return None
     return Loaded(state, record.entries)
+
+
+async def _newest_at(
+    transport: Transport, token: str, org: str, repo: str, change: str, at: int
+) -> KvEntry | None:
+    """Return the record of the newest snapshot with a sequence at or before ``at``."""
+    prefix = snapshot_at_prefix(org, repo, change)
+    seqs = sorted(
+        (int(key[len(prefix) :]) for key in await transport.kv_keys(token, prefix)),
+        reverse=True,
+    )
+    for seq in seqs:
+        if seq <= at:
+            entry = await transport.kv_get(token, snapshot_at_key(org, repo, change, seq))
+            if entry is not None:
+                return entry
+    return None
+
+
+async def load_blob(transport: Transport, token: str, org: str, repo: str, digest: str) -> bytes:
+    """Return the snapshot bytes stored under ``digest``, checked against it.
+
+    Raises:
+        NotFound: no such blob.
+        CodecError: the bytes do not match the digest.
+    """
+    data = await transport.get_blob(token, org, repo, digest)
+    if digest_of(data) != digest:
+        raise CodecError(f"snapshot blob {digest} does not match its digest")
+    return data
 
 
 def encode(state: ChangeState) -> bytes:
@@ -75,12 +120,53 @@ async def store(
     now_ms: int,
 ) -> bool:
     """Store an encoded snapshot and advance the record to it; False if a newer one exists."""
+    record = await _put(transport, token, org, repo, change, data, seq, entries, now_ms)
+    return await _advance(transport, token, org, repo, change, record)
+
+
+async def seal(
+    transport: Transport,
+    token: str,
+    org: str,
+    repo: str,
+    change: str,
+    *,
+    data: bytes,
+    seq: int,
+    entries: int,
+    now_ms: int,
+) -> SnapshotRecord:
+    """Store an encoded snapshot, advance the newest record if it is newer; return its record."""
+    record = await _put(transport, token, org, repo, change, data, seq, entries, now_ms)
+    await _advance(transport, token, org, repo, change, record)
+    return record
+
+
+async def _put(
+    transport: Transport,
+    token: str,
+    org: str,
+    repo: str,
+    change: str,
+    data: bytes,
+    seq: int,
+    entries: int,
+    now_ms: int,
+) -> SnapshotRecord:
+    """Store the blob and its by-sequence record (idempotent: same state, same bytes)."""
     digest = await transport.put_blob(token, org, repo, data)
     record = SnapshotRecord(seq, entries, digest, len(data), now_ms)
+    await transport.kv_put(token, snapshot_at_key(org, repo, change, seq), record.encode())
+    return record
+
+
+async def _advance(
+    transport: Transport, token: str, org: str, repo: str, change: str, record: SnapshotRecord
+) -> bool:
     key = snapshot_key(org, repo, change)
     for _ in range(CAS_ATTEMPTS):
         current = await transport.kv_get(token, key)
-        if current is not None and SnapshotRecord.decode(current.value).seq >= seq:
+        if current is not None and SnapshotRecord.decode(current.value).seq >= record.seq:
             return False
         try:
             await transport.kv_put(

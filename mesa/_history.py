@@ -1,0 +1,364 @@
+"""The ``fs.changes`` namespace, and reading a change's past.
+
+``fs.changes`` creates changes, switches the mount between them, checkpoints, and
+lists them (see docs/versioning.md). The past is the log: ``history(path)`` decodes
+the entries of the mounted change that touch a path; ``fs.read(path, at=seq)`` folds
+a scratch replica of the change up to sequence ``seq`` (from the newest snapshot at or
+before ``seq``, else from the change's base) and reads the path there;
+``restore(path, at=seq)`` writes those bytes back as a new write. Paths here are taken
+literally (``/<org>/<repo>/...``, ``.`` and ``..`` folded): a path that no longer
+exists still has a history. Costs: history reads the whole log of the change; a read
+of the past folds at most the entries between the snapshot it starts from and ``at``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine import paths
+from engine.codec import decode_entry
+from engine.errors import CodecError
+from engine.ids import ROOT_CHANGE_ID
+from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, Tree
+from mesa import _bookmarks, _changes
+from mesa._bookmarks import as_fs_errors, mounted, writable
+from mesa._changes import ChangeInfo, Folded, Scope, translated
+from mesa._records import ChangeRecord
+from mesa._translate import os_error
+from mesa.errors import ConflictError, InvalidOptionsError, LogCorruptError
+
+if TYPE_CHECKING:
+    from mesa._fs import MesaFileSystem
+    from mesa._mount import RepoMount
+
+MAX_SYMLINK_HOPS = 40
+OP_NAMES: dict[type, str] = {
+    Write: "write",
+    Append: "append",
+    Mkdir: "mkdir",
+    Rm: "rm",
+    Mv: "mv",
+    Cp: "cp",
+    Chmod: "chmod",
+    Symlink: "symlink",
+    Utimes: "utimes",
+}
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    """What ``fs.changes.checkpoint`` did: the saved change and the new active one.
+
+    The ``*_oid`` fields are commit oids (`mesa._changes.commit_oid`): the saved
+    change's tree as it was sealed, and the new (empty) descendant's.
+    """
+
+    saved_change_oid: str
+    active_change_oid: str
+    saved_change_id: str
+    active_change_id: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One entry of a change's log that touched a path."""
+
+    seq: int
+    time_ms: int
+    author: str
+    op: str
+    paths: tuple[str, ...]
+
+
+async def resolve_source(scope: Scope, bookmark: str | None, change_id: str | None) -> str:
+    """Return the change named by exactly one of ``bookmark`` and ``change_id``.
+
+    Raises:
+        InvalidOptionsError: both or neither given, or a malformed id or name.
+        NotFoundError: the bookmark or change does not exist.
+    """
+    if (bookmark is None) == (change_id is None):
+        raise InvalidOptionsError("pass exactly one of bookmark= and change_id=")
+    if bookmark is not None:
+        return (await _bookmarks.require_record(scope, bookmark))[0].change_id
+    assert change_id is not None
+    return (await _changes.require_change(scope, _changes.check_change_id(change_id))).change_id
+
+
+class FsChanges:
+    """``fs.changes``: the changes of the mounted repos, and their past."""
+
+    def __init__(self, fs: MesaFileSystem) -> None:
+        self._fs = fs
+
+    async def new(
+        self,
+        repo: str,
+        *,
+        bookmark: str | None = None,
+        change_id: str | None = None,
+        message: str | None = None,
+    ) -> str:
+        """Fork a new change off a bookmark's change or a change, and switch to it.
+
+        The source's current tree is sealed as the new change's base. The mount then
+        follows no bookmark. Returns the new change id.
+
+        Raises:
+            FileNotFoundError: the source bookmark or change does not exist.
+            InvalidOptionsError: both or neither of ``bookmark`` and ``change_id``.
+            OSError: EROFS for a read-only repo.
+        """
+        rm = writable(self._fs, repo)
+        with as_fs_errors(rm.prefix):
+            source = await resolve_source(rm.scope, bookmark, change_id)
+            async with rm.exclusive():
+                folded = await _fold_of(rm, source)
+                child = await _changes.create_child(
+                    rm.scope, source, folded, message=message or "", author=rm.mount_id
+                )
+                await rm.switch_locked(child.change_id, follow=None)
+        return child.change_id
+
+    async def edit(
+        self, repo: str, *, bookmark: str | None = None, change_id: str | None = None
+    ) -> str:
+        """Switch the mount to an existing change (following ``bookmark`` if given).
+
+        Raises:
+            FileNotFoundError: the bookmark or change does not exist.
+            InvalidOptionsError: both or neither given, or the root change.
+        """
+        rm = mounted(self._fs, repo)
+        with as_fs_errors(rm.prefix):
+            target = await resolve_source(rm.scope, bookmark, change_id)
+            await rm.switch(target, follow=bookmark)
+        return target
+
+    async def current(self, repo: str) -> ChangeInfo:
+        """Return the mounted change of ``repo`` as this mount has folded it."""
+        rm = mounted(self._fs, repo)
+        record = await _changes.require_change(rm.scope, rm.change_id)
+        return _changes.info_of(record, rm.replica.state)
+
+    async def list(self, repo: str, *, limit: int = 50) -> list[ChangeInfo]:
+        """Return the changes reachable from the checkout, most recent first (0: all)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidOptionsError("limit must be an int >= 0")
+        rm = mounted(self._fs, repo)
+        out: list[ChangeInfo] = []
+        for record in await _changes.reachable(rm.scope, rm.change_id, limit):
+            if record.change_id == rm.change_id:
+                out.append(_changes.info_of(record, rm.replica.state))
+            else:
+                out.append(await _changes.change_info(rm.scope, record.change_id))
+        return out
+
+    async def checkpoint(self, repo: str, message: str | None = None) -> CheckpointResult:
+        """Describe the current change, fork a descendant, advance its bookmarks onto it.
+
+        Pending writes are folded first and no write starts meanwhile. ``message``
+        None keeps the description, "" clears it. The mount switches to the new
+        change (keeping the bookmark it follows).
+
+        Raises:
+            InvalidOptionsError: no bookmark points at the current change.
+            ConflictError: a bookmark moved concurrently (retry).
+        """
+        rm = writable(self._fs, repo)
+        scope = rm.scope
+        async with rm.exclusive():
+            await rm.wait_synced()
+            saved = rm.change_id
+            names = [
+                (record.name, revision)
+                for record, revision in await _bookmarks.list_records(scope)
+                if record.change_id == saved
+            ]
+            if not names:
+                raise InvalidOptionsError(
+                    f"checkpoint needs a bookmark on the current change {saved}; "
+                    "create one with fs.bookmarks.create"
+                )
+            if message is not None:
+                await _changes.describe(scope, saved, message, self._fs._client.clock.now_ms())
+            saved_oid = _changes.commit_oid(saved, rm.replica.state.tree)
+            # Sealing encodes the state before its first await: nothing folds in between.
+            child = await _changes.create_child(
+                scope, saved, Folded(rm.replica.state, rm.entries), message="", author=rm.mount_id
+            )
+            await _move_all(scope, names, child)
+            await rm.switch_locked(child.change_id, follow=rm.bookmark)
+            active_oid = _changes.commit_oid(child.change_id, rm.replica.state.tree)
+        return CheckpointResult(saved_oid, active_oid, saved, child.change_id)
+
+    async def history(self, path: str) -> builtins.list[HistoryEntry]:
+        """Return the entries of the mounted change touching ``path``, oldest first.
+
+        An entry touches a path when it names the path, one of its ancestors (``rm
+        -r``, ``mv`` of a parent) or one of its descendants. Renames are not followed.
+        """
+        rm, rel = self._locate(path)
+        return await change_history(rm.scope, rm.change_id, rel)
+
+    async def restore(self, path: str, *, at: int) -> None:
+        """Write the bytes ``path`` had at sequence ``at`` back, as a new write.
+
+        Raises:
+            FileNotFoundError: the path was not a file at ``at``.
+        """
+        data = await self._fs.read(path, at=at)
+        await self._fs.write(path, data)
+
+    def _locate(self, path: str) -> tuple[RepoMount, paths.RelPath]:
+        return locate(self._fs, path)
+
+
+def locate(fs: MesaFileSystem, path: str) -> tuple[RepoMount, paths.RelPath]:
+    """Return the mounted repo and the repo-relative path of ``/<org>/<repo>/...``."""
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a str, not {type(path).__name__}")
+    parts = paths.normalize(path).split("/")[1:]
+    if len(parts) < 2 or parts[0] != fs.org:
+        raise os_error(errno.ENOENT, path, "not inside a mounted repo")
+    return mounted(fs, parts[1]), tuple(parts[2:])
+
+
+async def _fold_of(rm: RepoMount, change_id: str) -> Folded:
+    """Return the current state of ``change_id``: the mount's own if it is mounted here."""
+    if change_id == rm.change_id:
+        await rm.wait_synced()
+        return Folded(rm.replica.state, rm.entries)
+    return await _changes.current_state(rm.scope, change_id)
+
+
+async def _move_all(scope: Scope, names: list[tuple[str, int]], child: ChangeRecord) -> None:
+    """Move every bookmark to ``child`` by compare-and-set, in name order.
+
+    The first lost race raises `ConflictError`; if no bookmark had moved yet, the new
+    change is deleted again (nothing points at it).
+    """
+    moved = 0
+    try:
+        for name, revision in sorted(names):
+            await _bookmarks.cas_move(scope, name, child.change_id, revision)
+            moved += 1
+    except ConflictError:
+        if not moved:
+            await _changes.delete_change(scope, child.change_id)
+        raise
+
+
+def _touches(op: Op, rel: paths.RelPath) -> bool:
+    return any(
+        paths.is_ancestor(p, rel) or paths.is_ancestor(rel, p)
+        for p in ((op.src, op.dst) if isinstance(op, Mv | Cp) else (op.path,))
+    )
+
+
+async def change_history(scope: Scope, change_id: str, rel: paths.RelPath) -> list[HistoryEntry]:
+    """Decode the log of ``change_id`` and return the entries touching ``rel``."""
+    if change_id == ROOT_CHANGE_ID:
+        return []
+    t, log = scope.client.transport, scope.log(change_id)
+    prefix = f"/{scope.org}/{scope.name}"
+    out: list[HistoryEntry] = []
+    with translated():
+        last = await t.last_seq(scope.token, log)
+        if not last:
+            return out
+        sub = await t.subscribe(scope.token, log, after_seq=0)
+        try:
+            async for delivery in sub:
+                try:
+                    entry = decode_entry(delivery.payload)
+                except CodecError as exc:
+                    raise LogCorruptError(change_id, delivery.seq, str(exc)) from exc
+                op = entry.op
+                if _touches(op, rel):
+                    names = (op.src, op.dst) if isinstance(op, Mv | Cp) else (op.path,)
+                    out.append(
+                        HistoryEntry(
+                            seq=delivery.seq,
+                            time_ms=delivery.time_ms,
+                            author=entry.author,
+                            op=OP_NAMES[type(op)],
+                            paths=tuple(_abs(prefix, p) for p in names),
+                        )
+                    )
+                if delivery.seq >= last:
+                    break
+        finally:
+            await sub.aclose()
+    return out
+
+
+async def read_at(fs: MesaFileSystem, path: str, at: int) -> bytes:
+    """Return the bytes of ``path`` once the mounted change had folded sequence ``at``.
+
+    Symlinks in the past tree are followed inside the repo.
+
+    Raises:
+        FileNotFoundError: the path did not exist then.
+        IsADirectoryError: it was a directory.
+    """
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise InvalidOptionsError("at must be a sequence number (int >= 0)")
+    rm, rel = locate(fs, path)
+    await rm.wait_synced()
+    if rm.replica.seq <= at:
+        tree = rm.replica.state.tree  # nothing after ``at`` is folded yet
+    else:
+        with as_fs_errors(path):
+            tree = (await _changes.current_state(rm.scope, rm.change_id, at=at)).state.tree
+    node = _lookup(tree, rel, path, rm.prefix)
+    if isinstance(node, DirNode):
+        raise os_error(errno.EISDIR, path)
+    assert isinstance(node, FileNode)
+    return await rm.blobs.value_bytes(node.value)
+
+
+def _lookup(tree: Tree, rel: paths.RelPath, path: str, prefix: str) -> AnyNode:
+    """Return the node at ``rel``, following symlinks that stay inside the repo.
+
+    Raises:
+        FileNotFoundError: a component is missing, or a symlink leaves the repo.
+        OSError: ELOOP after `MAX_SYMLINK_HOPS` symlinks.
+    """
+    queue = list(rel)
+    parts: list[str] = []
+    hops = 0
+    node: AnyNode = tree.root
+    while queue:
+        name = queue.pop(0)
+        if name == "..":
+            parts = parts[:-1]
+            node = tree.lookup(tuple(parts)) or tree.root
+            continue
+        child = node.children.get(name) if isinstance(node, DirNode) else None
+        if child is None:
+            raise os_error(errno.ENOENT, path)
+        if not isinstance(child, SymlinkNode):
+            parts.append(name)
+            node = child
+            continue
+        hops += 1
+        if hops > MAX_SYMLINK_HOPS:
+            raise os_error(errno.ELOOP, path)
+        target = child.target
+        if target.startswith("/"):
+            target = paths.normalize(target)
+            if target != prefix and not target.startswith(prefix + "/"):
+                raise os_error(errno.ENOENT, path, "the symlink leaves the repo")
+            target, parts = target[len(prefix) :], []
+        queue[:0] = [p for p in target.split("/") if p not in ("", ".")]
+        node = tree.lookup(tuple(parts)) or tree.root
+    return node
+
+
+def _abs(prefix: str, rel: paths.RelPath) -> str:
+    return prefix + ("/" + paths.to_str(rel) if rel else "")
