@@ -8,6 +8,7 @@ the clock moves between steps so "most recent first" is decided by time.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import re
@@ -16,6 +17,7 @@ import pytest
 
 from engine.ids import ROOT_CHANGE_ID
 from mesa import _changes
+from mesa._cli_vcs import register, run_async
 from mesa._records import ChangeRecord, bookmark_key, change_key, snapshot_key
 from mesa_sdk import (
     ConflictError,
@@ -513,3 +515,62 @@ async def test_a_conflicted_merge_reads_back_like_a_realtime_race(mesa: Mesa) ->
         assert (await fs.changes.current("app")).conflicted_paths == ("f",)
         await fs.write(f"{P}/f", b"resolved\n")  # a write resolves it
         assert not (await fs.changes.current("app")).is_conflicted
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+async def cli(mesa: Mesa, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run ``mesa <argv>`` (the version-control commands) against ``mesa``; return code, stdout."""
+    parser = argparse.ArgumentParser(prog="mesa")
+    register(parser.add_subparsers(dest="command", required=True))
+    code = await run_async(parser.parse_args(argv), client=mesa)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+async def test_cli_new_log_show_bookmark_merge(
+    mesa: Mesa, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main = await main_change(mesa)
+    clock.advance(1000)
+    code, out = await cli(mesa, capsys, "new", "-R", "app", "-m", "cli work")
+    assert code == 0
+    work = out.strip()
+    assert CHANGE_ID.match(work)
+    async with mesa.fs.mount(repos=[RepoConfig("app", change_id=work)]) as fs:
+        await fs.write(f"{P}/hello.txt", b"hi\n")
+    code, out = await cli(mesa, capsys, "bookmark", "create", "-R", "app", "topic", "-r", work[:8])
+    assert (code, out) == (0, f"created topic at {work[:12]}\n")
+    code, out = await cli(mesa, capsys, "bookmark", "list", "-R", "app")
+    assert out == f"main: {main[:12]} (default)\ntopic: {work[:12]}\n"
+    code, out = await cli(mesa, capsys, "log", "-R", "app", "topic")
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == [work[:12], main[:12]]
+    assert "topic" in lines[0]
+    assert lines[0].endswith("cli work")
+    assert lines[1].endswith("(no description set)")
+    code, out = await cli(mesa, capsys, "show", "-R", "app", "topic")
+    assert f"Change ID: {work}" in out
+    assert "    cli work\n" in out
+    assert "+++ b/hello.txt\n@@ -0,0 +1 @@\n+hi\n" in out
+    code, out = await cli(mesa, capsys, "show", "-R", "app", "topic", "--name-only")
+    assert out.endswith("\nA hello.txt\n")
+    code, out = await cli(mesa, capsys, "merge", "-R", "app", "topic", "--delete-source")
+    assert code == 0
+    assert "merged topic into main" in out
+    assert "deleted topic" in out
+    async with mesa.fs.mount(repos=["app"]) as fs:
+        assert await fs.read(f"{P}/hello.txt") == b"hi\n"
+    code, out = await cli(mesa, capsys, "bookmark", "move", "-R", "app", "main", "-r", main)
+    assert code == 1
+    assert "does not advance history" in out
+    code, out = await cli(
+        mesa, capsys, "bookmark", "move", "-R", "app", "main", "-r", main, "--allow-backwards"
+    )
+    assert code == 0
+    code, out = await cli(mesa, capsys, "show", "-R", "app", "nope")
+    assert code == 1
+    assert "no bookmark or change 'nope'" in out
+    code, out = await cli(mesa, capsys, "bookmark", "delete", "-R", "app", "main")
+    assert code == 1
