@@ -372,17 +372,7 @@ async def merge(
     result = merge_trees(base, left.state.tree, right.state.tree)
     conflict_paths = tuple(to_str(p) for p in result.conflicts)
     if conflict_paths and not allow_conflicted:
-        text = f"merging {source!r} into {target!r} conflicts in {len(conflict_paths)} path(s)"
-        raise ConflictError(
-            text,
-            body={
-                "error": {
-                    "code": "MERGE_CONFLICT",
-                    "message": text,
-                    "details": {"conflict_paths": list(conflict_paths)},
-                }
-            },
-        )
+        raise _merge_conflict(target, source, conflict_paths)
     record = await _store_merge(scope, left_id, left, right_id, right, result.tree, message, author)
     try:
         await cas_move(scope, target, record.change_id, target_rev)
@@ -400,6 +390,21 @@ async def merge(
         source=source,
         source_deleted=deleted,
         conflict_paths=conflict_paths,
+    )
+
+
+def _merge_conflict(target: str, source: str, conflict_paths: tuple[str, ...]) -> ConflictError:
+    """Return the error of a rejected merge: code ``MERGE_CONFLICT``, the conflicted paths."""
+    text = f"merging {source!r} into {target!r} conflicts in {len(conflict_paths)} path(s)"
+    return ConflictError(
+        text,
+        body={
+            "error": {
+                "code": "MERGE_CONFLICT",
+                "message": text,
+                "details": {"conflict_paths": list(conflict_paths)},
+            }
+        },
     )
 
 

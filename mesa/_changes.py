@@ -35,13 +35,14 @@ from mesa._blobs import BlobCache
 from mesa._records import BaseRef, ChangeRecord, RepoRecord, Seal, change_key, repo_key
 from mesa._translate import api_error
 from mesa.errors import (
+    ApiError,
     ConflictError,
     InvalidOptionsError,
     LogCorruptError,
     NotFoundError,
     ServerError,
 )
-from transports.base import CasConflict, LogId, NotFound, TransportError
+from transports.base import CasConflict, LogId, NotFound, Subscription, TransportError
 
 if TYPE_CHECKING:
     from mesa._client import Mesa
@@ -274,6 +275,63 @@ async def fold_tail(
         finally:
             await sub.aclose()
     return Folded(replica.state, entries)
+
+
+@dataclass
+class Live:
+    """A change folded to the end of its log, with the subscription that continues it."""
+
+    change_id: str
+    replica: Replica
+    entries: int
+    sub: Subscription
+
+
+async def open_live(scope: Scope, change_id: str, author: str) -> Live:
+    """Fold ``change_id`` from its newest snapshot (or base) to the end of its log.
+
+    The subscription stays open for the caller to keep folding (a mount's pump).
+
+    Raises:
+        InvalidOptionsError: ``change_id`` is the root change (it cannot be edited).
+        NotFoundError: no such change.
+        LogCorruptError: an entry of its log does not decode.
+    """
+    if change_id == ROOT_CHANGE_ID:
+        raise InvalidOptionsError("the root change cannot be checked out; make a new change")
+    record = await require_change(scope, change_id)
+    folded = await start_state(scope, record)
+    replica = Replica(author, folded.state)
+    t, log = scope.client.transport, scope.log(change_id)
+    with translated():
+        last = await t.last_seq(scope.token, log)
+        sub = await t.subscribe(scope.token, log, after_seq=replica.seq)
+    try:
+        entries = folded.entries + await _catch_up(replica, sub, change_id, last)
+    except BaseException:
+        await sub.aclose()
+        raise
+    return Live(change_id, replica, entries, sub)
+
+
+async def _catch_up(replica: Replica, sub: Subscription, change_id: str, last: int) -> int:
+    """Fold deliveries of ``sub`` until ``last``; return how many entries were folded."""
+    entries = 0
+    deliveries = sub.__aiter__()
+    with translated():
+        while replica.seq < last:
+            try:
+                d = await deliveries.__anext__()
+            except StopAsyncIteration:
+                raise ApiError(f"the log of change {change_id} ended while it was read") from None
+            try:
+                entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
+            except LogCorrupt as exc:
+                raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
+            if replica.broken is not None:
+                broken = replica.broken
+                raise LogCorruptError(change_id, broken.seq, str(broken)) from broken
+    return entries
 
 
 async def current_state(scope: Scope, change_id: str, *, at: int | None = None) -> Folded:

@@ -58,7 +58,6 @@ from mesa._records import (
 from mesa._translate import api_error, fs_error, fs_transport_error, os_error
 from mesa._types import DiskCacheConfig, RepoConfig
 from mesa.errors import (
-    ApiError,
     AuthenticationError,
     InvalidOptionsError,
     LogCorruptError,
@@ -90,16 +89,6 @@ APPEND_RETRY_S = 10.0
 
 FoldListener = Callable[["RepoMount", list[Folded]], None]
 SwitchListener = Callable[["RepoMount"], None]
-
-
-@dataclasses.dataclass
-class _Opened:
-    """A change folded up to the end of its log, with its live subscription."""
-
-    change_id: str
-    replica: Replica
-    entries: int
-    sub: Subscription
 
 
 class RepoMount:
@@ -170,50 +159,11 @@ class RepoMount:
         if self.bookmark is not None:
             await self._follow(self.bookmark)
 
-    async def _open(self, change_id: str) -> _Opened:
-        """Fold ``change_id`` from its newest snapshot (or base) to the end of its log.
+    async def _open(self, change_id: str) -> _changes.Live:
+        """Fold ``change_id`` to the end of its log, subscribed (`mesa._changes.open_live`)."""
+        return await _changes.open_live(self.scope, change_id, self.mount_id)
 
-        Raises:
-            InvalidOptionsError: ``change_id`` is the root change (it cannot be edited).
-            NotFoundError: no such change.
-            LogCorruptError: an entry of its log does not decode.
-        """
-        if change_id == ROOT_CHANGE_ID:
-            raise InvalidOptionsError("the root change cannot be checked out; make a new change")
-        record = await _changes.require_change(self.scope, change_id)
-        folded = await _changes.start_state(self.scope, record)
-        replica = Replica(self.mount_id, folded.state)
-        entries = folded.entries
-        t, log = self.client.transport, LogId(self.org, self.name, change_id)
-        try:
-            last = await t.last_seq(self.token, log)
-            sub = await t.subscribe(self.token, log, after_seq=replica.seq)
-        except TransportError as exc:
-            raise api_error(exc) from exc
-        try:
-            deliveries = sub.__aiter__()
-            while replica.seq < last:
-                d = await deliveries.__anext__()
-                try:
-                    entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
-                except LogCorrupt as exc:
-                    raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
-                if replica.broken is not None:
-                    raise LogCorruptError(
-                        change_id, replica.broken.seq, str(replica.broken)
-                    ) from replica.broken
-        except StopAsyncIteration:
-            await sub.aclose()
-            raise ApiError(f"the log of change {change_id} ended while it was read") from None
-        except TransportError as exc:
-            await sub.aclose()
-            raise api_error(exc) from exc
-        except BaseException:
-            await sub.aclose()
-            raise
-        return _Opened(change_id, replica, entries, sub)
-
-    def _install(self, opened: _Opened) -> None:
+    def _install(self, opened: _changes.Live) -> None:
         """Make ``opened`` this mount's change and start pumping its log."""
         self.change_id = opened.change_id
         self.log = LogId(self.org, self.name, opened.change_id)
@@ -263,6 +213,9 @@ class RepoMount:
         moved = change_id != self.change_id or self.broken is not None
         if moved:
             opened = await self._open(change_id)
+            if self._closed:  # closed while the new change was folded
+                await opened.sub.aclose()
+                raise self._closed_error()
             await self._stop_pump()
             # Waiters of the old change wait for nothing any more.
             self._wake(2**63)
