@@ -256,6 +256,13 @@ async def test_a_conflicted_merge_is_rejected_and_stores_nothing(
     assert (result.is_conflicted, result.conflict_paths) == (True, ("f",))
     assert await main_change(mesa) == result.change_id
     assert (await mesa.changes.get("app", result.change_id)).conflicted_paths == ("f",)
+    # The diff from the target shows the conflict with its markers inline.
+    diff = await mesa.diffs.get("app", base_change_id=left, head_change_id=result.change_id)
+    assert [e.path for e in diff.conflicted_entries] == ["f"]
+    assert [e.path for e in diff.entries] == ["clean"]
+    assert diff.stats.conflicted_entries == 1
+    assert "+<<<<<<< conflict 1 of 1\n" in diff.patch
+    assert "+right\n" in diff.patch
 
 
 async def test_merging_a_bookmark_into_itself_or_an_equal_one_is_a_no_op(mesa: Mesa) -> None:
