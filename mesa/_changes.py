@@ -436,10 +436,22 @@ async def ancestry(scope: Scope, start: str) -> dict[str, Reach]:
 
 
 async def is_ancestor(scope: Scope, ancestor: str, descendant: str) -> bool:
-    """Return whether ``ancestor`` is ``descendant`` or one of its ancestors."""
+    """Return whether ``ancestor`` is ``descendant`` or one of its ancestors.
+
+    Walks parents breadth-first from ``descendant`` and stops at ``ancestor``.
+    """
     if ancestor in (descendant, ROOT_CHANGE_ID):
         return True
-    return ancestor in await ancestry(scope, descendant)
+    seen = {descendant}
+    queue = deque([descendant])
+    while queue:
+        for parent in (await require_change(scope, queue.popleft())).parents:
+            if parent == ancestor:
+                return True
+            if parent not in seen and parent != ROOT_CHANGE_ID:
+                seen.add(parent)
+                queue.append(parent)
+    return False
 
 
 async def reachable(scope: Scope, start: str, limit: int) -> list[ChangeRecord]:
