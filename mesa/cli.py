@@ -30,7 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mesa.fuse._cli import add_commands  # does not import pyfuse3
 
     add_commands(commands)
+    from mesa import _cli_vcs
+
+    _cli_vcs.register(commands)
     args = parser.parse_args(argv)
+    if args.command in _cli_vcs.COMMANDS:
+        return _cli_vcs.run(args)
     if args.command in ("mount", "unmount"):
         from mesa.fuse._cli import run
 

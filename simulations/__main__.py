@@ -1,4 +1,4 @@
-"""Command line: ``python -m simulations run|sweep|bench`` (``live`` comes later).
+"""Command line: ``python -m simulations run|sweep|live|bench``.
 
 - ``run --seed S --mounts N --steps K --faults PROFILE`` runs one seed and prints
   the seed, the git commit, the faults the seed enabled, the trace hash, the
@@ -8,6 +8,8 @@
   parallel (``--jobs``), and prints every failure's reproducing command, the
   seeds per second and the summed coverage. Without ``--mounts``, each seed runs
   ``2 + seed % 7`` mounts (the printed command names the exact value).
+- ``live --mounts N --duration S`` runs the workload against JetStream with real
+  processes (simulations/live.py; its options pass through unchanged).
 - ``bench realtime [options]`` runs the live benchmark of simulations/bench_realtime.py
   (its options pass through unchanged).
 """
@@ -71,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["live"]:
+        from simulations import live
+
+        return live.main(argv[1:])
     if argv[:2] == ["bench", "realtime"]:
         # The benchmark parses its own options (and its child roles).
         from simulations import bench_realtime
