@@ -17,7 +17,15 @@ from typing import Any
 
 import jwt
 
-from transports.base import AuthError, PermissionDenied, validate_org
+from transports.base import (
+    AuthError,
+    InvalidName,
+    PermissionDenied,
+    Unavailable,
+    validate_kv_key,
+    validate_org,
+    validate_repo,
+)
 
 ALGORITHM = "HS256"
 ALL_REPOS = "*"
@@ -155,3 +163,47 @@ def check(claims: Claims, org: str, repo: str, *, write: bool) -> None:
         raise PermissionDenied(f"token does not grant repo {org}/{repo}")
     if write and access != READ_WRITE:
         raise PermissionDenied(f"token grants {org}/{repo} read-only")
+
+
+def key_scope(key: str) -> tuple[str, str]:
+    """Return the (org, repo) a KV key belongs to: its first two tokens, validated."""
+    parts = key.split(".")
+    if len(parts) < 2:
+        raise InvalidName(f"KV key {key!r} does not start with <org>.<repo>")
+    return validate_org(parts[0]), validate_repo(parts[1])
+
+
+def authorize(
+    keyring: Keyring,
+    now_ms: int,
+    token: str,
+    org: str,
+    repo: str,
+    *,
+    write: bool,
+    closed: bool = False,
+) -> Claims:
+    """Check a call the way every transport must, in this order, and return the claims.
+
+    Names first (an invalid name is the caller's bug whatever the token says), then
+    whether the transport is closed, then the token, then the grant.
+
+    Raises:
+        InvalidName, Unavailable, AuthError, PermissionDenied: in that order of checks.
+    """
+    validate_org(org)
+    validate_repo(repo)
+    if closed:
+        raise Unavailable("the transport is closed")
+    claims = keyring.verify(token, now_ms)
+    check(claims, org, repo, write=write)
+    return claims
+
+
+def authorize_key(
+    keyring: Keyring, now_ms: int, token: str, key: str, *, write: bool, closed: bool = False
+) -> Claims:
+    """`authorize` for a KV key, whose first two tokens name the org and the repo."""
+    validate_kv_key(key)
+    org, repo = key_scope(key)
+    return authorize(keyring, now_ms, token, org, repo, write=write, closed=closed)

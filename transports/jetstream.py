@@ -74,7 +74,7 @@ from nats.aio.client import Client as _NatsClient
 from nats.js import api
 
 from engine.content import digest_of
-from transports.auth import Claims, Keyring, check
+from transports.auth import Claims, Keyring, authorize, authorize_key, key_scope
 from transports.base import (
     Appended,
     CasConflict,
@@ -88,7 +88,6 @@ from transports.base import (
     SystemClock,
     TransportError,
     Unavailable,
-    validate_kv_key,
     validate_org,
     validate_repo,
 )
@@ -183,14 +182,6 @@ def _log_subjects(org: str, repo: str) -> str:
 def blob_bucket(org: str, repo: str) -> str:
     """Return the Object Store bucket holding the blobs of ``org/repo``."""
     return f"mesa_{validate_org(org)}_{_repo_token(validate_repo(repo))}_blobs"
-
-
-def _key_scope(key: str) -> tuple[str, str]:
-    """Return the (org, repo) a KV key belongs to: its first two tokens, validated."""
-    parts = key.split(".")
-    if len(parts) < 2:
-        raise InvalidName(f"KV key {key!r} does not start with <org>.<repo>")
-    return validate_org(parts[0]), validate_repo(parts[1])
 
 
 def _kv_filter(prefix: str, org: str) -> str | None:
@@ -958,7 +949,7 @@ class JetStreamTransport:
     @staticmethod
     def _may_read(claims: Claims, key: str) -> bool:
         try:
-            org, repo = _key_scope(key)
+            org, repo = key_scope(key)
         except InvalidName:
             return False
         return claims.org == org and claims.access(repo) is not None
@@ -1195,17 +1186,14 @@ class JetStreamTransport:
         return self._keyring.verify(token, self._clock.now_ms())
 
     def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
-        # Names first: an invalid name is the caller's bug whatever the token says.
-        validate_org(org)
-        validate_repo(repo)
-        claims = self._verify(token)
-        check(claims, org, repo, write=write)
-        return claims
+        return authorize(
+            self._keyring, self._clock.now_ms(), token, org, repo, write=write, closed=self._closed
+        )
 
     def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
-        validate_kv_key(key)
-        org, repo = _key_scope(key)
-        self._authorize(token, org, repo, write=write)
+        authorize_key(
+            self._keyring, self._clock.now_ms(), token, key, write=write, closed=self._closed
+        )
 
 
 class _ConsumerGap(Exception):

@@ -30,21 +30,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from engine.content import digest_of
-from transports.auth import Claims, Keyring, check
+from transports.auth import Claims, Keyring, authorize, authorize_key, key_scope
 from transports.base import (
     Appended,
     CasConflict,
     Clock,
     Delivery,
-    InvalidName,
     KvEntry,
     LogId,
     NotFound,
     PayloadTooLarge,
     Unavailable,
-    validate_kv_key,
-    validate_org,
-    validate_repo,
 )
 
 if TYPE_CHECKING:
@@ -343,7 +339,7 @@ class MemoryTransport:
         for key in sorted(self._kv):
             if not key.startswith(prefix):
                 continue
-            org, repo = _key_scope(key)
+            org, repo = key_scope(key)
             access = claims.access(repo)
             if claims.org == org and access is not None:
                 readable.append(key)
@@ -367,17 +363,14 @@ class MemoryTransport:
         return self._keyring.verify(token, self._clock.now_ms())
 
     def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
-        # Names first: an invalid name is the caller's bug whatever the token says.
-        validate_org(org)
-        validate_repo(repo)
-        claims = self._verify(token)
-        check(claims, org, repo, write=write)
-        return claims
+        return authorize(
+            self._keyring, self._clock.now_ms(), token, org, repo, write=write, closed=self._closed
+        )
 
     def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
-        validate_kv_key(key)
-        org, repo = _key_scope(key)
-        self._authorize(token, org, repo, write=write)
+        authorize_key(
+            self._keyring, self._clock.now_ms(), token, key, write=write, closed=self._closed
+        )
 
     def _check_revision(self, key: str, expected_revision: int | None) -> None:
         if expected_revision is None:
@@ -400,14 +393,6 @@ class MemoryTransport:
             if stored_ms > horizon_ms:
                 break
             del stream.msg_ids[oldest]
-
-
-def _key_scope(key: str) -> tuple[str, str]:
-    """Return the (org, repo) a KV key belongs to: its first two tokens, validated."""
-    parts = key.split(".")
-    if len(parts) < 2:
-        raise InvalidName(f"KV key {key!r} does not start with <org>.<repo>")
-    return validate_org(parts[0]), validate_repo(parts[1])
 
 
 if TYPE_CHECKING:
