@@ -67,16 +67,25 @@ class Replica:
         """The last folded sequence."""
         return self.state.seq
 
-    def issue(self, op: Op) -> Entry | None:
+    def issue(self, op: Op, *, seen: int | None = None) -> Entry | None:
         """Check ``op`` and return the entry to append, or None if it would change nothing.
+
+        ``seen`` is the last sequence whose state the op was derived from: the folded
+        sequence now unless the caller derived it earlier (a FUSE handle publishes
+        bytes it read at open; what other authors wrote since must still race them).
 
         Raises:
             FsError: the op is invalid against the folded tree (nothing is issued).
+            ValueError: ``seen`` is negative or later than the folded sequence.
         """
+        if seen is None:
+            seen = self.state.seq
+        elif not 0 <= seen <= self.state.seq:
+            raise ValueError(f"seen {seen} is outside 0..{self.state.seq} (the folded sequence)")
         if not check(self.state.tree, op):
             return None
         self.counter += 1
-        return Entry(op=op, author=self.author, counter=self.counter, seen=self.state.seq)
+        return Entry(op=op, author=self.author, counter=self.counter, seen=seen)
 
     def receive(self, seq: int, prev_seq: int, time_ms: int, payload: bytes) -> list[Folded]:
         """Accept one delivery and fold every entry that is now contiguous.

@@ -300,8 +300,13 @@ class RepoMount:
             raise api_error(exc) from exc
         await self.wait_folded(last)
 
-    async def submit(self, op: Op, path: str) -> None:
-        """Check, publish and fold ``op``; return once it is durable and visible here."""
+    async def submit(self, op: Op, path: str, *, seen: int | None = None) -> int | None:
+        """Check, publish and fold ``op``; return once it is durable and visible here.
+
+        ``seen``: the sequence whose state the op was derived from, if earlier than
+        the folded one (`engine.replica.Replica.issue`). Returns the entry's sequence,
+        or None when the op changed nothing and was not published.
+        """
         self.check_alive()
         if self.read_only:
             raise os_error(errno.EROFS, path)
@@ -312,13 +317,14 @@ class RepoMount:
         self._drained.clear()
         try:
             try:
-                entry = self.replica.issue(op)
+                entry = self.replica.issue(op, seen=seen)
             except FsError as exc:
                 raise fs_error(exc, _abs(self.prefix, exc.path)) from None
             if entry is None:
-                return
+                return None
             appended = await self._append(entry, path)
             await self.wait_folded(appended.seq)
+            return appended.seq
         finally:
             self._writers -= 1
             if not self._writers:

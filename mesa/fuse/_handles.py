@@ -49,11 +49,19 @@ class OpenFile:
         dirty: written since the last publish.
         generation: bumped on every change (a publish only cleans what it sent).
         handles: open handles on this buffer.
+        seen: the sequence of the change ``change_id`` whose state ``data`` was
+            derived from: the bytes were read then, or published then and the fold
+            kept them. Publishing passes it as the entry's ``seen``, so a write
+            another author made while the file was open races these bytes instead
+            of being overwritten by them.
+        change_id: the change ``seen`` counts in (a switch of the mount resets it).
     """
 
     inode: Inode
     data: bytes | bytearray
     key: str | None
+    seen: int
+    change_id: str
     dirty: bool = False
     generation: int = 0
     handles: int = 0
@@ -152,24 +160,15 @@ class Handles:
         of = self._files.get(inode.ino)
         if of is not None and (of.dirty or of.key == key):
             return of
-        data = b"" if truncate else await inode.repo.blobs.value_bytes(node.value)
+        repo = inode.repo
+        seen, change_id, value = repo.replica.seq, repo.change_id, node.value
+        data = b"" if truncate else await repo.blobs.value_bytes(value)
         # A truncating open of a non-empty file must publish the empty file.
-        of = OpenFile(inode, data, None if truncate else key)
+        of = OpenFile(inode, data, None if truncate else key, seen, change_id)
         if truncate and _size(node) != 0:
             of.dirty = True
         self._files[inode.ino] = of
         return of
-
-    def adopt(self, inode: Inode) -> int:
-        """Open a file this mount just created (empty, published); return its handle."""
-        of = OpenFile(inode, b"", merge_key(Merge.resolved(Content.of(b""))))
-        self._files[inode.ino] = of
-        inode.page_key = of.key
-        of.handles += 1
-        fh = self._next_fh
-        self._next_fh += 1
-        self._handles[fh] = Handle(of, writable=True)
-        return fh
 
     async def publish(self, of: OpenFile) -> None:
         """Publish a dirty buffer as one Write (see module docstring)."""
@@ -187,10 +186,18 @@ class Handles:
                 return
             where = self._table.abs_path(repo, path)
             content = await content_of(repo, data, where)
-            await repo.submit(Write(path, content, mode=inode.node.mode), where)
+            # Bytes read from another change (the mount switched) saw nothing of this one.
+            seen = of.seen if of.change_id == repo.change_id else 0
+            seq = await repo.submit(Write(path, content, mode=inode.node.mode), where, seen=seen)
+            published = merge_key(Merge.resolved(content))
+            if merge_key(inode.node.value) == published:
+                # The fold kept these bytes (or they were there already): everything up
+                # to them is now seen. If it made a conflict, the other side is unseen.
+                of.seen = repo.replica.seq if seq is None else seq
+                of.change_id = repo.change_id
             if of.generation == generation:
                 of.dirty = False
-                of.key = merge_key(Merge.resolved(content))
+                of.key = published
                 inode.page_key = of.key
 
     def _target(self, inode: Inode) -> RelPath | None:

@@ -9,7 +9,7 @@ import pytest
 from engine.codec import encode_entry
 from engine.content import Content
 from engine.errors import CodecError, FsError
-from engine.fold import Event
+from engine.fold import ChangeState, Event
 from engine.ops import Entry, Mkdir, Mv, Rm, Write
 from engine.replica import LogCorrupt, Replica
 from engine.tree import FileNode
@@ -137,6 +137,27 @@ def test_issue_stamps_seen_and_counts() -> None:
     assert replica.counter == 3
     # Issuing does not fold: the tree changes only when the entry comes back.
     assert replica.state.tree.lookup(("g",)) is None
+
+
+def test_issue_with_an_earlier_seen_makes_a_write_made_since_race() -> None:
+    """A FUSE handle publishes bytes read earlier: ``seen`` says when, and must be <= seq."""
+    replica = Replica("me", ChangeState(window_ms=1_000))
+    replica.receive(*LOG[0])  # "1" by w, folded when the handle read it
+    read_at = replica.seq
+    replica.receive(*LOG[1])  # w writes "12" while the handle is open
+    with pytest.raises(ValueError, match="outside"):
+        replica.issue(Write(("f",), Content.of(b"mine")), seen=replica.seq + 1)
+    with pytest.raises(ValueError, match="outside"):
+        replica.issue(Write(("f",), Content.of(b"mine")), seen=-1)
+    assert replica.counter == 0
+    entry = replica.issue(Write(("f",), Content.of(b"mine")), seen=read_at)
+    assert entry is not None
+    assert entry.seen == read_at
+    replica.receive(13, 9, T0 + 3, encode_entry(entry))
+    node = replica.state.tree.lookup(("f",))
+    assert isinstance(node, FileNode)
+    sides = sorted(v.inline_bytes() for v in node.value.adds if v is not None)
+    assert sides == [b"12", b"mine"]  # w's unseen write survives beside ours
 
 
 def test_issue_returns_none_for_a_no_op_and_does_not_count_it() -> None:

@@ -30,9 +30,11 @@ import asyncio, sys
 from mesa import Mesa, ConflictError
 async def main():
     mesa = Mesa(org=sys.argv[1])
-    for name in sys.argv[2:]:
+    window = int(sys.argv[2])
+    options = {"race_window_ms": window} if window else {}
+    for name in sys.argv[3:]:
         try:
-            await mesa.repos.create(name)
+            await mesa.repos.create(name, **options)
         except ConflictError:
             pass
     await mesa.transport.aclose()
@@ -55,10 +57,13 @@ def fuse_unusable() -> str | None:
     return None
 
 
-def create_repos(deployment: Deployment, *names: str) -> None:
-    """Create repos (ignoring existing ones) from a short-lived process."""
+def create_repos(deployment: Deployment, *names: str, race_window_ms: int = 0) -> None:
+    """Create repos (ignoring existing ones) from a short-lived process.
+
+    ``race_window_ms`` 0 keeps the default window.
+    """
     subprocess.run(
-        [sys.executable, "-c", CREATE_REPOS, ORG, *names],
+        [sys.executable, "-c", CREATE_REPOS, ORG, str(race_window_ms), *names],
         cwd=ROOT,
         env=deployment.env(),
         check=True,

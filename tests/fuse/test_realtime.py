@@ -305,3 +305,32 @@ async def test_daemonized_mount_serves_until_mesa_unmount(
     assert failed.returncode != 0
     assert "not found" in failed.stderr
     assert not is_mounted(mountpoint)
+
+
+async def test_write_made_while_a_fuse_file_was_open_races_its_close(
+    nats_server: NatsServer, spawn_mount: SpawnMount, start_fuse: StartFuse
+) -> None:
+    """The bytes published at close were read at open: a write in between must survive."""
+    deployment = Deployment([nats_server.url])
+    # A wide window: the race must not depend on how fast this machine is.
+    await asyncio.to_thread(create_repos, deployment, "app", race_window_ms=60_000)
+    app = await spawn_mount("A", deployment)
+    fuse = await asyncio.to_thread(start_fuse, deployment)
+    path = fuse.repo / "doc.txt"
+    await app.write("doc.txt", b"base\n")
+    await read_eventually(path, b"base\n")
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"edited through FUSE\n")
+        await app.write("doc.txt", b"edited by the app\n")
+        await app.write("marker", b"after the app's edit\n")
+        # The FUSE mount has folded the app's edit before the file is closed.
+        await read_eventually(fuse.repo / "marker", b"after the app's edit\n")
+    finally:
+        os.close(fd)
+    await app.call("sync")
+    merged = await app.read("doc.txt")
+    assert merged.startswith(b"<<<<<<< conflict 1 of 1\n"), merged
+    assert b"edited by the app\n" in merged
+    assert b"edited through FUSE\n" in merged
+    assert path.read_bytes() == merged
