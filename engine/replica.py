@@ -67,12 +67,16 @@ class Replica:
         """The last folded sequence."""
         return self.state.seq
 
-    def issue(self, op: Op, *, seen: int | None = None) -> Entry | None:
+    def issue(self, op: Op, *, seen: int | None = None, checked: bool = True) -> Entry | None:
         """Check ``op`` and return the entry to append, or None if it would change nothing.
 
         ``seen`` is the last sequence whose state the op was derived from: the folded
         sequence now unless the caller derived it earlier (a FUSE handle publishes
         bytes it read at open; what other authors wrote since must still race them).
+        With ``checked`` false the op is issued without checking it against the folded
+        tree: for a writer that validated it against its own ops not folded yet. The
+        fold takes any op (it must: other authors' ops are checked against trees this
+        replica never had), so this cannot break the state, only skip a no-op test.
 
         Raises:
             FsError: the op is invalid against the folded tree (nothing is issued).
@@ -82,7 +86,7 @@ class Replica:
             seen = self.state.seq
         elif not 0 <= seen <= self.state.seq:
             raise ValueError(f"seen {seen} is outside 0..{self.state.seq} (the folded sequence)")
-        if not check(self.state.tree, op):
+        if checked and not check(self.state.tree, op):
             return None
         self.counter += 1
         return Entry(op=op, author=self.author, counter=self.counter, seen=seen)

@@ -143,6 +143,8 @@ class RepoMount:
         self._writers = 0
         self._drained = asyncio.Event()
         self._drained.set()
+        #: The newest sequence this mount appended to its change (folded or not yet).
+        self._appended = 0
 
     @property
     def prefix(self) -> str:
@@ -171,6 +173,7 @@ class RepoMount:
         # this mount must keep growing across changes.
         opened.replica.counter = max(opened.replica.counter, self.replica.counter)
         self.replica = opened.replica
+        self._appended = 0
         self.entries = opened.entries
         self.broken = None
         self._sub = opened.sub
@@ -193,6 +196,9 @@ class RepoMount:
             self._gate.clear()
             try:
                 await self._drained.wait()
+                # Writes appended without waiting for their fold are part of this change.
+                if self._appended > self.replica.seq and self.broken is None:
+                    await self.wait_folded(self._appended)
                 yield
             finally:
                 self._gate.set()
@@ -307,6 +313,22 @@ class RepoMount:
         the folded one (`engine.replica.Replica.issue`). Returns the entry's sequence,
         or None when the op changed nothing and was not published.
         """
+        seq = await self.publish([op], path, seen=seen)
+        if seq is not None:
+            await self.wait_folded(seq)
+        return seq
+
+    async def publish(
+        self, ops: Sequence[Op], path: str, *, seen: int | None = None, checked: bool = True
+    ) -> int | None:
+        """Issue and append ``ops`` in order; return once they are durable, not folded.
+
+        Each op is appended once the one before it was acknowledged, so they land in
+        the log in this order. With ``checked`` false the ops are not checked against
+        the folded tree (see `engine.replica.Replica.issue`): the caller validated
+        them against a view that includes ops it has not seen folded yet. Returns the
+        last entry's sequence, or None when nothing was appended (every op a no-op).
+        """
         self.check_alive()
         if self.read_only:
             raise os_error(errno.EROFS, path)
@@ -316,15 +338,16 @@ class RepoMount:
         self._writers += 1
         self._drained.clear()
         try:
-            try:
-                entry = self.replica.issue(op, seen=seen)
-            except FsError as exc:
-                raise fs_error(exc, _abs(self.prefix, exc.path)) from None
-            if entry is None:
-                return None
-            appended = await self._append(entry, path)
-            await self.wait_folded(appended.seq)
-            return appended.seq
+            last: int | None = None
+            for op in ops:
+                try:
+                    entry = self.replica.issue(op, seen=seen, checked=checked)
+                except FsError as exc:
+                    raise fs_error(exc, _abs(self.prefix, exc.path)) from None
+                if entry is not None:
+                    last = (await self._append(entry, path)).seq
+                    self._appended = max(self._appended, last)
+            return last
         finally:
             self._writers -= 1
             if not self._writers:

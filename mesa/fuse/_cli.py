@@ -200,11 +200,16 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await ops.handles.publish_all()
+            # Write-behind: what was closed but not appended yet goes to the log now.
+            await ops.shutdown(SHUTDOWN_DRAIN_S)
             ops.notifier.stop()
             with contextlib.suppress(Exception):
                 fuse.close(unmount=True)
     return 0
+
+
+#: How long an unmount waits for the log writer to drain its queue.
+SHUTDOWN_DRAIN_S = 120.0
 
 
 def _fuse_options(options: MountOptions) -> set[str]:

@@ -1,15 +1,21 @@
-"""Open files: bytes per inode, published as one Write on flush, fsync or close.
+"""Open files: bytes per inode, published as one Write when the file is closed.
 
 Close-to-open consistency: an open reads the file's current value once (unless
-``O_TRUNC``); reads and writes through the handle work on that buffer; the bytes are
-published as ONE ``Write`` when a handle is flushed (every ``close``), fsynced or
-released while the buffer is dirty, and the call returns once the write is durable
-in the log and folded here. A later open (here or on any other mount, once it
-folded the entry) sees them.
+``O_TRUNC``); reads and writes through the handle work on that buffer. A flush (every
+``close``), fsync or release of a dirty buffer schedules the inode on the mount's
+log writer (`mesa.fuse._writer`), which publishes the bytes as ONE ``Write`` (with
+the mode and times set meanwhile), in order with the mount's other writes. Until
+that entry is folded the buffer stays *live*: this mount serves the file's size and
+bytes from it, so a later open here sees them at once; another mount sees them once
+it folds the entry. ``fsync`` waits for that.
 
-Every handle of one inode shares one `OpenFile` while any of them is dirty, as a
-local filesystem's page cache would; a clean open of a file whose value changed
-since gets a fresh buffer (readers holding the old one keep reading the old bytes).
+The entry's ``seen`` is the sequence the buffer's bytes were read at (or last
+published and kept at), so a write another author made while the file was open races
+these bytes instead of being overwritten by them.
+
+Every handle of one inode shares one `OpenFile` while it is live, as a local
+filesystem's page cache would; a clean open of a file whose value changed since gets
+a fresh buffer (readers holding the old one keep reading the old bytes).
 
 An unlinked file keeps working through its open handles: its bytes stay in the
 buffer until the last handle is released; a write to a file this mount unlinked is
@@ -22,17 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from engine.content import Content
 from engine.merge import Merge
-from engine.ops import Write
+from engine.ops import Chmod, Mkdir, Op, Utimes, Write
 from engine.paths import RelPath
-from engine.tree import DirNode, FileNode, merge_key
+from engine.tree import DirNode, FileNode, SymlinkNode, merge_key
 from mesa._blobs import INLINE_THRESHOLD_BYTES
 from mesa._mount import RepoMount
 from mesa.fuse._inodes import Inode, InodeTable
+from mesa.fuse._writer import Published
 
 log = logging.getLogger("mesa.fuse")
 
@@ -46,9 +55,10 @@ class OpenFile:
         data: the bytes (a bytearray once written to).
         key: the merge key of the value ``data`` was read from or published as;
             None while it is unknown.
-        dirty: written since the last publish.
+        dirty: written since the last publish was appended.
         generation: bumped on every change (a publish only cleans what it sent).
         handles: open handles on this buffer.
+        inflight: publications appended and not folded yet.
         seen: the sequence of the change ``change_id`` whose state ``data`` was
             derived from: the bytes were read then, or published then and the fold
             kept them. Publishing passes it as the entry's ``seen``, so a write
@@ -65,7 +75,12 @@ class OpenFile:
     dirty: bool = False
     generation: int = 0
     handles: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: int = 0
+
+    @property
+    def live(self) -> bool:
+        """Whether this buffer, not the tree, has the file's bytes (module docstring)."""
+        return self.dirty or self.inflight > 0 or self.inode.pending
 
     def write(self, offset: int, buf: bytes) -> int:
         """Write ``buf`` at ``offset`` (zero-filling a gap); return its length."""
@@ -110,8 +125,15 @@ class Handle:
 class Handles:
     """The open files and handles of a mount."""
 
-    def __init__(self, table: InodeTable) -> None:
+    def __init__(self, table: InodeTable, on_changed: Callable[[Inode], None]) -> None:
+        """Track open files of ``table``.
+
+        ``on_changed(inode)`` is called when the tree differs from what the kernel
+        was told (a published write raced another writer's): drop the inode's caches,
+        and its dentry too if the inode is unlinked now.
+        """
         self._table = table
+        self._on_changed = on_changed
         self._files: dict[int, OpenFile] = {}
         self._handles: dict[int, Handle] = {}
         self._loading: dict[int, asyncio.Lock] = {}
@@ -124,10 +146,10 @@ class Handles:
             raise OSError(errno.EBADF, "unknown file handle")
         return handle
 
-    def dirty_file(self, ino: int) -> OpenFile | None:
-        """Return the inode's buffer if it holds unpublished bytes."""
+    def live(self, ino: int) -> OpenFile | None:
+        """Return the inode's buffer if it has bytes the tree does not have yet."""
         of = self._files.get(ino)
-        return of if of is not None and of.dirty else None
+        return of if of is not None and of.live else None
 
     def current(self, ino: int) -> OpenFile | None:
         """Return the inode's shared buffer, if it is open."""
@@ -158,7 +180,7 @@ class Handles:
         assert inode.repo is not None
         key = merge_key(node.value)
         of = self._files.get(inode.ino)
-        if of is not None and (of.dirty or of.key == key):
+        if of is not None and (of.live or of.key == key):
             return of
         repo = inode.repo
         seen, change_id, value = repo.replica.seq, repo.change_id, node.value
@@ -170,35 +192,119 @@ class Handles:
         self._files[inode.ino] = of
         return of
 
-    async def publish(self, of: OpenFile) -> None:
-        """Publish a dirty buffer as one Write (see module docstring)."""
-        async with of.lock:
-            if not of.dirty:
-                return
-            generation, data = of.generation, bytes(of.data)
-            inode, repo = of.inode, of.inode.repo
-            assert repo is not None
-            assert isinstance(inode.node, FileNode)
-            path = self._target(inode)
-            if path is None:
-                log.info("not publishing %s: the file was removed", inode.name)
+    def create(self, inode: Inode) -> int:
+        """Open a pending file this mount just created (empty); return its handle."""
+        assert inode.repo is not None
+        assert inode.pending
+        of = OpenFile(inode, b"", None, inode.repo.replica.seq, inode.repo.change_id)
+        of.dirty = True
+        self._files[inode.ino] = of
+        of.handles += 1
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = Handle(of, writable=True)
+        return fh
+
+    async def job(self, inode: Inode) -> Published:
+        """Append what this mount shows of ``inode`` and the tree lacks (`LogWriter`'s job).
+
+        Entries, in order: ``Mkdir`` of a pending directory; ``Write`` of a live
+        buffer's bytes (with the mode set meanwhile, for a pending file); ``Chmod`` and
+        ``Utimes`` for a mode or times set and not folded yet. They are appended
+        unchecked: they were validated against this mount's view, which is ahead of
+        the tree.
+        """
+        repo, node = inode.repo, inode.node
+        assert repo is not None
+        assert node is not None
+        of = self._files.get(inode.ino)
+        path = self._target(inode) if isinstance(node, FileNode) else self._table.path_of(inode)
+        mode, times, attr_gen = inode.set_mode, inode.set_times, inode.attr_gen
+        if path is None:
+            log.info("not publishing %s: it was removed", inode.name)
+            if of is not None:
                 of.dirty = False
-                return
-            where = self._table.abs_path(repo, path)
+            return Published(None, functools.partial(self._settled, inode, None, None, attr_gen))
+        where = self._table.abs_path(repo, path)
+        ops: list[Op] = []
+        seen: int | None = None
+        sent: tuple[OpenFile, int, str] | None = None
+        creating = inode.pending and not inode.published
+        if isinstance(node, DirNode) and creating:
+            ops.append(Mkdir(path, mode=node.mode if mode is None else mode))
+            mode = None
+        elif isinstance(node, FileNode) and of is not None and (of.dirty or creating):
+            generation, data = of.generation, bytes(of.data)
             content = await content_of(repo, data, where)
-            # Bytes read from another change (the mount switched) saw nothing of this one.
-            seen = of.seen if of.change_id == repo.change_id else 0
-            seq = await repo.submit(Write(path, content, mode=inode.node.mode), where, seen=seen)
-            published = merge_key(Merge.resolved(content))
-            if merge_key(inode.node.value) == published:
-                # The fold kept these bytes (or they were there already): everything up
-                # to them is now seen. If it made a conflict, the other side is unseen.
-                of.seen = repo.replica.seq if seq is None else seq
-                of.change_id = repo.change_id
+            key = merge_key(Merge.resolved(content))
+            if creating or key != merge_key(node.value):
+                file_mode = node.mode if mode is None or not creating else mode
+                ops.append(Write(path, content, mode=file_mode))
+                # Bytes read from another change (the mount switched) saw nothing of it.
+                seen = of.seen if of.change_id == repo.change_id else 0
+                if creating:
+                    mode = None
+            sent = (of, generation, key)
+        if (
+            mode is not None
+            and not isinstance(node, SymlinkNode)
+            and (inode.pending or mode != node.mode)
+        ):
+            ops.append(Chmod(path, mode))
+        if times is not None and (inode.pending or times != (node.atime_ms, node.mtime_ms)):
+            ops.append(Utimes(path, *times))
+        seq = await repo.publish(ops, where, seen=seen, checked=False)
+        if creating:
+            inode.published = True
+        if sent is not None:
+            of, generation, _ = sent
+            of.inflight += 1
             if of.generation == generation:
                 of.dirty = False
-                of.key = published
-                inode.page_key = of.key
+        return Published(
+            seq,
+            functools.partial(self._settled, inode, path if creating else None, sent, attr_gen),
+        )
+
+    def _settled(
+        self,
+        inode: Inode,
+        created: RelPath | None,
+        sent: tuple[OpenFile, int, str] | None,
+        attr_gen: int,
+    ) -> None:
+        """A job's entries are folded: reconcile ``inode`` with the tree."""
+        repo = inode.repo
+        assert repo is not None
+        if inode.pending and created is not None:
+            found = repo.replica.state.tree.lookup(created)
+            same_kind = type(found) is type(inode.node)
+            self._table.bind(inode, found if same_kind else None)
+            if not same_kind:
+                self._on_changed(inode)
+        elif inode.pending:
+            self._table.bind(inode, None)  # removed before it was published
+        if inode.attr_gen == attr_gen:
+            inode.set_mode = inode.set_times = None
+        if sent is None:
+            return
+        of, generation, key = sent
+        of.inflight -= 1
+        node = inode.node
+        if isinstance(node, FileNode) and merge_key(node.value) == key:
+            # The fold kept these bytes: everything up to them is now seen. (If it
+            # made a conflict, the handle still has not seen the other side.)
+            of.seen, of.change_id = repo.replica.seq, repo.change_id
+        elif not inode.unlinked:
+            self._on_changed(inode)
+        if of.generation == generation:
+            of.key = key
+            inode.page_key = key
+        self._drop_if_idle(of)
+
+    def _drop_if_idle(self, of: OpenFile) -> None:
+        if of.handles <= 0 and not of.live and self._files.get(of.inode.ino) is of:
+            del self._files[of.inode.ino]
 
     def _target(self, inode: Inode) -> RelPath | None:
         """Where a buffer is published: its path now, or where it was last seen."""
@@ -216,32 +322,25 @@ class Handles:
             return None  # something else took the name: do not overwrite it
         return (*parent_path, inode.name)
 
-    async def release(self, fh: int) -> None:
-        """Drop a handle, publishing its buffer if dirty (errors are only logged)."""
+    def release(self, fh: int) -> OpenFile | None:
+        """Drop a handle; return its buffer if it must be published (dirty, writable)."""
         handle = self._handles.pop(fh, None)
         if handle is None:
-            return
+            return None
         of = handle.file
         of.handles -= 1
-        try:
-            if of.dirty and handle.writable:
-                await self.publish(of)
-        finally:
-            if of.handles <= 0 and self._files.get(of.inode.ino) is of and not of.dirty:
-                del self._files[of.inode.ino]
+        if of.dirty and handle.writable:
+            return of
+        self._drop_if_idle(of)
+        return None
 
     def open_count(self) -> int:
         """Return how many handles are open."""
         return len(self._handles)
 
-    async def publish_all(self) -> None:
-        """Publish every dirty buffer (used when the mount shuts down)."""
-        for of in list(self._files.values()):
-            if of.dirty:
-                try:
-                    await self.publish(of)
-                except Exception:
-                    log.exception("publishing %s at shutdown failed", of.inode.name)
+    def dirty_inodes(self) -> list[Inode]:
+        """Every inode whose buffer has bytes not scheduled yet (for shutdown)."""
+        return [of.inode for of in self._files.values() if of.dirty]
 
 
 async def content_of(repo: RepoMount, data: bytes, where: str) -> Content:

@@ -20,14 +20,22 @@ The table also mirrors the dentries the kernel holds (parent inode, name -> chil
 inode) and the names it answered "no such entry" for (negative dentries), which is
 what `mesa.fuse._invalidate` needs to tell the kernel what changed.
 
+**Pending nodes.** A file created or a directory made through this mount exists
+here before its entry is in the log (`mesa.fuse._writer`): its `Inode` is *pending*
+and holds a detached node of its own, numbered from `PENDING_BASE` up, and listed
+under its parent (`InodeTable.pending`) ahead of the tree. When its entry is folded
+the inode is *bound* to the tree's node: the node's tree number then maps to the
+pending inode number (an alias), so the kernel keeps one inode for the file.
+
 Invariants: an inode is in the table iff its lookup count is positive or it is
-permanent (root, org, repo roots); ``parent``/``name`` record where the node was
+permanent (root, org, repo roots) or pending; ``parent``/``name`` record where the node was
 last seen (lookup, readdir, create, rename, or a folded event), relative to its
 parent directory, so a move of an ancestor does not make them stale.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,6 +51,8 @@ REPO_SHIFT = 56
 TREE_MASK = (1 << EPOCH_SHIFT) - 1
 EPOCH_MASK = (1 << (REPO_SHIFT - EPOCH_SHIFT)) - 1
 MAX_REPOS = (1 << (64 - REPO_SHIFT)) - 1
+#: Tree numbers from here up are pending nodes' (the fold never counts this far).
+PENDING_BASE = 1 << 39
 
 
 @dataclass(eq=False, slots=True)
@@ -61,6 +71,12 @@ class Inode:
         epoch: the repo's epoch when the kernel learned it (see module docstring).
         page_key: the value (merge key) whose bytes the kernel's page cache holds,
             None when unknown.
+        pending: created here, its entry not folded yet (``node`` is detached).
+        published: a pending node's creating entry was appended (not folded yet).
+        set_mode: a mode set here whose entry is not folded yet (shown meanwhile).
+        set_times: (atime ms, mtime ms) set here, likewise.
+        attr_gen: bumped by every ``set_mode``/``set_times`` change.
+        queued: the mount's writer has a job for this inode waiting to run.
     """
 
     ino: int
@@ -72,11 +88,17 @@ class Inode:
     unlinked: bool = False
     epoch: int = 0
     page_key: str | None = None
+    pending: bool = False
+    published: bool = False
+    set_mode: int | None = None
+    set_times: tuple[int, int] | None = None
+    attr_gen: int = 0
+    queued: bool = False
 
     @property
     def permanent(self) -> bool:
-        """Root, org and repo roots are never dropped from the table."""
-        return self.node is None
+        """Root, org and repo roots are never dropped from the table (pending nodes neither)."""
+        return self.node is None or self.pending
 
 
 class InodeTable:
@@ -103,14 +125,24 @@ class InodeTable:
         self.negatives: dict[int, set[str]] = {}
         #: directory inode -> time (ms) of the last entry that changed its names.
         self.dir_mtimes: dict[int, int] = {}
+        #: parent inode -> name -> pending inode (created here, not folded yet).
+        self.pending: dict[int, dict[str, int]] = {}
+        #: (repo index, epoch, tree ino) -> the pending inode number it was bound to.
+        self._aliases: dict[tuple[int, int, int], int] = {}
+        self._next_pending = PENDING_BASE
 
     # -- numbers ---------------------------------------------------------------------
 
     def ino_of(self, repo: RepoMount, tree_ino: int) -> int:
         """Return the FUSE inode of a node of ``repo``'s current tree."""
         assert 0 < tree_ino <= TREE_MASK, f"tree inode {tree_ino} out of range"
-        base = self._index[id(repo)] << REPO_SHIFT | tree_ino
-        return base if tree_ino == ROOT_INO else base | self._epochs[id(repo)] << EPOCH_SHIFT
+        index, epoch = self._index[id(repo)], self._epochs[id(repo)]
+        if tree_ino == ROOT_INO:
+            return index << REPO_SHIFT | tree_ino
+        alias = self._aliases.get((index, epoch, tree_ino))
+        if alias is not None:
+            return alias
+        return index << REPO_SHIFT | epoch << EPOCH_SHIFT | tree_ino
 
     def current(self, inode: Inode) -> bool:
         """Whether ``inode`` belongs to its repo's current tree (virtual levels always do)."""
@@ -153,6 +185,10 @@ class InodeTable:
         assert parent.repo is not None
         if not isinstance(node, DirNode) or not self.current(parent):
             return parent.repo, None, 0
+        pending = self.pending.get(parent.ino, {}).get(name)
+        if pending is not None:
+            inode = self.inodes[pending]
+            return inode.repo, inode.node, pending
         found = node.children.get(name)
         if found is None:
             return parent.repo, None, 0
@@ -172,10 +208,12 @@ class InodeTable:
         if not isinstance(node, DirNode) or not self.current(parent):
             return []
         repo = parent.repo
-        return [
-            (name, child, self.ino_of(repo, child.ino))
-            for name, child in sorted(node.children.items())
-        ]
+        entries: dict[str, tuple[AnyNode | None, int]] = {
+            name: (child, self.ino_of(repo, child.ino)) for name, child in node.children.items()
+        }
+        for name, ino in self.pending.get(parent.ino, {}).items():
+            entries[name] = (self.inodes[ino].node, ino)
+        return [(name, child, ino) for name, (child, ino) in sorted(entries.items())]
 
     # -- what the kernel learns and forgets --------------------------------------------
 
@@ -197,6 +235,46 @@ class InodeTable:
         self.dentries.setdefault(parent.ino, {})[name] = ino
         self.forget_negative(parent.ino, name)
         return inode
+
+    def add_pending(self, parent: Inode, name: str, node: AnyNode) -> Inode:
+        """Enter a node created here, before its entry is folded (see module docstring).
+
+        ``node`` is detached (not in the tree); it gets the next pending number. The
+        returned inode counts one lookup (the reply to create or mkdir).
+        """
+        repo = _req(parent.repo)
+        if self._next_pending > TREE_MASK:
+            raise OSError(errno.ENOSPC, "out of pending inode numbers")
+        node.ino = self._next_pending
+        self._next_pending += 1
+        ino = self.ino_of(repo, node.ino)
+        inode = Inode(ino, repo, node, epoch=self._epoch(repo), pending=True)
+        self.inodes[ino] = inode
+        self.pending.setdefault(parent.ino, {})[name] = ino
+        self.learn(parent, name, repo, node)
+        return inode
+
+    def bind(self, inode: Inode, node: AnyNode | None) -> None:
+        """A pending inode's entry was folded: ``node`` is its node in the tree now.
+
+        With ``node`` None (the entry left nothing of the kind at that path: a racing
+        writer made something else there) the inode reads as removed.
+        """
+        names = self.pending.get(inode.parent)
+        if names is not None and names.get(inode.name) == inode.ino:
+            del names[inode.name]
+            if not names:
+                del self.pending[inode.parent]
+        inode.pending = False
+        if node is None or inode.epoch != self._epoch(_req(inode.repo)):
+            inode.unlinked = True
+            self.drop_dentry(inode.parent, inode.name)
+        else:
+            index = self._index[id(inode.repo)]
+            self._aliases[(index, inode.epoch, node.ino)] = inode.ino
+            inode.node = node
+        if not inode.lookups:
+            self.forget(inode.ino, 0)
 
     def learn_negative(self, parent: Inode, name: str) -> None:
         """Record that the kernel caches "no such entry" for ``name`` in ``parent``."""
@@ -231,6 +309,10 @@ class InodeTable:
         if inode.lookups or inode.permanent:
             return
         del self.inodes[ino]
+        if inode.node is not None and inode.repo is not None and inode.node.ino < PENDING_BASE:
+            key = (self._index[id(inode.repo)], inode.epoch, inode.node.ino)
+            if self._aliases.get(key) == ino:
+                del self._aliases[key]
         names = self.dentries.get(inode.parent)
         if names is not None and names.get(inode.name) == ino:
             self.drop_dentry(inode.parent, inode.name)
@@ -245,6 +327,8 @@ class InodeTable:
         (parent inode, name) for the kernel to drop.
         """
         root = self.repo_root(repo)
+        index = self._index[id(repo)]
+        self._aliases = {k: v for k, v in self._aliases.items() if k[0] != index}
         self._epochs[id(repo)] = (self._epochs[id(repo)] + 1) & EPOCH_MASK
         for inode in self.inodes.values():
             if inode.repo is repo and not inode.permanent:
@@ -263,6 +347,10 @@ class InodeTable:
         """
         if inode.repo is None or not self.current(inode):
             return None
+        if inode.pending:
+            up = self.inodes.get(inode.parent)
+            up_path = None if up is None else self.path_of(up)
+            return None if up_path is None else (*up_path, inode.name)
         path = self.verified_path(inode)
         if path is not None:
             return path

@@ -1,10 +1,14 @@
 """The pyfuse3 request handlers over a mount's repos.
 
 Reads (lookup, getattr, readdir, readlink, read) are answered from the folded trees
-in memory; every mutation is one op submitted to its repo's log, which returns once
-the entry is durable and folded here, so the reply the kernel caches is the folded
-state. Replies carry long entry/attribute timeouts (negative lookups too) and open
-files keep their page cache: `mesa.fuse._invalidate` corrects the kernel from the
+in memory, with what this mount wrote and has not seen folded yet on top (pending
+nodes, live buffers, modes and times set). Creating a file, making a directory,
+closing a written file, chmod and utimens return once the mount shows the change and
+its log writer has it queued (`mesa.fuse._writer`: write-behind, in order; fsync
+waits for it). Every other mutation waits for the writer's queue, then is one op
+submitted to its repo's log, returning once the entry is durable and folded here.
+Replies carry long entry/attribute timeouts (negative lookups too) and open files
+keep their page cache: `mesa.fuse._invalidate` corrects the kernel from the
 log when another writer changes something.
 
 Errors: every handler fails only with ``FUSEError`` (anything else would end the
@@ -31,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from engine.content import Content
-from engine.ops import Chmod, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.merge import Merge
+from engine.ops import Mv, Op, Rm, Symlink, Write
 from engine.paths import NAME_MAX_BYTES, RelPath
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, merge_key
 from mesa._fs import MesaFileSystem
@@ -39,7 +44,15 @@ from mesa._mount import RepoMount
 from mesa.fuse._errors import errno_of
 from mesa.fuse._handles import Handles, content_of
 from mesa.fuse._inodes import ORG, ROOT, Inode, InodeTable, value_size
-from mesa.fuse._invalidate import Invalidator, Notifier, listen
+from mesa.fuse._invalidate import (
+    InvalEntry,
+    Invalidator,
+    InvalInode,
+    Notification,
+    Notifier,
+    listen,
+)
+from mesa.fuse._writer import LogWriter
 
 pyfuse3: Any = importlib.import_module("pyfuse3")
 
@@ -93,7 +106,8 @@ class Handlers:
         self.fs = fs
         repos = list(fs._repos.values())
         self.table = InodeTable(fs.org, repos)
-        self.handles = Handles(self.table)
+        self.handles = Handles(self.table, self._changed_under_kernel)
+        self.writer = LogWriter(self.handles.job)
         self.timeout = cache_timeout_s
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started_ns = time.time_ns()
@@ -111,6 +125,54 @@ class Handlers:
 
     def init(self) -> None:
         """Called by pyfuse3 before the first request."""
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Queue every buffer not published yet and drain the writer (unmount)."""
+        for inode in self.handles.dirty_inodes():
+            try:
+                self.writer.schedule(inode)
+            except OSError as exc:
+                log.error("publishing %s at shutdown failed: %s", inode.name, exc)
+        await self.writer.close(timeout_s)
+
+    def _changed_under_kernel(self, inode: Inode) -> None:
+        """A published write came out differently (a race): correct the kernel's caches."""
+        batch: list[Notification] = [InvalInode(inode.ino)]
+        if inode.unlinked and inode.parent:
+            batch.append(InvalEntry(inode.parent, inode.name))
+        inode.page_key = None
+        self.notifier.submit(batch)
+
+    def _schedule(self, inode: Inode) -> None:
+        """Hand ``inode`` to the log writer (EIO if it stopped)."""
+        self.writer.schedule(inode)
+
+    async def _barrier(self, repo: RepoMount, *names: tuple[Inode, str]) -> None:
+        """Wait until the writer folded everything queued (and the named pending files).
+
+        ``names``: (parent, name) this op is about; a pending file there whose bytes
+        were not handed to the writer yet (still open) is handed over first.
+        """
+        for parent, name in names:
+            _, _, ino = self.table.child(parent, name)
+            inode = self.table.get(ino) if ino else None
+            if inode is not None and inode.pending and not inode.queued:
+                self._schedule(inode)
+        await self.writer.barrier(repo)
+
+    def _names_changed(self, directory: Inode, now_ms: int) -> None:
+        """This mount added a name to ``directory``: its mtime is now (as the fold will say).
+
+        A utimens of the directory not folded yet is overtaken by the new name.
+        """
+        self.table.dir_mtimes[directory.ino] = now_ms
+        if directory.set_times is not None:
+            directory.set_times = (directory.set_times[0], now_ms)
+            directory.attr_gen += 1
+
+    @staticmethod
+    def _now_ms() -> int:
+        return time.time_ns() // 1_000_000
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -150,9 +212,9 @@ class Handlers:
         await repo.submit(op, self.table.abs_path(repo, path))
 
     async def _size(self, ino: int, repo: RepoMount, node: FileNode) -> int:
-        dirty = self.handles.dirty_file(ino)
-        if dirty is not None:
-            return len(dirty.data)
+        live = self.handles.live(ino)
+        if live is not None:
+            return len(live.data)
         size = value_size(node.value)
         if size is not None:
             return size
@@ -194,10 +256,16 @@ class Handlers:
         if unlinked:
             attr.st_nlink = 0
         attr.st_blocks = (attr.st_size + 511) // 512
-        mtime_ms = node.mtime_ms
+        atime_ms, mtime_ms = node.atime_ms, node.mtime_ms
         if isinstance(node, DirNode):
             mtime_ms = self.table.dir_mtimes.get(ino, mtime_ms)
-        attr.st_atime_ns = node.atime_ms * 1_000_000
+        inode = self.table.get(ino)
+        if inode is not None:
+            if inode.set_mode is not None and not isinstance(node, SymlinkNode):
+                attr.st_mode = stat.S_IFMT(attr.st_mode) | inode.set_mode
+            if inode.set_times is not None:
+                atime_ms, mtime_ms = inode.set_times
+        attr.st_atime_ns = atime_ms * 1_000_000
         attr.st_mtime_ns = attr.st_ctime_ns = mtime_ms * 1_000_000
         return attr
 
@@ -257,7 +325,11 @@ class Handlers:
 
     @_guard
     async def setattr(self, ino: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
-        """chmod, truncate/ftruncate, utimens; chown is accepted and ignored."""
+        """chmod, truncate/ftruncate, utimens; chown is accepted and ignored.
+
+        chmod and utimens are shown at once and handed to the log writer (with the
+        bytes, for a file open for writing: published at its close).
+        """
         inode = self._inode(ino)
         node = self.table.node_of(inode)
         changes = (fields.update_size, fields.update_mode, fields.update_atime, fields.update_mtime)
@@ -266,12 +338,24 @@ class Handlers:
             assert node is not None
             if fields.update_size:
                 await self._truncate(inode, node, fh, attr.st_size)
+            attrs_set = False
             if fields.update_mode and not isinstance(node, SymlinkNode):
-                mode = attr.st_mode & 0o7777
-                if mode != node.mode:
-                    await self._submit(repo, Chmod(self._path(inode), mode), self._path(inode))
+                inode.set_mode = attr.st_mode & 0o7777
+                attrs_set = True
             if fields.update_atime or fields.update_mtime:
-                await self._utimes(inode, node, repo, attr, fields)
+                atime, mtime = inode.set_times or (node.atime_ms, node.mtime_ms)
+                if fields.update_atime:
+                    atime = attr.st_atime_ns // 1_000_000
+                if fields.update_mtime:
+                    mtime = attr.st_mtime_ns // 1_000_000
+                inode.set_times = (atime, mtime)
+                attrs_set = True
+            if attrs_set:
+                inode.attr_gen += 1
+                of = self.handles.current(inode.ino)
+                if of is None or not (of.dirty and of.handles > 0):
+                    self._schedule(inode)
+                    await self.writer.throttle(repo)
         return await self._inode_attrs(inode)
 
     async def _truncate(self, inode: Inode, node: AnyNode, fh: int | None, size: int) -> None:
@@ -282,11 +366,12 @@ class Handlers:
         of = self.handles.current(inode.ino)
         if of is not None:
             of.truncate(size)
-            if fh is None:
-                await self.handles.publish(of)
+            if fh is None and of.dirty:
+                self._schedule(inode)
             return
         repo = inode.repo
         assert repo is not None
+        await self.writer.barrier(repo)
         data = await repo.blobs.value_bytes(node.value)
         cut = data[:size] + bytes(max(0, size - len(data)))
         if cut == data and node.value.is_resolved():
@@ -294,19 +379,6 @@ class Handlers:
         path = self._path(inode)
         content = await content_of(repo, cut, self.table.abs_path(repo, path))
         await self._submit(repo, Write(path, content, mode=node.mode), path)
-
-    async def _utimes(
-        self, inode: Inode, node: AnyNode, repo: RepoMount, attr: Any, fields: Any
-    ) -> None:
-        dirty = self.handles.dirty_file(inode.ino)
-        if dirty is not None:
-            # The times must land after the bytes, or publishing would reset mtime.
-            await self.handles.publish(dirty)
-        atime = attr.st_atime_ns // 1_000_000 if fields.update_atime else node.atime_ms
-        mtime = attr.st_mtime_ns // 1_000_000 if fields.update_mtime else node.mtime_ms
-        if (atime, mtime) != (node.atime_ms, node.mtime_ms):
-            path = self._path(inode)
-            await self._submit(repo, Utimes(path, atime, mtime), path)
 
     @_guard
     async def readlink(self, ino: int, ctx: Any = None) -> bytes:
@@ -374,18 +446,27 @@ class Handlers:
 
     @_guard
     async def fsyncdir(self, fh: int, datasync: bool) -> None:  # noqa: FBT001
-        """Nothing to do: every directory change is durable when its call returns."""
+        """Wait until every change this mount queued for the repo is durable and folded."""
+        handle = self._dirs.get(fh)
+        if handle is None:
+            raise _fail(errno.EBADF)
+        if handle.inode.repo is not None:
+            await self.writer.barrier(handle.inode.repo)
 
     @_guard
     async def mkdir(self, parent_ino: int, raw: bytes, mode: int, ctx: Any) -> Any:
-        """Create a directory (one Mkdir op)."""
+        """Make a directory: shown at once, its Mkdir queued on the log writer."""
         parent = self._inode(parent_ino)
         name = _name(raw)
-        repo, path, node = self._dir_path(parent)
-        if name in node.children:
+        repo, _, _ = self._dir_path(parent)
+        if self.table.child(parent, name)[2]:
             raise _fail(errno.EEXIST)
-        await self._submit(repo, Mkdir((*path, name), mode=mode & 0o7777), (*path, name))
-        return await self._learned(parent, name)
+        now = self._now_ms()
+        inode = self.table.add_pending(parent, name, DirNode(0, mode & 0o7777, now, now))
+        self._names_changed(parent, now)
+        self._schedule(inode)
+        await self.writer.throttle(repo)
+        return await self._inode_attrs(inode)
 
     @_guard
     async def rmdir(self, parent_ino: int, raw: bytes, ctx: Any) -> None:
@@ -399,6 +480,8 @@ class Handlers:
 
     async def _remove(self, parent_ino: int, name: str, *, directory: bool) -> None:
         parent = self._inode(parent_ino)
+        repo, _, _ = self._dir_path(parent)
+        await self._barrier(repo, (parent, name))
         repo, path, node = self._dir_path(parent)
         child = node.children.get(name)
         if child is None:
@@ -441,6 +524,9 @@ class Handlers:
             raise _fail(errno.EPERM)
         if old_parent.repo is not new_parent.repo:
             raise _fail(errno.EXDEV)
+        repo, _, _ = self._dir_path(old_parent)
+        self._dir_path(new_parent)
+        await self._barrier(repo, (old_parent, old_name), (new_parent, new_name))
         repo, old_path, old_dir = self._dir_path(old_parent)
         _, new_path, new_dir = self._dir_path(new_parent)
         moved = old_dir.children.get(old_name)
@@ -466,8 +552,10 @@ class Handlers:
         """Create a symlink; the target is stored verbatim."""
         parent = self._inode(parent_ino)
         name = _name(raw)
-        repo, path, node = self._dir_path(parent)
-        if name in node.children:
+        repo, _, _ = self._dir_path(parent)
+        await self._barrier(repo, (parent, name))
+        repo, path, _ = self._dir_path(parent)
+        if self.table.child(parent, name)[2]:
             raise _fail(errno.EEXIST)
         text = target.decode("utf-8", "surrogateescape")
         await self._submit(repo, Symlink((*path, name), text), (*path, name))
@@ -485,8 +573,10 @@ class Handlers:
             raise _fail(errno.EPERM)
         parent = self._inode(parent_ino)
         name = _name(raw)
-        repo, path, node = self._dir_path(parent)
-        if name in node.children:
+        repo, _, _ = self._dir_path(parent)
+        await self._barrier(repo, (parent, name))
+        repo, path, _ = self._dir_path(parent)
+        if self.table.child(parent, name)[2]:
             raise _fail(errno.EEXIST)
         await self._new_file(repo, (*path, name), mode)
         return await self._learned(parent, name)
@@ -516,22 +606,29 @@ class Handlers:
 
     @_guard
     async def create(self, parent_ino: int, raw: bytes, mode: int, flags: int, ctx: Any) -> Any:
-        """Create and open a file (one Write of the empty file)."""
+        """Create and open a file: shown at once, published (one Write) at its close."""
         parent = self._inode(parent_ino)
         name = _name(raw)
-        repo, path, node = self._dir_path(parent)
-        existing = node.children.get(name)
-        if existing is not None and flags & os.O_EXCL:
+        self._dir_path(parent)
+        exists = self.table.child(parent, name)[2]
+        if not exists:
+            now = self._now_ms()
+            empty = Merge.resolved(Content.of(b""))
+            node = FileNode(0, mode & 0o7777, now, now, value=empty)
+            inode = self.table.add_pending(parent, name, node)
+            self._names_changed(parent, now)
+            fh = self.handles.create(inode)
+            attrs = await self._inode_attrs(inode)
+            return pyfuse3.FileInfo(fh=fh, keep_cache=False), attrs
+        if flags & os.O_EXCL:
             raise _fail(errno.EEXIST)
-        if isinstance(existing, DirNode):
-            raise _fail(errno.EISDIR)
-        if existing is None:
-            await self._new_file(repo, (*path, name), mode)
         attrs = await self._learned(parent, name)
         inode = self._inode(attrs.st_ino)
+        if isinstance(inode.node, DirNode):
+            raise _fail(errno.EISDIR)
         if not isinstance(inode.node, FileNode):
             raise _fail(errno.EEXIST)
-        truncate = existing is not None and bool(flags & os.O_TRUNC)
+        truncate = bool(flags & os.O_TRUNC)
         fh, keep = await self.handles.open(inode, writable=True, truncate=truncate)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep), attrs
 
@@ -549,24 +646,36 @@ class Handlers:
         handle = self.handles.get(fh)
         if not handle.writable:
             raise _fail(errno.EBADF)
+        inode = handle.file.inode
+        if inode.set_times is not None:
+            inode.set_times = None  # a write after utimens sets mtime again
+            inode.attr_gen += 1
         return handle.file.write(offset, buf)
 
     @_guard
     async def flush(self, fh: int) -> None:
-        """close(2) of a descriptor: publish the bytes written through a writable handle."""
+        """close(2) of a descriptor: hand the bytes written through it to the log writer."""
         handle = self.handles.get(fh)
         if handle.writable and handle.file.dirty:
-            await self.handles.publish(handle.file)
+            inode = handle.file.inode
+            self._schedule(inode)
+            assert inode.repo is not None
+            await self.writer.throttle(inode.repo)
 
     @_guard
     async def fsync(self, fh: int, datasync: bool) -> None:  # noqa: FBT001
-        """Publish now; the write is durable when this returns."""
+        """Publish now; return once this and every earlier write is durable and folded."""
         await self.flush(fh)
+        repo = self.handles.get(fh).file.inode.repo
+        assert repo is not None
+        await self.writer.barrier(repo)
 
     @_guard
     async def release(self, fh: int) -> None:
-        """The last descriptor closed: publish what is left, drop the handle."""
-        await self.handles.release(fh)
+        """The last descriptor closed: hand what is left to the log writer, drop the handle."""
+        of = self.handles.release(fh)
+        if of is not None:
+            self._schedule(of.inode)
 
 
 def operations(fs: MesaFileSystem, *, cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S) -> Any:

@@ -146,13 +146,16 @@ async def test_two_fuse_mounts_see_each_other(
     (a.repo / "src" / "main.py").write_text("print(1)\n")
     await read_eventually(b.repo / "src" / "main.py", b"print(1)\n")
     ino = (b.repo / "src" / "main.py").stat().st_ino
-    assert ino == (a.repo / "src" / "main.py").stat().st_ino  # same inode numbers
+    # a numbered it when it created it (before the fold did); b has the fold's number.
+    created_ino = (a.repo / "src" / "main.py").stat().st_ino
     (b.repo / "src" / "main.py").write_text("print(2)  # edited on b\n")
     await read_eventually(a.repo / "src" / "main.py", b"print(2)  # edited on b\n")
+    assert (a.repo / "src" / "main.py").stat().st_ino == created_ino  # an edit keeps it
     os.rename(a.repo / "src", a.repo / "lib")
     await read_eventually(b.repo / "lib" / "main.py", b"print(2)  # edited on b\n")
     assert not (b.repo / "src").exists()
     assert (b.repo / "lib" / "main.py").stat().st_ino == ino  # a move keeps the inode
+    assert (a.repo / "lib" / "main.py").stat().st_ino == created_ino
     (b.repo / "lib" / "more.py").write_text("x = 1\n")  # the moved directory still works
     await read_eventually(a.repo / "lib" / "more.py", b"x = 1\n")
     os.unlink(b.repo / "lib" / "main.py")
@@ -245,7 +248,13 @@ async def test_killed_fuse_process_leaves_a_mount_that_mesa_unmount_clears(
     deployment = Deployment([nats_server.url])
     await asyncio.to_thread(create_repos, deployment, "app")
     fuse = await asyncio.to_thread(start_fuse, deployment)
-    (fuse.repo / "f").write_bytes(b"1")
+    (fuse.repo / "d").mkdir()
+    fd = os.open(fuse.repo / "d" / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"1")
+        os.fsync(fd)  # close is not a durability point (write-behind); fsync is
+    finally:
+        os.close(fd)
     fuse.proc.send_signal(signal.SIGKILL)
     fuse.proc.wait(10)
     assert is_mounted(fuse.mountpoint)
@@ -258,7 +267,7 @@ async def test_killed_fuse_process_leaves_a_mount_that_mesa_unmount_clears(
     assert os.listdir(fuse.mountpoint) == []
     # The data outlived the process: a new mount there serves it.
     again = await asyncio.to_thread(start_fuse, deployment, name="mnt2")
-    assert (again.repo / "f").read_bytes() == b"1"
+    assert (again.repo / "d" / "f").read_bytes() == b"1"
 
 
 async def test_daemonized_mount_serves_until_mesa_unmount(
@@ -326,6 +335,12 @@ async def test_write_made_while_a_fuse_file_was_open_races_its_close(
         await app.write("marker", b"after the app's edit\n")
         # The FUSE mount has folded the app's edit before the file is closed.
         await read_eventually(fuse.repo / "marker", b"after the app's edit\n")
+    finally:
+        os.close(fd)
+    # Publication is write-behind: an fsync (of any file) waits for what was closed before.
+    fd = os.open(fuse.repo / "fuse-marker", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
     await app.call("sync")
