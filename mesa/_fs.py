@@ -90,6 +90,11 @@ class MesaFileSystem:
 
     # -- mount plumbing ----------------------------------------------------------
 
+    @property
+    def repo_mounts(self) -> tuple[RepoMount, ...]:
+        """The mounted repos, in the order they were given (for layers above the SDK)."""
+        return tuple(self._repos.values())
+
     def add_repo(self, repo: RepoMount) -> None:
         """Attach a repo (called by the mount while entering)."""
         self._repos[repo.name] = repo

@@ -128,6 +128,7 @@ class RepoMount:
         self._background: set[asyncio.Task[None]] = set()
         self.blobs: BlobCache = _MountBlobs(client.transport, client.org, name, token, disk_cache)
         self._listener = listener
+        self._fold_listeners: list[FoldListener] = []
         self._switch_listeners: list[SwitchListener] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = 0
@@ -150,6 +151,10 @@ class RepoMount:
     def prefix(self) -> str:
         """The absolute path of this repo's root: ``/<org>/<repo>``."""
         return f"/{self.org}/{self.name}"
+
+    def add_fold_listener(self, listener: FoldListener) -> None:
+        """Call ``listener`` after each fold, before the mount's own (events) listener."""
+        self._fold_listeners.append(listener)
 
     def add_switch_listener(self, listener: SwitchListener) -> None:
         """Call ``listener`` after each switch to another change (the new tree is visible)."""
@@ -415,6 +420,8 @@ class RepoMount:
                 if folded:
                     self._wake(self.replica.seq)
                     self._maybe_snapshot(change_id, folded)
+                    for listener in self._fold_listeners:
+                        listener(self, folded)
                     self._listener(self, folded)
                 if self.replica.broken is not None:
                     # The entries before the corrupt one were folded and announced.

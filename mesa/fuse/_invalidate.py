@@ -334,18 +334,3 @@ class Invalidator:
             log.exception("planning invalidations for a switch failed")
             return
         self.notifier.submit(batch)
-
-
-def listen(repo: RepoMount, listener: Callable[[RepoMount, list[Folded]], None]) -> None:
-    """Call ``listener`` after each fold of ``repo``, before the mount's own listener.
-
-    `RepoMount` takes one listener when it is built (its filesystem's) and has no
-    public way to add another, so this chains onto it.
-    """
-    original = repo._listener
-
-    def chained(mounted: RepoMount, folded: list[Folded]) -> None:
-        listener(mounted, folded)
-        original(mounted, folded)
-
-    repo._listener = chained

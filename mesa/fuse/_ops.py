@@ -50,7 +50,6 @@ from mesa.fuse._invalidate import (
     InvalInode,
     Notification,
     Notifier,
-    listen,
 )
 from mesa.fuse._writer import LogWriter
 
@@ -104,7 +103,7 @@ class Handlers:
 
     def __init__(self, fs: MesaFileSystem, *, cache_timeout_s: float) -> None:
         self.fs = fs
-        repos = list(fs._repos.values())
+        repos = list(fs.repo_mounts)
         self.table = InodeTable(fs.org, repos)
         self.handles = Handles(self.table, self._changed_under_kernel)
         self.writer = LogWriter(self.handles.job)
@@ -117,11 +116,9 @@ class Handlers:
         self.notifier = Notifier(pyfuse3.invalidate_entry, pyfuse3.invalidate_inode)
         self.invalidator = Invalidator(self.table, self.notifier)
         for repo in repos:
-            listen(repo, self.invalidator.on_folded)
-            # Mounts that follow a bookmark switch changes when it moves (newer SDKs).
-            add_switch_listener = getattr(repo, "add_switch_listener", None)
-            if add_switch_listener is not None:
-                add_switch_listener(self.invalidator.on_switched)
+            repo.add_fold_listener(self.invalidator.on_folded)
+            # Mounts that follow a bookmark switch changes when it moves.
+            repo.add_switch_listener(self.invalidator.on_switched)
 
     def init(self) -> None:
         """Called by pyfuse3 before the first request."""

@@ -18,7 +18,7 @@ from engine.replica import Folded
 from mesa import Mesa, MesaFileSystem
 from mesa._mount import RepoMount
 from mesa.fuse._inodes import ORG, REPO_SHIFT, ROOT, Inode, InodeTable
-from mesa.fuse._invalidate import InvalEntry, InvalInode, Notification, Planner, listen
+from mesa.fuse._invalidate import InvalEntry, InvalInode, Notification, Planner
 from transports.auth import Keyring
 from transports.base import ManualClock
 from transports.memory import MemoryTransport
@@ -68,7 +68,7 @@ async def world() -> AsyncIterator[World]:
     client = Mesa(org="acme", api_key=KEY, transport=transport, clock=clock)
     await client.repos.create("app")
     async with client.fs.mount(["app"]) as remote, client.fs.mount(["app"]) as local:
-        repo = local._repos["app"]
+        repo = local.repo_mounts[0]
         table = InodeTable("acme", [repo])
         planner = Planner(table)
         sent: list[Notification] = []
@@ -76,8 +76,8 @@ async def world() -> AsyncIterator[World]:
         def record(mounted: RepoMount, folded: list[Folded]) -> None:
             sent.extend(planner.plan(mounted, folded))
 
-        listen(repo, record)
-        yield World(Side(remote, remote._repos["app"]), Side(local, repo), table, sent, clock)
+        repo.add_fold_listener(record)
+        yield World(Side(remote, remote.repo_mounts[0]), Side(local, repo), table, sent, clock)
     await transport.aclose()
 
 

@@ -279,3 +279,38 @@ def test_directory_mtime_changes_with_its_entries(work: Path) -> None:
     assert out.stdout.split() == ["2", "3"]
     os.unlink(package / "first.py")
     assert package.stat().st_mtime_ns > after_create
+
+
+def test_new_files_and_directories_are_served_before_their_entries_fold(work: Path) -> None:
+    """Write-behind: what a syscall returned is visible at once, and later ops see it."""
+    (work / "a" / "b").mkdir(parents=True)
+    fd = os.open(work / "a" / "b" / "new.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"not closed yet\n")
+        assert os.listdir(work / "a" / "b") == ["new.txt"]
+        assert os.stat(work / "a" / "b" / "new.txt").st_size == len(b"not closed yet\n")
+        with pytest.raises(FileExistsError):
+            os.open(work / "a" / "b" / "new.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with pytest.raises(FileExistsError):
+            os.mkdir(work / "a" / "b" / "new.txt")
+        os.fchmod(fd, 0o640)
+        os.utime(fd, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    finally:
+        os.close(fd)
+    st = os.stat(work / "a" / "b" / "new.txt")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, 1_600_000_000 * 10**9)
+    # A rename right after close waits for the file's entry, then moves it.
+    os.rename(work / "a" / "b" / "new.txt", work / "a" / "moved.txt")
+    assert (work / "a" / "moved.txt").read_bytes() == b"not closed yet\n"
+    assert stat.S_IMODE(os.stat(work / "a" / "moved.txt").st_mode) == 0o640
+    # Unlinking a file that is still open and never closed removes it too.
+    fd = os.open(work / "a" / "tmp", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"scratch")
+        os.unlink(work / "a" / "tmp")
+        assert not (work / "a" / "tmp").exists()
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(work / "a")) == ["b", "moved.txt"]
+    os.rmdir(work / "a" / "b")
+    assert sorted(os.listdir(work / "a")) == ["moved.txt"]

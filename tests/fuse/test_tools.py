@@ -122,6 +122,21 @@ def test_tar_extract_thousands_of_files_reads_back_identical(
     assert sorted(actual) == sorted(expected)
     different = [rel for rel in expected if actual[rel] != expected[rel]]
     assert not different, f"{len(different)} entries differ, e.g. {different[:5]}"
+    # What tar saw is write-behind; once an fsync returns, all of it is in the log:
+    # a new mount, which knows only the log, serves the same tree (modes and times too).
+    fd = os.open(dest / "barrier", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    other = FuseMount.start(tmp_path / "other", shared_mount.extra["deployment"], ("app",))
+    try:
+        from_log = snapshot(other.repo / "untar" / "tree")
+    finally:
+        other.stop()
+    different = [rel for rel in expected if from_log.get(rel) != expected[rel]]
+    assert not different, f"{len(different)} entries differ in the log, e.g. {different[:5]}"
+    assert len(from_log) == len(expected)
 
 
 def test_python_venv_inside_the_mount(shared_mount: FuseMount) -> None:
