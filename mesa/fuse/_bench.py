@@ -6,6 +6,8 @@ Starts an embedded nats-server under a temporary ``MESA_HOME`` (fsync on every w
 as the default deployment), creates a repo, runs ``mesa mount`` in its own process,
 and measures, on the mount and on a tmpfs directory:
 
+- a lookup round trip: ``lstat`` of names that do not exist, each once (on the mount
+  every one is a request served by the FUSE process: the floor of uncached work);
 - cached ``lstat``: ops/s over every entry of the extracted tree, after a warm pass;
 - reads of one file of ``--size-mb`` MB: cached (page cache warm; best of 4),
   uncached (pages dropped with ``posix_fadvise(DONTNEED)``, so every read is a FUSE
@@ -13,7 +15,8 @@ and measures, on the mount and on a tmpfs directory:
   mount: bytes fetched from the blob store); tmpfs has no uncached state, so its
   baseline is its cached read;
 - ``tar -x`` of a large source tree (default: this Python's standard library,
-  without site-packages and ``__pycache__``);
+  without site-packages and ``__pycache__``), and the time until an ``fsync`` after
+  it returns (the mount publishes write-behind: that is when all of it is durable);
 - ``git status`` on that tree once committed (the first run, and the median of 5).
 
 Each figure is reported with its tmpfs baseline and the slowdown factor (FUSE cost
@@ -182,9 +185,36 @@ def make_archive(tree: Path, archive: Path) -> int:
     return count
 
 
-def untar(archive: Path, dest: Path) -> float:
-    """Seconds ``tar -x`` takes into ``dest``."""
-    return _timed(lambda: _run(["tar", "-x", "-f", str(archive)], dest))
+def untar(archive: Path, dest: Path) -> tuple[float, float]:
+    """Seconds ``tar -x`` takes into ``dest``, and until an fsync after it returns.
+
+    On the mount the second figure is until everything tar did is durable in the
+    log (publication is write-behind: an fsync waits for what was queued before it).
+    """
+    started = time.perf_counter()
+    _run(["tar", "-x", "-f", str(archive)], dest)
+    untarred = time.perf_counter() - started
+    fd = os.open(dest / ".bench-fsync", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return untarred, time.perf_counter() - started
+
+
+def miss_rate(root: Path, count: int = 3000) -> float:
+    """Return ``lstat`` calls per second on names that do not exist, each asked once.
+
+    Every call is a lookup round trip into the filesystem (nothing is cached yet):
+    on the mount, the floor under every uncached operation.
+    """
+    probe = root / "miss-probe"
+    probe.mkdir()
+    started = time.perf_counter()
+    for i in range(count):
+        with contextlib.suppress(FileNotFoundError):
+            os.lstat(probe / f"missing-{i}")
+    return count / (time.perf_counter() - started)
 
 
 def stat_rate(root: Path, min_seconds: float) -> float:
@@ -244,8 +274,18 @@ def measure(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[R
         archive = work / "tree.tar"
         entries = make_archive(Path(args.tree), archive)
         _say(f"tree: {args.tree} ({entries} entries)")
-        base, fuse = untar(archive, tmpfs), untar(archive, mount.root)
-        rows.append(Row(f"tar -x ({entries} entries)", "s", base, fuse, 3.0))
+        rows.append(
+            Row(
+                "lookup round trip (lstat of a new missing name)",
+                "ops/s",
+                miss_rate(tmpfs),
+                miss_rate(mount.root),
+                None,
+            )
+        )
+        tar_base, tar_fuse = untar(archive, tmpfs), untar(archive, mount.root)
+        rows.append(Row(f"tar -x ({entries} entries)", "s", tar_base[0], tar_fuse[0], 3.0))
+        rows.append(Row("tar -x, then fsync (all durable)", "s", tar_base[1], tar_fuse[1], None))
         base, fuse = stat_rate(tmpfs, args.seconds), stat_rate(mount.root, args.seconds)
         rows.append(Row("cached lstat", "ops/s", base, fuse, 1.5))
         tmp_git, fuse_git = git_status(tmpfs / "tree"), git_status(mount.root / "tree")
