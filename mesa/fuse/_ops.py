@@ -487,8 +487,10 @@ class Handlers:
             raise _fail(errno.ENOTDIR)
         if not directory and isinstance(child, DirNode):
             raise _fail(errno.EISDIR)
-        if isinstance(child, DirNode) and child.children:
-            raise _fail(errno.ENOTEMPTY)
+        if isinstance(child, DirNode) and (
+            child.children or self.table.pending.get(self.table.ino_of(repo, child.ino))
+        ):
+            raise _fail(errno.ENOTEMPTY)  # (a file created here and still open counts)
         await self._submit(repo, Rm((*path, name)), (*path, name))
         self._unlinked(parent, name, repo, child)
 

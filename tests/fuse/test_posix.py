@@ -312,5 +312,13 @@ def test_new_files_and_directories_are_served_before_their_entries_fold(work: Pa
     finally:
         os.close(fd)
     assert sorted(os.listdir(work / "a")) == ["b", "moved.txt"]
+    fd = os.open(work / "a" / "b" / "open.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError, match="not empty") as caught:
+            os.rmdir(work / "a" / "b")  # holds a file created here, still open
+        assert caught.value.errno == errno.ENOTEMPTY
+    finally:
+        os.close(fd)
+    os.unlink(work / "a" / "b" / "open.txt")
     os.rmdir(work / "a" / "b")
     assert sorted(os.listdir(work / "a")) == ["moved.txt"]
