@@ -230,30 +230,27 @@ class Handles:
         seen: int | None = None
         sent: tuple[OpenFile, int, str] | None = None
         creating = inode.pending and not inode.published
+        if creating and mode is not None and not isinstance(node, SymlinkNode):
+            # The creating entry carries the mode set meanwhile; the detached node
+            # records what the log will hold, so a later chmod compares against it.
+            node.mode, mode = mode, None
         if isinstance(node, DirNode) and creating:
-            ops.append(Mkdir(path, mode=node.mode if mode is None else mode))
-            mode = None
+            ops.append(Mkdir(path, mode=node.mode))
         elif isinstance(node, FileNode) and of is not None and (of.dirty or creating):
             generation, data = of.generation, bytes(of.data)
             content = await content_of(repo, data, where)
             key = merge_key(Merge.resolved(content))
             if creating or key != merge_key(node.value):
-                file_mode = node.mode if mode is None or not creating else mode
-                ops.append(Write(path, content, mode=file_mode))
+                ops.append(Write(path, content, mode=node.mode))
                 # Bytes read from another change (the mount switched) saw nothing of it.
                 seen = of.seen if of.change_id == repo.change_id else 0
-                if creating:
-                    mode = None
             sent = (of, generation, key)
-        if (
-            mode is not None
-            and not isinstance(node, SymlinkNode)
-            and (inode.pending or mode != node.mode)
-        ):
+        if mode is not None and not isinstance(node, SymlinkNode) and mode != node.mode:
             ops.append(Chmod(path, mode))
+        # A pending node's times are not the log's yet (the fold stamps the sequencer's).
         if times is not None and (inode.pending or times != (node.atime_ms, node.mtime_ms)):
             ops.append(Utimes(path, *times))
-        seq = await repo.publish(ops, where, seen=seen, checked=False)
+        seq = await repo.publish(ops, where, seen=seen, checked=False) if ops else None
         if creating:
             inode.published = True
         if sent is not None:

@@ -140,10 +140,6 @@ class Handlers:
         inode.page_key = None
         self.notifier.submit(batch)
 
-    def _schedule(self, inode: Inode) -> None:
-        """Hand ``inode`` to the log writer (EIO if it stopped)."""
-        self.writer.schedule(inode)
-
     async def _barrier(self, repo: RepoMount, *names: tuple[Inode, str]) -> None:
         """Wait until the writer folded everything queued (and the named pending files).
 
@@ -154,7 +150,7 @@ class Handlers:
             _, _, ino = self.table.child(parent, name)
             inode = self.table.get(ino) if ino else None
             if inode is not None and inode.pending and not inode.queued:
-                self._schedule(inode)
+                self.writer.schedule(inode)
         await self.writer.barrier(repo)
 
     def _names_changed(self, directory: Inode, now_ms: int) -> None:
@@ -351,7 +347,7 @@ class Handlers:
                 inode.attr_gen += 1
                 of = self.handles.current(inode.ino)
                 if of is None or not (of.dirty and of.handles > 0):
-                    self._schedule(inode)
+                    self.writer.schedule(inode)
                     await self.writer.throttle(repo)
         return await self._inode_attrs(inode)
 
@@ -364,7 +360,7 @@ class Handlers:
         if of is not None:
             of.truncate(size)
             if fh is None and of.dirty:
-                self._schedule(inode)
+                self.writer.schedule(inode)
             return
         repo = inode.repo
         assert repo is not None
@@ -461,7 +457,7 @@ class Handlers:
         now = self._now_ms()
         inode = self.table.add_pending(parent, name, DirNode(0, mode & 0o7777, now, now))
         self._names_changed(parent, now)
-        self._schedule(inode)
+        self.writer.schedule(inode)
         await self.writer.throttle(repo)
         return await self._inode_attrs(inode)
 
@@ -657,7 +653,7 @@ class Handlers:
         handle = self.handles.get(fh)
         if handle.writable and handle.file.dirty:
             inode = handle.file.inode
-            self._schedule(inode)
+            self.writer.schedule(inode)
             assert inode.repo is not None
             await self.writer.throttle(inode.repo)
 
@@ -674,7 +670,7 @@ class Handlers:
         """The last descriptor closed: hand what is left to the log writer, drop the handle."""
         of = self.handles.release(fh)
         if of is not None:
-            self._schedule(of.inode)
+            self.writer.schedule(of.inode)
 
 
 def operations(fs: MesaFileSystem, *, cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S) -> Any:
