@@ -12,6 +12,8 @@
   processes (simulations/live.py; its options pass through unchanged).
 - ``bench realtime [options]`` runs the live benchmark of simulations/bench_realtime.py
   (its options pass through unchanged).
+- ``bench fuse [options]`` runs the FUSE benchmark of simulations/bench_fuse.py (a real
+  mount beside tmpfs and the FUSE floor; needs ``mesafs[fuse]``).
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     many.add_argument("--seeds", type=parse_seeds, required=True, help="A..B, B exclusive")
     many.add_argument("--mounts", type=int, default=None, help="default: 2 + seed % 7")
     many.add_argument("--jobs", type=int, default=1, help="worker processes")
-    bench = sub.add_parser("bench", help="live benchmarks: bench realtime [options]")
-    bench.add_argument("name", choices=["realtime"])
+    bench = sub.add_parser("bench", help="live benchmarks: bench realtime|fuse [options]")
+    bench.add_argument("name", choices=["realtime", "fuse"])
     for p in (one, many):
         p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
         p.add_argument("--faults", choices=PROFILES, default=DEFAULT_PROFILE)
@@ -82,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulations import bench_realtime
 
         return bench_realtime.main(argv[2:])
+    if argv[:2] == ["bench", "fuse"]:
+        from simulations import bench_fuse
+
+        return bench_fuse.main(argv[2:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)

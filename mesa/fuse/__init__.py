@@ -15,7 +15,10 @@ Modules:
         a thread of their own (never inside a request handler).
     _ops: the pyfuse3 ``Operations``.
     _cli: ``mesa mount`` / ``mesa unmount`` (foreground, ``--daemonize``).
-    _bench: the FUSE benchmark beside tmpfs.
+    _writer: write-behind publication, one ordered queue per repo.
+
+The FUSE benchmark (beside tmpfs and a FUSE floor) is ``python -m simulations bench
+fuse`` (simulations/bench_fuse.py).
 """
 
 from __future__ import annotations

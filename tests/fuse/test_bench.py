@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mesa.fuse._bench import (
+from simulations.bench_fuse import (
     FloorProcess,
     NativeNullProcess,
     Row,
@@ -18,7 +18,7 @@ from mesa.fuse._bench import (
     table,
     untar,
 )
-from mesa.fuse._floor import build_native_null
+from simulations.fuse_floor import build_native_null
 from tests.fuse.fuseutil import is_mounted
 
 

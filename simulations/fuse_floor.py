@@ -1,6 +1,6 @@
 """The benchmark's FUSE floor: a plain in-memory filesystem on the same FUSE stack.
 
-``python -m mesa.fuse._floor MOUNTPOINT`` serves an empty directory from memory
+``python -m simulations.fuse_floor MOUNTPOINT`` serves an empty directory from memory
 through pyfuse3 in asyncio mode, with the options, cache timeouts and reply shapes
 `mesa.fuse._ops` uses (``default_permissions``, readdirplus, hour-long entry and
 attribute timeouts, cached negative lookups, ``keep_cache``), and nothing else: no
