@@ -27,10 +27,12 @@ under its parent (`InodeTable.pending`) ahead of the tree. When its entry is fol
 the inode is *bound* to the tree's node: the node's tree number then maps to the
 pending inode number (an alias), so the kernel keeps one inode for the file.
 
-Invariants: an inode is in the table iff its lookup count is positive or it is
-permanent (root, org, repo roots) or pending; ``parent``/``name`` record where the node was
-last seen (lookup, readdir, create, rename, or a folded event), relative to its
-parent directory, so a move of an ancestor does not make them stale.
+Invariants: an inode is in the table iff its lookup count is positive, or it is
+permanent (root, org, repo roots) or pending, or it is a directory holding pending
+nodes (they are listed under its number, which its next lookup must give again);
+``parent``/``name`` record where the node was last seen (lookup, readdir, create,
+rename, or a folded event), relative to its parent directory, so a move of an
+ancestor does not make them stale.
 """
 
 from __future__ import annotations
@@ -265,6 +267,8 @@ class InodeTable:
             del names[inode.name]
             if not names:
                 del self.pending[inode.parent]
+                # The parent was kept for its pending children; it may go now.
+                self.forget(inode.parent, 0)
         inode.pending = False
         if node is None or inode.epoch != self._epoch(_req(inode.repo)):
             inode.unlinked = True
@@ -306,7 +310,9 @@ class InodeTable:
         if inode is None:
             return
         inode.lookups = max(0, inode.lookups - count)
-        if inode.lookups or inode.permanent:
+        if inode.lookups or inode.permanent or ino in self.pending:
+            # A directory holding pending nodes stays: they are listed under its
+            # number, which the next lookup must give again (its alias survives).
             return
         del self.inodes[ino]
         if inode.node is not None and inode.repo is not None and inode.node.ino < PENDING_BASE:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from engine.content import Content
+from engine.merge import Merge
 from engine.paths import RelPath
 from engine.replica import Folded
+from engine.tree import DirNode, FileNode
 from mesa import Mesa, MesaFileSystem
 from mesa._mount import RepoMount
 from mesa.fuse._inodes import ORG, REPO_SHIFT, ROOT, Inode, InodeTable
@@ -24,6 +27,7 @@ from transports.base import ManualClock
 from transports.memory import MemoryTransport
 
 KEY = "k" * 40
+EMPTY = Merge.resolved(Content.of(b""))
 
 
 @dataclass
@@ -251,3 +255,30 @@ async def test_directory_mtime_follows_its_names_until_utimens(world: World) -> 
     await world.remote.fs.utimes("/acme/app/d", 1_000, 2_000)
     await sync(world)
     assert d.ino not in world.table.dir_mtimes
+
+
+async def test_a_forgotten_directory_keeps_the_files_created_in_it_visible(world: World) -> None:
+    # A directory made here folds before the file made in it (the writer keeps syscall
+    # order); if the kernel forgets both meanwhile (memory pressure), the next lookup
+    # of the directory must still list the pending file under it.
+    root = world.table.repo_root(world.local.repo)
+    d = world.table.add_pending(root, "d", DirNode(0, 0o755, 0, 0))
+    c = world.table.add_pending(d, "c", FileNode(0, 0o644, 0, 0, value=EMPTY))
+    await world.local.fs.mkdir("/acme/app/d")
+    await sync(world)
+    node = world.local.repo.replica.state.tree.lookup(RelPath("d"))
+    assert isinstance(node, DirNode)
+    world.table.bind(d, node)
+    world.table.forget(c.ino, c.lookups)  # the kernel prunes the child first
+    world.table.forget(d.ino, d.lookups)
+    repo, found, ino = world.table.child(root, "d")
+    assert ino == d.ino  # still the number the kernel was given
+    again = world.table.learn(root, "d", repo, found)
+    assert world.table.child(again, "c")[2] == c.ino
+    # Once the file's own entry folds, the directory is an ordinary forgettable inode.
+    await world.local.fs.write("/acme/app/d/c", b"")
+    await sync(world)
+    world.table.bind(c, world.local.repo.replica.state.tree.lookup(RelPath("d/c")))
+    world.table.forget(again.ino, again.lookups)
+    assert world.table.get(d.ino) is None
+    assert world.table.child(root, "d")[2] == world.ino(RelPath("d"))
