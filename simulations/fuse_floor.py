@@ -33,10 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.paths import NAME_MAX_BYTES
+from mesa.fuse._ops import BLKSIZE, DEFAULT_CACHE_TIMEOUT_S
+
 pyfuse3: Any = importlib.import_module("pyfuse3")
 
-TIMEOUT_S = 3600.0
-BLKSIZE = 128 * 1024
+#: The mount's own values, so the floor differs from it only in what serves requests.
+TIMEOUT_S = DEFAULT_CACHE_TIMEOUT_S
 
 
 def _error(code: int) -> Exception:
@@ -164,7 +167,7 @@ class FloorOperations:
         st.f_bsize = st.f_frsize = 4096
         st.f_blocks = st.f_bfree = st.f_bavail = 1 << 32
         st.f_files = st.f_ffree = st.f_favail = 1 << 32
-        st.f_namemax = 255
+        st.f_namemax = NAME_MAX_BYTES
         return st
 
     async def opendir(self, ino: int, ctx: Any = None) -> int:
