@@ -53,7 +53,7 @@ import struct
 import zlib
 
 from engine.content import BlobRef, Content, Inline, Segment
-from engine.errors import CodecError, FsError, InvalidInput
+from engine.errors import CodecError, FsError, InvalidInputError
 from engine.ids import validate_author
 from engine.ops import Append, Chmod, Cp, Entry, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.paths import RelPath, validate
@@ -99,7 +99,7 @@ _CRC = struct.Struct(">I")
 class Writer:
     """Build an encoding: a version byte, fields, and a CRC32 trailer on `finish`.
 
-    Encoding methods raise `InvalidInput` for values the format cannot represent
+    Encoding methods raise `InvalidInputError` for values the format cannot represent
     (negative or too large ints, unencodable strings, malformed digests or paths).
     """
 
@@ -119,7 +119,7 @@ class Writer:
             value: an int in 0..255.
         """
         if not 0 <= value <= 0xFF:
-            raise InvalidInput(f"not a byte: {value}")
+            raise InvalidInputError(f"not a byte: {value}")
         self._buf.append(value)
 
     def raw(self, data: bytes) -> None:
@@ -137,7 +137,7 @@ class Writer:
             value: an int in 0..2**64-1.
         """
         if not 0 <= value <= UINT_MAX:
-            raise InvalidInput(f"unsigned int out of range 0..2**64-1: {value}")
+            raise InvalidInputError(f"unsigned int out of range 0..2**64-1: {value}")
         while True:
             low = value & 0x7F
             value >>= 7
@@ -154,7 +154,7 @@ class Writer:
             value: an int in -2**63..2**63-1.
         """
         if not SINT_MIN <= value <= SINT_MAX:
-            raise InvalidInput(f"signed int out of range -2**63..2**63-1: {value}")
+            raise InvalidInputError(f"signed int out of range -2**63..2**63-1: {value}")
         self.uint(value * 2 if value >= 0 else -value * 2 - 1)
 
     def bool_(self, value: bool) -> None:  # noqa: FBT001
@@ -183,7 +183,7 @@ class Writer:
         try:
             data = value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidInput(f"string is not encodable as UTF-8: {value!r}") from exc
+            raise InvalidInputError(f"string is not encodable as UTF-8: {value!r}") from exc
         self.bytes_(data)
 
     def path(self, path: RelPath) -> None:
@@ -195,7 +195,7 @@ class Writer:
         try:
             validate(path)
         except FsError as exc:
-            raise InvalidInput(f"invalid path {path!r}: {exc.message}") from exc
+            raise InvalidInputError(f"invalid path {path!r}: {exc.message}") from exc
         self.uint(len(path))
         for name in path:
             self.str_(name)
@@ -207,7 +207,7 @@ class Writer:
             digest: 64 lowercase hex characters.
         """
         if _DIGEST_RE.match(digest) is None:
-            raise InvalidInput(f"not a sha256 digest (64 lowercase hex): {digest!r}")
+            raise InvalidInputError(f"not a sha256 digest (64 lowercase hex): {digest!r}")
         self._buf += bytes.fromhex(digest)
 
     def content(self, content: Content) -> None:
@@ -535,13 +535,13 @@ def encode_entry(entry: Entry) -> bytes:
         The encoding; equal entries give equal bytes.
 
     Raises:
-        InvalidInput: the entry holds a value the format cannot represent or that
+        InvalidInputError: the entry holds a value the format cannot represent or that
             would not decode (invalid path or author, negative counter, ...).
     """
     try:
         validate_author(entry.author)
-    except InvalidInput as exc:
-        raise InvalidInput(f"cannot encode entry: {exc}") from exc
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"cannot encode entry: {exc}") from exc
     w = Writer(CODEC_VERSION)
     _write_op(w, entry.op)
     w.str_(entry.author)
@@ -569,7 +569,7 @@ def decode_entry(data: bytes) -> Entry:
     author = r.str_()
     try:
         validate_author(author)
-    except InvalidInput as exc:
+    except InvalidInputError as exc:
         raise CodecError(f"corrupt entry at offset {author_at}: {exc}") from exc
     counter = r.uint()
     seen = r.uint()

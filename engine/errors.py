@@ -3,7 +3,7 @@
 The engine never raises for concurrent divergence (that is a conflict value in the
 tree). It raises `FsError` when an operation is invalid against the current tree
 (the SDK turns it into the matching builtin `OSError`), `CodecError` when bytes do
-not decode, and `InvalidInput` for malformed ids, names or arguments. Bugs are
+not decode, and `InvalidInputError` for malformed ids, names or arguments. Bugs are
 assertions.
 """
 
@@ -16,7 +16,7 @@ class EngineError(Exception):
     """Raised as the base of every error the engine raises on purpose."""
 
 
-class InvalidInput(EngineError, ValueError):
+class InvalidInputError(EngineError, ValueError):
     """Raised when an id, a name, a path or an argument is malformed."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from engine.errors import InvalidInput
+from engine.errors import InvalidInputError
 
 REVERSE_HEX_ALPHABET = "zyxwvutsrqponmlk"
 CHANGE_ID_LENGTH = 32
@@ -24,7 +24,7 @@ _FROM_REVERSE = str.maketrans(REVERSE_HEX_ALPHABET, "0123456789abcdef")
 def change_id_from_bytes(raw: bytes) -> str:
     """Encode 16 bytes as a 32-character reverse-hex change id."""
     if len(raw) != CHANGE_ID_LENGTH // 2:
-        raise InvalidInput(f"a change id is 16 bytes, got {len(raw)}")
+        raise InvalidInputError(f"a change id is 16 bytes, got {len(raw)}")
     return raw.hex().translate(_TO_REVERSE)
 
 
@@ -40,17 +40,17 @@ def is_change_id(value: object) -> bool:
 
 
 def validate_change_id(value: object) -> str:
-    """Return ``value`` if it is a change id, else raise `InvalidInput`."""
+    """Return ``value`` if it is a change id, else raise `InvalidInputError`."""
     if not is_change_id(value):
-        raise InvalidInput(f"not a change id (32 chars in k..z): {value!r}")
+        raise InvalidInputError(f"not a change id (32 chars in k..z): {value!r}")
     assert isinstance(value, str)
     return value
 
 
 def validate_author(value: object) -> str:
-    """Return ``value`` if it is a valid author (mount id), else raise `InvalidInput`."""
+    """Return ``value`` if it is a valid author (mount id), else raise `InvalidInputError`."""
     if not isinstance(value, str) or _AUTHOR_RE.match(value) is None:
-        raise InvalidInput(f"not an author id ([A-Za-z0-9_-]{{1,64}}): {value!r}")
+        raise InvalidInputError(f"not an author id ([A-Za-z0-9_-]{{1,64}}): {value!r}")
     return value
 
 

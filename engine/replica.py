@@ -23,7 +23,7 @@ from engine.ops import Entry, Logged, Op
 from engine.validate import check
 
 
-class LogCorrupt(CodecError):
+class CorruptEntryError(CodecError):
     """Raised when a delivered entry does not decode; names the sequence; folding stops."""
 
     def __init__(self, seq: int, reason: str) -> None:
@@ -57,7 +57,7 @@ class Replica:
     state: ChangeState = field(default_factory=ChangeState)
     counter: int = 0
     _early: dict[int, _Pending] = field(default_factory=dict)
-    _broken: LogCorrupt | None = None
+    _broken: CorruptEntryError | None = None
 
     def __post_init__(self) -> None:
         validate_author(self.author)
@@ -98,7 +98,7 @@ class Replica:
         lost); the corrupt entry is never folded.
 
         Raises:
-            LogCorrupt: the next entry to fold does not decode (and nothing was folded
+            CorruptEntryError: the next entry to fold does not decode (and nothing was folded
                 by this call); every later call raises it again.
         """
         if self._broken is not None:
@@ -112,7 +112,7 @@ class Replica:
             try:
                 entry = decode_entry(ready.payload)
             except CodecError as exc:
-                self._broken = LogCorrupt(ready.seq, str(exc))
+                self._broken = CorruptEntryError(ready.seq, str(exc))
                 self._broken.__cause__ = exc
                 if out:
                     return out
@@ -122,7 +122,7 @@ class Replica:
         return out
 
     @property
-    def broken(self) -> LogCorrupt | None:
+    def broken(self) -> CorruptEntryError | None:
         """The corruption that stopped the fold, if any."""
         return self._broken
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from engine.codec import Reader, Writer
 from engine.content import Content
-from engine.errors import CodecError, FsError, InvalidInput
+from engine.errors import CodecError, FsError, InvalidInputError
 from engine.fold import AppliedOps, ChangeState
 from engine.ids import validate_author
 from engine.merge import Merge, Value
@@ -73,7 +73,7 @@ def encode_snapshot(state: ChangeState) -> bytes:
         The snapshot bytes; equal states give equal bytes.
 
     Raises:
-        InvalidInput: the state holds a value the format cannot represent.
+        InvalidInputError: the state holds a value the format cannot represent.
     """
     w = Writer(SNAPSHOT_VERSION)
     w.uint(state.seq)
@@ -186,7 +186,7 @@ def _read_author(r: Reader) -> str:
     author = r.str_()
     try:
         return validate_author(author)
-    except InvalidInput as exc:
+    except InvalidInputError as exc:
         raise _fail(r, str(exc)) from exc
 
 

@@ -165,7 +165,7 @@ class _Merger:
             return merged
         # Kinds clash, or two symlink targets: the caller places ``right`` aside.
         self.conflicts.append(path)
-        raise _Clash(_copy(left), _copy(right))
+        raise _ClashError(_copy(left), _copy(right))
 
     def _one_deleted(
         self, base: AnyNode | None, other: AnyNode, path: RelPath, *, left_deleted: bool
@@ -205,7 +205,7 @@ class _Merger:
                     right.children.get(name),
                     (*path, name),
                 )
-            except _Clash as clash:
+            except _ClashError as clash:
                 merged.children[name] = clash.left
                 asides.append((name, clash.right))
                 continue
@@ -234,7 +234,7 @@ class _Merger:
         return merged
 
 
-class _Clash(Exception):
+class _ClashError(Exception):
     """Raised to hand a kinds clash to the parent directory, which places ``right`` aside."""
 
     def __init__(self, left: AnyNode, right: AnyNode) -> None:

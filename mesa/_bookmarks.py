@@ -51,7 +51,7 @@ from mesa.errors import (
     NotFoundError,
     ValidationError,
 )
-from transports.base import CasConflict, NotFound, Subscription, TransportError
+from transports.base import MissingError, RevisionMismatchError, Subscription, TransportError
 
 if TYPE_CHECKING:
     from mesa._client import Mesa
@@ -138,7 +138,7 @@ async def try_create(scope: Scope, name: str, change_id: str) -> Bookmark | None
             record.encode(),
             expected_revision=0,
         )
-    except CasConflict:
+    except RevisionMismatchError:
         return None
     except TransportError as exc:
         raise api_error(exc) from exc
@@ -160,7 +160,7 @@ async def cas_move(scope: Scope, name: str, change_id: str, revision: int) -> Bo
             record.encode(),
             expected_revision=revision,
         )
-    except CasConflict as exc:
+    except RevisionMismatchError as exc:
         raise ConflictError(
             f"bookmark {name!r} moved concurrently (expected revision {exc.expected}, "
             f"found {exc.actual}); read it again and retry"
@@ -206,9 +206,9 @@ async def delete(scope: Scope, name: str, *, revision: int | None = None) -> Non
         await scope.client.transport.kv_delete(
             scope.token, bookmark_key(scope.org, scope.name, name), expected_revision=revision
         )
-    except NotFound as exc:
+    except MissingError as exc:
         raise NotFoundError(f"bookmark {name!r} not found in {scope.org}/{scope.name}") from exc
-    except CasConflict as exc:
+    except RevisionMismatchError as exc:
         raise ConflictError(f"bookmark {name!r} changed concurrently; retry") from exc
     except TransportError as exc:
         raise api_error(exc) from exc

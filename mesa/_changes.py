@@ -26,7 +26,7 @@ from engine.diff import PatchFile, conflicted_paths, diff_trees, line_counts, re
 from engine.errors import CodecError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID, is_change_id
-from engine.replica import LogCorrupt, Replica
+from engine.replica import CorruptEntryError, Replica
 from engine.snapshot import decode_snapshot, encode_snapshot
 from engine.tree import FileNode, SymlinkNode, Tree
 from engine.treemerge import fresh_state
@@ -42,7 +42,7 @@ from mesa.errors import (
     NotFoundError,
     ServerError,
 )
-from transports.base import CasConflict, LogId, NotFound, Subscription, TransportError
+from transports.base import LogId, MissingError, RevisionMismatchError, Subscription, TransportError
 
 if TYPE_CHECKING:
     from mesa._client import Mesa
@@ -183,7 +183,7 @@ async def describe(scope: Scope, change_id: str, message: str, now_ms: int) -> C
                 updated.encode(),
                 expected_revision=revision,
             )
-        except CasConflict:
+        except RevisionMismatchError:
             continue
         except TransportError as exc:
             raise api_error(exc) from exc
@@ -215,7 +215,7 @@ async def base_state(scope: Scope, record: ChangeRecord) -> ChangeState:
             scope.client.transport, scope.token, scope.org, scope.name, record.base.digest
         )
         sealed = decode_snapshot(data)
-    except (NotFound, CodecError) as exc:
+    except (MissingError, CodecError) as exc:
         raise ServerError(f"the base of change {record.change_id} is unreadable: {exc}") from exc
     except TransportError as exc:
         raise api_error(exc) from exc
@@ -267,7 +267,7 @@ async def fold_tail(
                     got = replica.receive(
                         delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
                     )
-                except LogCorrupt as exc:
+                except CorruptEntryError as exc:
                     raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
                 entries += len(got)
                 if replica.seq >= target:
@@ -326,7 +326,7 @@ async def _catch_up(replica: Replica, sub: Subscription, change_id: str, last: i
                 raise ApiError(f"the log of change {change_id} ended while it was read") from None
             try:
                 entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
-            except LogCorrupt as exc:
+            except CorruptEntryError as exc:
                 raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
             if replica.broken is not None:
                 broken = replica.broken
@@ -391,7 +391,7 @@ async def sealed_tree(scope: Scope, sealed: Seal) -> Tree:
             scope.client.transport, scope.token, scope.org, scope.name, sealed.digest
         )
         return decode_snapshot(data).tree
-    except (NotFound, CodecError) as exc:
+    except (MissingError, CodecError) as exc:
         raise ServerError(f"sealed state of {sealed.change} is unreadable: {exc}") from exc
     except TransportError as exc:
         raise api_error(exc) from exc

@@ -39,10 +39,10 @@ from mesa._types import DiskCacheConfig, RepoConfig
 from mesa.errors import ConflictError, InvalidOptionsError, MissingCredentialError, NotFoundError
 from transports.auth import ALL_REPOS, READ_WRITE, Claims, sign
 from transports.base import (
-    CasConflict,
     Clock,
-    InvalidName,
-    NotFound,
+    InvalidNameError,
+    MissingError,
+    RevisionMismatchError,
     SystemClock,
     Transport,
     TransportError,
@@ -92,7 +92,7 @@ class Mesa:
             raise InvalidOptionsError("Mesa needs an org (argument or MESA_ORG)")
         try:
             self.org = validate_org(org)
-        except InvalidName as exc:
+        except InvalidNameError as exc:
             raise InvalidOptionsError(str(exc)) from exc
         if snapshot_every is not None and (
             isinstance(snapshot_every, bool)
@@ -156,7 +156,7 @@ class Repos:
         client = self._client
         try:
             validate_repo(name)
-        except InvalidName as exc:
+        except InvalidNameError as exc:
             raise InvalidOptionsError(str(exc)) from exc
         if not isinstance(default_bookmark, str) or not default_bookmark:
             raise InvalidOptionsError("default_bookmark must be a non-empty string")
@@ -191,7 +191,7 @@ class Repos:
                 expected_revision=0,
             )
             await t.kv_put(token, repo_key(client.org, name), record.encode(), expected_revision=0)
-        except CasConflict as exc:
+        except RevisionMismatchError as exc:
             raise ConflictError(f"repo {client.org}/{name} already exists") from exc
         except TransportError as exc:
             raise api_error(exc) from exc
@@ -205,7 +205,7 @@ class Repos:
             entry = await client.transport.kv_get(
                 client.management_token(), repo_key(client.org, name)
             )
-        except InvalidName as exc:
+        except InvalidNameError as exc:
             raise InvalidOptionsError(str(exc)) from exc
         except TransportError as exc:
             raise api_error(exc) from exc
@@ -245,10 +245,10 @@ class Repos:
         try:
             for other in await t.kv_keys(token, repo_prefix(client.org, name)):
                 if other != key:
-                    with contextlib.suppress(NotFound):
+                    with contextlib.suppress(MissingError):
                         await t.kv_delete(token, other)
             await t.kv_delete(token, key)
-        except NotFound as exc:
+        except MissingError as exc:
             raise NotFoundError(f"repo {client.org}/{name} not found") from exc
         except TransportError as exc:
             raise api_error(exc) from exc

@@ -31,7 +31,7 @@ from transports.base import (
     Subscription,
     SystemClock,
     Transport,
-    Unavailable,
+    UnavailableError,
 )
 from transports.memory import MemoryTransport
 
@@ -59,7 +59,7 @@ class LazyTransport:
             self._by_loop[loop] = task
         try:
             transport = await asyncio.shield(task)
-        except Unavailable as exc:
+        except UnavailableError as exc:
             raise MesaConnectionError(str(exc)) from exc
         self.max_payload_bytes = transport.max_payload_bytes
         return transport

@@ -43,7 +43,7 @@ from engine.errors import FsError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Append, Entry, Op, Write
-from engine.replica import Folded, LogCorrupt, Replica
+from engine.replica import CorruptEntryError, Folded, Replica
 from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
 from mesa._bookmarks import BookmarkFollower
@@ -68,10 +68,10 @@ from transports.auth import READ_ONLY, READ_WRITE, Claims
 from transports.base import (
     Appended,
     LogId,
-    PayloadTooLarge,
+    PayloadTooLargeError,
     Subscription,
     TransportError,
-    Unavailable,
+    UnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -369,7 +369,7 @@ class RepoMount:
                 return await self.client.transport.append(
                     self.token, self.log, payload, msg_id=entry.op_id
                 )
-            except PayloadTooLarge as exc:
+            except PayloadTooLargeError as exc:
                 # Refused before anything was sent: the same op id may go again.
                 smaller = await self._spill_inline(entry)
                 if smaller is None:
@@ -379,7 +379,7 @@ class RepoMount:
                         f"names too long for one log entry ({exc})",
                     ) from exc
                 entry, payload = smaller, encode_entry(smaller)
-            except Unavailable as exc:
+            except UnavailableError as exc:
                 # A retry with the same op id is applied once (transport dedupe,
                 # and the fold skips an op id it has folded).
                 attempt += 1
@@ -414,7 +414,7 @@ class RepoMount:
                     folded = self.replica.receive(
                         delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
                     )
-                except LogCorrupt as exc:
+                except CorruptEntryError as exc:
                     self._stop_at(change_id, exc)
                     return
                 if folded:
@@ -431,7 +431,7 @@ class RepoMount:
             self.broken = api_error(exc)
             self._fail_waiters(self.broken)
 
-    def _stop_at(self, change_id: str, exc: LogCorrupt) -> None:
+    def _stop_at(self, change_id: str, exc: CorruptEntryError) -> None:
         """Mark the log broken at the corrupt entry: every later call raises."""
         self.broken = LogCorruptError(change_id, exc.seq, str(exc))
         log.error("%s", self.broken)

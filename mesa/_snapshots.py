@@ -23,7 +23,7 @@ from engine.errors import CodecError
 from engine.fold import ChangeState
 from engine.snapshot import decode_snapshot, encode_snapshot
 from mesa._records import SnapshotRecord, snapshot_at_key, snapshot_at_prefix, snapshot_key
-from transports.base import CasConflict, KvEntry, NotFound, Transport
+from transports.base import KvEntry, MissingError, RevisionMismatchError, Transport
 
 log = logging.getLogger("mesa")
 
@@ -61,7 +61,7 @@ async def load(
         if digest_of(data) != record.digest:
             raise CodecError("digest mismatch")
         state = decode_snapshot(data)
-    except (NotFound, CodecError, ValueError, KeyError) as exc:
+    except (MissingError, CodecError, ValueError, KeyError) as exc:
         log.warning("ignoring the snapshot of %s/%s@%s: %s", org, repo, change, exc)
         return None
     if state.seq != record.seq or state.window_ms != window_ms:
@@ -93,7 +93,7 @@ async def load_blob(transport: Transport, token: str, org: str, repo: str, diges
     """Return the snapshot bytes stored under ``digest``, checked against it.
 
     Raises:
-        NotFound: no such blob.
+        MissingError: no such blob.
         CodecError: the bytes do not match the digest.
     """
     data = await transport.get_blob(token, org, repo, digest)
@@ -175,7 +175,7 @@ async def _advance(
                 record.encode(),
                 expected_revision=current.revision if current is not None else 0,
             )
-        except CasConflict:
+        except RevisionMismatchError:
             continue
         return True
     return False

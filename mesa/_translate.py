@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-from engine.errors import FsError, InvalidInput
+from engine.errors import FsError, InvalidInputError
 from mesa.errors import (
     ApiError,
     AuthenticationError,
@@ -24,33 +24,33 @@ from mesa.errors import (
     ValidationError,
 )
 from transports.base import (
-    AuthError,
-    CasConflict,
-    InvalidName,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
+    InvalidNameError,
+    MissingError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RevisionMismatchError,
+    TokenRejectedError,
     TransportError,
-    Unavailable,
+    UnavailableError,
 )
 
 
 def api_error(exc: TransportError) -> MesaError:
     """Return the public error for a transport failure outside the filesystem API."""
     message = str(exc)
-    if isinstance(exc, AuthError):
+    if isinstance(exc, TokenRejectedError):
         return AuthenticationError(message)
-    if isinstance(exc, PermissionDenied):
+    if isinstance(exc, PermissionDeniedError):
         return AuthorizationError(message)
-    if isinstance(exc, NotFound):
+    if isinstance(exc, MissingError):
         return NotFoundError(message)
-    if isinstance(exc, CasConflict):
+    if isinstance(exc, RevisionMismatchError):
         return ConflictError(message)
-    if isinstance(exc, InvalidName):
+    if isinstance(exc, InvalidNameError):
         return InvalidOptionsError(message)
-    if isinstance(exc, PayloadTooLarge):
+    if isinstance(exc, PayloadTooLargeError):
         return ValidationError(message)
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, UnavailableError):
         return MesaConnectionError(message)
     return ApiError(message)
 
@@ -67,11 +67,11 @@ def os_error(code: int, path: str, message: str | None = None) -> OSError:
 
 def fs_transport_error(exc: TransportError, path: str) -> Exception:
     """Return the error a filesystem call raises for a transport failure."""
-    if isinstance(exc, PermissionDenied):
+    if isinstance(exc, PermissionDeniedError):
         return os_error(errno.EROFS, path, str(exc))
     return api_error(exc)
 
 
-def invalid(exc: InvalidInput) -> InvalidOptionsError:
+def invalid(exc: InvalidInputError) -> InvalidOptionsError:
     """Return the public error for malformed input caught by the engine."""
     return InvalidOptionsError(str(exc))

@@ -9,7 +9,7 @@
 - `check_materialization`: every conflict in a tree reads back as a jj block that
   `engine.conflicts.parse` turns back into its exact sides and bases.
 
-A failed check raises `CheckFailure`, which names the checker and explains.
+A failed check raises `CheckFailedError`, which names the checker and explains.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from engine.ops import Logged, Op
 from engine.paths import RelPath, is_ancestor, to_str
 from engine.replica import Folded
 from engine.tree import DirNode, FileNode, SymlinkNode, Tree, merge_key
-from simulations.failure import CheckFailure
+from simulations.failure import CheckFailedError
 from simulations.known import Findings
 from simulations.sequencer import Stored
 
@@ -38,11 +38,11 @@ class PrefixHashes:
         """Record that ``who`` holds ``tree_hash`` after folding up to ``seq``.
 
         Raises:
-            CheckFailure: another replica reported a different hash at ``seq``.
+            CheckFailedError: another replica reported a different hash at ``seq``.
         """
         first = self.hashes.setdefault(seq, (who, tree_hash))
         if first[1] != tree_hash:
-            raise CheckFailure(
+            raise CheckFailedError(
                 "a:same-prefix-same-tree",
                 f"after folding up to seq {seq}, {who} holds tree {tree_hash[:16]} but"
                 f" {first[0]} held {first[1][:16]}",
@@ -59,7 +59,7 @@ def replay_from_scratch(entries: list[Stored], window_ms: int, prefix: PrefixHas
         The final tree hash of the replay.
 
     Raises:
-        CheckFailure: the replay's hash differs at a sequence some replica reported.
+        CheckFailedError: the replay's hash differs at a sequence some replica reported.
     """
     state = ChangeState(window_ms=window_ms)
     tree_hash = state.tree.hash()
@@ -69,7 +69,7 @@ def replay_from_scratch(entries: list[Stored], window_ms: int, prefix: PrefixHas
             tree_hash = state.tree.hash()
             who, live = prefix.hashes[stored.seq]
             if live != tree_hash:
-                raise CheckFailure(
+                raise CheckFailedError(
                     "b:replay-equals-live",
                     f"replaying the log from scratch gives tree {tree_hash[:16]} at seq"
                     f" {stored.seq}; {who} held {live[:16]} live",
@@ -125,14 +125,14 @@ def check_event_set(
     """Checker (e) for one entry: every changed path covered, no phantom non-recursive event.
 
     Raises:
-        CheckFailure: a changed path has no event on it or a recursive event on an
+        CheckFailedError: a changed path has no event on it or a recursive event on an
             ancestor (missing event), or a non-recursive event names an unchanged
             path (phantom event).
     """
     rendered = ", ".join(f"{to_str(e.path) or '/'}{'/**' if e.recursive else ''}" for e in events)
     for path in changed:
         if not _covered(path, events):
-            raise CheckFailure(
+            raise CheckFailedError(
                 "e:events-equal-diff",
                 f"{who} folding seq {seq}: {to_str(path)!r} changed but no event covers"
                 f" it (events: {rendered or 'none'})",
@@ -144,7 +144,7 @@ def check_event_set(
                 f"{who} folding seq {seq}: phantom event on {to_str(event.path)!r},"
                 f" which did not change (events: {rendered})"
             )
-            raise CheckFailure("e:events-equal-diff", explanation)
+            raise CheckFailedError("e:events-equal-diff", explanation)
 
 
 def clone_state(state: ChangeState) -> ChangeState:
@@ -167,7 +167,7 @@ def check_events(
     for item in folded:
         events = fold(before, Logged(item.seq, item.time_ms, item.entry))
         if events != item.events:
-            raise CheckFailure(
+            raise CheckFailedError(
                 "e:events-equal-diff",
                 f"{who} seq {item.seq}: folding the entry again gave events {events},"
                 f" the replica's fold gave {item.events}",
@@ -188,7 +188,7 @@ def check_materialization(who: str, tree: Tree) -> int:
         How many conflicted files were checked.
 
     Raises:
-        CheckFailure: a block does not parse back to the conflict's sides and bases.
+        CheckFailedError: a block does not parse back to the conflict's sides and bases.
     """
     checked = 0
     for path, node in tree.walk():
@@ -201,7 +201,7 @@ def check_materialization(who: str, tree: Tree) -> int:
         sides, bases = data[0::2], data[1::2]
         block = conflicts.materialize(sides, bases)
         if conflicts.parse(block, len(sides)) != (sides, bases):
-            raise CheckFailure(
+            raise CheckFailedError(
                 "g:materialization-round-trips",
                 f"{who}: the conflict at {to_str(path)!r} does not parse back to its terms",
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-class CheckFailure(Exception):
+class CheckFailedError(Exception):
     """Raised when a checker finds a violation; carries the checker's name and an explanation."""
 
     def __init__(self, checker: str, explanation: str) -> None:
@@ -11,5 +11,5 @@ class CheckFailure(Exception):
         self.explanation = explanation
         super().__init__(f"[{checker}] {explanation}")
 
-    def __reduce__(self) -> tuple[type[CheckFailure], tuple[str, str]]:
-        return (CheckFailure, (self.checker, self.explanation))
+    def __reduce__(self) -> tuple[type[CheckFailedError], tuple[str, str]]:
+        return (CheckFailedError, (self.checker, self.explanation))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from simulations.failure import CheckFailure
+from simulations.failure import CheckFailedError
 
 #: Bug id -> one-line description (the full report is in docs/simulations.md).
 KNOWN_BUGS: dict[str, str] = {}
@@ -23,7 +23,7 @@ KNOWN_BUGS: dict[str, str] = {}
 STOPPING: frozenset[str] = frozenset()
 
 
-class StopRun(Exception):
+class RunStoppedError(Exception):
     """Raised to end a run early at a known bug in `STOPPING` (not a failure)."""
 
     def __init__(self, bug_id: str) -> None:
@@ -42,12 +42,12 @@ class Findings:
         """Record a hit of known bug ``bug_id``; in strict mode, fail the run.
 
         Raises:
-            CheckFailure: in strict mode.
-            StopRun: the bug is one after which the run cannot go on (`STOPPING`).
+            CheckFailedError: in strict mode.
+            RunStoppedError: the bug is one after which the run cannot go on (`STOPPING`).
         """
         assert bug_id in KNOWN_BUGS, f"unknown bug id {bug_id!r}"
         if self.strict:
-            raise CheckFailure(checker, f"{explanation} [known bug {bug_id}]")
+            raise CheckFailedError(checker, f"{explanation} [known bug {bug_id}]")
         self.counts[bug_id] += 1
         if bug_id in STOPPING:
-            raise StopRun(bug_id)
+            raise RunStoppedError(bug_id)

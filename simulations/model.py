@@ -41,7 +41,7 @@ from engine.merge import Merge
 from engine.ops import Append, Cp, Logged, Mv, Rm, Write, touched_paths
 from engine.paths import RelPath, is_ancestor, to_str
 from engine.tree import MAX_VERSIONS, DirNode, FileNode, Tree, merge_key
-from simulations.failure import CheckFailure
+from simulations.failure import CheckFailedError
 
 _CHECKER = "d:conflict-iff-race"
 _ASIDE_RE = re.compile(r"\.conflict-\d+$")
@@ -120,7 +120,7 @@ class SimpleFiles:
             followed = _File([], None)
             self.files[op.path] = followed
         elif not isinstance(node, FileNode) or _key(node.value) != _key(followed.value):
-            raise CheckFailure(
+            raise CheckFailedError(
                 _CHECKER,
                 f"{to_str(op.path)!r} changed although no entry since seq"
                 f" {followed.history[-1].seq} could change it",
@@ -131,7 +131,9 @@ class SimpleFiles:
         """Check the oracle's result of the entry against the model, then record it."""
         node = tree.lookup(pending.path)
         if not isinstance(node, FileNode):
-            raise CheckFailure(_CHECKER, f"{to_str(pending.path)!r} is not a file after a write")
+            raise CheckFailedError(
+                _CHECKER, f"{to_str(pending.path)!r} is not a file after a write"
+            )
         entry, followed = logged.entry, pending.file
         op = entry.op
         assert isinstance(op, Write | Append)
@@ -143,7 +145,7 @@ class SimpleFiles:
                 else before.map(lambda v: (v if v is not None else EMPTY).concat(op.content))
             )
             if _key(after) != _key(expected):
-                raise CheckFailure(
+                raise CheckFailedError(
                     _CHECKER,
                     f"append {entry.op_id} at seq {logged.seq} to {to_str(pending.path)!r}"
                     " did not leave the file's value with its bytes appended to every term",
@@ -178,14 +180,14 @@ class SimpleFiles:
             and (after.is_resolved() or op.content not in after.adds)
         ):
             w = witnesses[-1]
-            raise CheckFailure(
+            raise CheckFailedError(
                 _CHECKER,
                 f"{where} raced seq {w.seq} by {w.author} ({abs(logged.time_ms - w.time_ms)} ms"
                 f" apart, seen {entry.seen}) but the file is not a conflict with its bytes as a"
                 f" side ({len(after.adds)} sides)",
             )
         if not raced and not written_back and after != Merge.resolved(op.content):
-            raise CheckFailure(
+            raise CheckFailedError(
                 _CHECKER,
                 f"{where} raced no write (seen {entry.seen}) but the file does not hold exactly"
                 f" its bytes ({len(after.adds)} sides)",

@@ -35,7 +35,7 @@ from engine.merge import Merge, Value
 from engine.ops import Append, Cp, Entry, Logged, Mv, Op, Rm, Write, touched_paths
 from engine.paths import RelPath, is_ancestor, to_str
 from engine.tree import FileNode, Tree, merge_key
-from simulations.failure import CheckFailure
+from simulations.failure import CheckFailedError
 from simulations.known import Findings
 from simulations.model import SimpleFiles
 from simulations.workload import tags_of
@@ -102,7 +102,7 @@ class Oracle:
         """Fold ``logged``, run the checkers, and return the tree hash.
 
         Raises:
-            CheckFailure: a write was lost, or a conflict appeared without a race,
+            CheckFailedError: a write was lost, or a conflict appeared without a race,
                 or a followed file's conflict state disagrees with its races.
         """
         entry = logged.entry
@@ -118,7 +118,7 @@ class Oracle:
         if duplicate:
             self.coverage["dedupe_fold"] += 1
             if census_key(before) != census_key(after) or self.tree.hash() != before_hash:
-                raise CheckFailure(
+                raise CheckFailedError(
                     "c:no-lost-write",
                     f"seq {logged.seq} repeats op {entry.op_id} (a retried append logged"
                     " twice) but folding it changed the tree: the op took effect twice",
@@ -270,7 +270,7 @@ class Oracle:
                 if carrier.op_id == origin.op_id
                 else f", there by {carrier.op_id} at seq {carrier.seq}"
             )
-            raise CheckFailure(
+            raise CheckFailedError(
                 "c:no-lost-write",
                 f"the bytes of {origin.op_id} (seq {origin.seq}{via})"
                 f" vanished from a file at seq {logged.seq}: {describe(entry)} by"
@@ -305,7 +305,7 @@ class Oracle:
                 continue  # rule 6: a conflict block written back keeps the conflict
             if isinstance(op, Write | Mv | Cp) and self._witness(logged) is not None:
                 continue
-            raise CheckFailure(
+            raise CheckFailedError(
                 "d:conflict-iff-race",
                 f"seq {logged.seq} ({describe(logged.entry)} by {logged.entry.author}, seen"
                 f" {logged.entry.seen}) made {to_str(path)!r} a conflict of {len(value.adds)}"
@@ -317,7 +317,7 @@ class Oracle:
         for ino in sorted(after.files):
             path, value = after.files[ino]
             if len(value.adds) > self.value_entries + 1:
-                raise CheckFailure(
+                raise CheckFailedError(
                     "d:conflict-iff-race",
                     f"after seq {logged.seq} ({describe(logged.entry)} by {logged.entry.author},"
                     f" seen {logged.entry.seen}) {to_str(path)!r} has {len(value.adds)} sides,"

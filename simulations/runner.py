@@ -22,8 +22,8 @@ from pathlib import Path
 from engine.fold import DEFAULT_WINDOW_MS
 from engine.snapshot import decode_snapshot, encode_snapshot
 from simulations import checkers, coverage
-from simulations.failure import CheckFailure
-from simulations.known import Findings, StopRun
+from simulations.failure import CheckFailedError
+from simulations.known import Findings, RunStoppedError
 from simulations.trace import Trace
 from simulations.world import World
 
@@ -62,7 +62,7 @@ class RunResult:
 
     config: RunConfig
     trace_hash: str
-    failure: CheckFailure | None
+    failure: CheckFailedError | None
     coverage: Counter[str]
     entries: int = 0
     acked: int = 0
@@ -103,18 +103,18 @@ def run(config: RunConfig, *, echo: bool = False) -> RunResult:
         trace,
         findings,
     )
-    failure: CheckFailure | None = None
+    failure: CheckFailedError | None = None
     stopped: str | None = None
     try:
         world.run()
         final_checks(world)
-    except CheckFailure as exc:
+    except CheckFailedError as exc:
         failure = exc
-    except StopRun as exc:
+    except RunStoppedError as exc:
         stopped = exc.bug_id
         trace.record(world.now_ms, "stopped", detail=exc.bug_id)
     except Exception as exc:
-        failure = CheckFailure("crash", _crash_explanation(exc))
+        failure = CheckFailedError("crash", _crash_explanation(exc))
     if failure is not None:
         trace.record(world.now_ms, "failure", detail=failure.checker)
     return RunResult(
@@ -141,7 +141,7 @@ def final_checks(world: World) -> None:
     """Liveness, convergence, replay, materialization and snapshot round trip at quiescence.
 
     Raises:
-        CheckFailure: a check failed.
+        CheckFailedError: a check failed.
     """
     last = world.sequencer.last_seq
     final = world.oracle.tree.hash()
@@ -151,7 +151,7 @@ def final_checks(world: World) -> None:
             state = (
                 "down" if replica is None else f"at seq {replica.seq}, {replica.waiting} buffered"
             )
-            raise CheckFailure(
+            raise CheckFailedError(
                 "liveness",
                 f"after quiescence {mount.name} is {state}, {len(mount.in_flight)} appends in"
                 f" flight; the log ends at seq {last}",
@@ -159,14 +159,14 @@ def final_checks(world: World) -> None:
         world.prefix.observe(mount.author, last, replica.state.tree.hash())
         restored = decode_snapshot(encode_snapshot(replica.state))
         if restored.tree.hash() != final:
-            raise CheckFailure(
+            raise CheckFailedError(
                 "snapshot-round-trip",
                 f"{mount.name}'s snapshot at seq {last} restores another tree",
             )
     world.prefix.observe("oracle", last, final)
     replayed = checkers.replay_from_scratch(world.sequencer.entries, world.window_ms, world.prefix)
     if replayed != final:
-        raise CheckFailure(
+        raise CheckFailedError(
             "b:replay-equals-live", f"replay ends at {replayed[:16]}, live at {final[:16]}"
         )
     checkers.check_materialization("oracle", world.oracle.tree)

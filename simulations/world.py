@@ -141,7 +141,7 @@ class World:
         """Run until the queue drains.
 
         Raises:
-            CheckFailure: a checker found a violation.
+            CheckFailedError: a checker found a violation.
         """
         self.schedule(self.now_ms, Act())
         while self.queue:

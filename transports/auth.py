@@ -18,10 +18,10 @@ from typing import Any
 import jwt
 
 from transports.base import (
-    AuthError,
-    InvalidName,
-    PermissionDenied,
-    Unavailable,
+    InvalidNameError,
+    PermissionDeniedError,
+    TokenRejectedError,
+    UnavailableError,
     validate_kv_key,
     validate_org,
     validate_repo,
@@ -99,7 +99,7 @@ class Keyring:
         return len(self._keys)
 
     def verify(self, token: str, now_ms: int) -> Claims:
-        """Return the claims of a valid, unexpired token, else raise `AuthError`."""
+        """Return the claims of a valid, unexpired token, else raise `TokenRejectedError`."""
         claims = self._verified.get(token)
         if claims is None:
             claims = self._verify_signature(token)
@@ -109,17 +109,17 @@ class Keyring:
         else:
             self._verified.move_to_end(token)
         if now_ms >= claims.exp * 1000:
-            raise AuthError("token expired")
+            raise TokenRejectedError("token expired")
         return claims
 
     def _verify_signature(self, token: str) -> Claims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed token: {exc}") from exc
+            raise TokenRejectedError(f"malformed token: {exc}") from exc
         found = self._keys.get(str(header.get("kid", "")))
         if found is None:
-            raise AuthError("token signed by an unknown key")
+            raise TokenRejectedError("token signed by an unknown key")
         api_key, org = found
         try:
             payload = jwt.decode(
@@ -129,10 +129,10 @@ class Keyring:
                 options={"verify_exp": False, "verify_iat": False, "require": ["exp", "iat"]},
             )
         except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
+            raise TokenRejectedError(f"invalid token: {exc}") from exc
         claims = _claims_from(payload)
         if org not in (ANY_ORG, claims.org):
-            raise AuthError("token org does not match its signing key")
+            raise TokenRejectedError("token org does not match its signing key")
         return claims
 
 
@@ -141,7 +141,7 @@ def _claims_from(payload: dict[str, Any]) -> Claims:
     if not isinstance(repos, dict) or not all(
         isinstance(k, str) and v in (READ_WRITE, READ_ONLY) for k, v in repos.items()
     ):
-        raise AuthError("token has no valid repo grants")
+        raise TokenRejectedError("token has no valid repo grants")
     try:
         return Claims(
             org=str(payload["org"]),
@@ -151,25 +151,25 @@ def _claims_from(payload: dict[str, Any]) -> Claims:
             mount_id=str(payload.get("mid", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise AuthError(f"token claims are malformed: {exc}") from exc
+        raise TokenRejectedError(f"token claims are malformed: {exc}") from exc
 
 
 def check(claims: Claims, org: str, repo: str, *, write: bool) -> None:
-    """Raise `PermissionDenied` unless ``claims`` grant ``repo`` (for writing if ``write``)."""
+    """Raise `PermissionDeniedError` unless ``claims`` grant ``repo`` (for writing if ``write``)."""
     if claims.org != org:
-        raise PermissionDenied(f"token is for org {claims.org!r}, not {org!r}")
+        raise PermissionDeniedError(f"token is for org {claims.org!r}, not {org!r}")
     access = claims.access(repo)
     if access is None:
-        raise PermissionDenied(f"token does not grant repo {org}/{repo}")
+        raise PermissionDeniedError(f"token does not grant repo {org}/{repo}")
     if write and access != READ_WRITE:
-        raise PermissionDenied(f"token grants {org}/{repo} read-only")
+        raise PermissionDeniedError(f"token grants {org}/{repo} read-only")
 
 
 def key_scope(key: str) -> tuple[str, str]:
     """Return the (org, repo) a KV key belongs to: its first two tokens, validated."""
     parts = key.split(".")
     if len(parts) < 2:
-        raise InvalidName(f"KV key {key!r} does not start with <org>.<repo>")
+        raise InvalidNameError(f"KV key {key!r} does not start with <org>.<repo>")
     return validate_org(parts[0]), validate_repo(parts[1])
 
 
@@ -189,12 +189,13 @@ def authorize(
     whether the transport is closed, then the token, then the grant.
 
     Raises:
-        InvalidName, Unavailable, AuthError, PermissionDenied: in that order of checks.
+        InvalidNameError, UnavailableError, TokenRejectedError, PermissionDeniedError:
+            in that order of checks.
     """
     validate_org(org)
     validate_repo(repo)
     if closed:
-        raise Unavailable("the transport is closed")
+        raise UnavailableError("the transport is closed")
     claims = keyring.verify(token, now_ms)
     check(claims, org, repo, write=write)
     return claims

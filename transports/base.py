@@ -14,11 +14,11 @@ contract suite in tests/transports:
   must be 0 or the sequence of an entry of that change (the first delivery's
   ``prev_seq`` is then ``after_seq``).
 - Blobs are content addressed: ``put_blob`` returns the sha256 of the raw bytes;
-  ``get_blob`` returns exactly those bytes or raises `NotFound`.
+  ``get_blob`` returns exactly those bytes or raises `MissingError`.
 - KV keys hold small records with a revision; ``kv_put`` with ``expected_revision``
-  is a compare-and-set (0 means "must not exist") and raises `CasConflict` on a lost race.
-- Every call takes the caller's token and raises `AuthError` when it is invalid or
-  expired, and `PermissionDenied` when it does not grant the repo (or grants it
+  is a compare-and-set (0 means "must not exist") and raises `RevisionMismatchError` on a lost race.
+- Every call takes the caller's token and raises `TokenRejectedError` when it is invalid or
+  expired, and `PermissionDeniedError` when it does not grant the repo (or grants it
   read-only for a write). A refused call changes nothing.
 """
 
@@ -41,19 +41,19 @@ class TransportError(Exception):
     """Raised as the base of every failure a transport reports."""
 
 
-class AuthError(TransportError):
+class TokenRejectedError(TransportError):
     """Raised when a token is missing, malformed, signed by an unknown key, or expired."""
 
 
-class PermissionDenied(TransportError):
+class PermissionDeniedError(TransportError):
     """Raised when a valid token does not grant the repo, or grants it read-only for a write."""
 
 
-class NotFound(TransportError):
+class MissingError(TransportError):
     """Raised when a blob, a KV key or a log does not exist."""
 
 
-class CasConflict(TransportError):
+class RevisionMismatchError(TransportError):
     """Raised when a compare-and-set lost: the key's revision was not the expected one."""
 
     def __init__(self, key: str, expected: int, actual: int) -> None:
@@ -63,36 +63,36 @@ class CasConflict(TransportError):
         super().__init__(f"{key}: expected revision {expected}, found {actual}")
 
 
-class PayloadTooLarge(TransportError):
+class PayloadTooLargeError(TransportError):
     """Raised when an entry exceeds the transport's maximum payload."""
 
 
-class Unavailable(TransportError):
+class UnavailableError(TransportError):
     """Raised when the transport cannot reach its server within the allowed time."""
 
 
-class InvalidName(TransportError, ValueError):
+class InvalidNameError(TransportError, ValueError):
     """Raised when an org, repo, change id or KV key is not a valid name."""
 
 
 def validate_org(org: str) -> str:
     """Return ``org`` if it is a valid org slug (lowercase, digits, inner hyphens)."""
     if not isinstance(org, str) or _ORG_RE.match(org) is None:
-        raise InvalidName(f"invalid org slug: {org!r}")
+        raise InvalidNameError(f"invalid org slug: {org!r}")
     return org
 
 
 def validate_repo(repo: str) -> str:
     """Return ``repo`` if it is a valid repo name ([A-Za-z0-9][A-Za-z0-9_-]{0,99})."""
     if not isinstance(repo, str) or _NAME_RE.match(repo) is None:
-        raise InvalidName(f"invalid repo name: {repo!r}")
+        raise InvalidNameError(f"invalid repo name: {repo!r}")
     return repo
 
 
 def validate_kv_key(key: str) -> str:
     """Return ``key`` if it is a valid KV key (dot-separated tokens)."""
     if not isinstance(key, str) or _KV_KEY_RE.match(key) is None:
-        raise InvalidName(f"invalid KV key: {key!r}")
+        raise InvalidNameError(f"invalid KV key: {key!r}")
     return key
 
 
@@ -110,7 +110,7 @@ class LogId:
         try:
             validate_change_id(self.change)
         except ValueError as exc:
-            raise InvalidName(str(exc)) from exc
+            raise InvalidNameError(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +193,7 @@ class Transport(Protocol):
     async def kv_delete(
         self, token: str, key: str, *, expected_revision: int | None = None
     ) -> None:
-        """Delete ``key`` (CAS when expected is given); deleting a missing key raises NotFound."""
+        """Delete ``key`` (CAS when expected is given); a missing key raises MissingError."""
         ...
 
     async def kv_keys(self, token: str, prefix: str) -> list[str]:

@@ -47,9 +47,9 @@ Mapping (design.md §3):
   exists. The injected clock only decides token expiry; entry times come from the server.
 
 Connection: the initial connect must succeed within ``connect_timeout_s`` (else
-`Unavailable`); afterwards nats-py reconnects forever, calls made while disconnected
-fail with `Unavailable` after the request timeout, and subscriptions resume by
-themselves. An append that fails with `Unavailable` may or may not have been stored:
+`UnavailableError`); afterwards nats-py reconnects forever, calls made while disconnected
+fail with `UnavailableError` after the request timeout, and subscriptions resume by
+themselves. An append that fails with `UnavailableError` may or may not have been stored:
 retry it with the same ``msg_id`` within the dedupe window.
 """
 
@@ -77,17 +77,17 @@ from engine.content import digest_of
 from transports.auth import Claims, Keyring, authorize, authorize_key, key_scope
 from transports.base import (
     Appended,
-    CasConflict,
     Clock,
     Delivery,
-    InvalidName,
+    InvalidNameError,
     KvEntry,
     LogId,
-    NotFound,
-    PayloadTooLarge,
+    MissingError,
+    PayloadTooLargeError,
+    RevisionMismatchError,
     SystemClock,
     TransportError,
-    Unavailable,
+    UnavailableError,
     validate_org,
     validate_repo,
 )
@@ -283,7 +283,7 @@ class _ApiError(TransportError):
         super().__init__(f"JetStream API error {code}/{err_code}: {description}")
 
 
-class _WrongLastSequence(Exception):
+class _WrongLastSequenceError(Exception):
     """A KV compare-and-set found another revision."""
 
 
@@ -295,9 +295,9 @@ def _nats_errors(what: str) -> Iterator[None]:
     except TransportError:
         raise
     except _UNREACHABLE as exc:
-        raise Unavailable(f"{what}: {exc!r}") from exc
+        raise UnavailableError(f"{what}: {exc!r}") from exc
     except nats.errors.MaxPayloadError as exc:
-        raise PayloadTooLarge(f"{what}: {exc!r}") from exc
+        raise PayloadTooLargeError(f"{what}: {exc!r}") from exc
     except nats.js.errors.APIError as exc:
         raise _ApiError(exc.code or 0, exc.err_code or 0, str(exc.description)) from exc
     except nats.errors.Error as exc:
@@ -542,7 +542,7 @@ class JetStreamTransport:
             name: the connection name shown by the server.
 
         Raises:
-            Unavailable: no server answered, or JetStream is not enabled, in time.
+            UnavailableError: no server answered, or JetStream is not enabled, in time.
             ValueError: an argument is out of range.
         """
         server_list = [servers] if isinstance(servers, str) else list(servers)
@@ -594,7 +594,7 @@ class JetStreamTransport:
                 detail = "no server completed the NATS handshake"
             else:
                 detail = f"last error: {last!r}"
-            raise Unavailable(
+            raise UnavailableError(
                 f"cannot reach NATS JetStream at {', '.join(servers)} "
                 f"within {connect_timeout_s}s ({detail})"
             ) from exc
@@ -637,17 +637,19 @@ class JetStreamTransport:
             repeat.
 
         Raises:
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo read-write.
-            PayloadTooLarge: ``payload`` exceeds ``max_payload_bytes``.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: ``payload`` exceeds ``max_payload_bytes``.
             ValueError: ``msg_id`` is empty or too long.
-            Unavailable: the server did not answer in time (the append may have
+            UnavailableError: the server did not answer in time (the append may have
                 happened: retry with the same ``msg_id``).
         """
         self._authorize(token, log.org, log.repo, write=True)
         limit = min(self.max_payload_bytes, self._nc.max_payload - HEADER_RESERVE)
         if len(payload) > limit:
-            raise PayloadTooLarge(f"entry of {len(payload)} bytes exceeds the maximum of {limit}")
+            raise PayloadTooLargeError(
+                f"entry of {len(payload)} bytes exceeds the maximum of {limit}"
+            )
         _check_msg_id(msg_id)
         stream = await self._ensure_stream(log.org, log.repo)
         subject = log_subject(log)
@@ -658,7 +660,7 @@ class JetStreamTransport:
             await self._ensure_stream(log.org, log.repo)
             ack = await self._publish_entry(subject, bytes(payload), msg_id)
             if ack is None:
-                raise Unavailable(f"no stream stores {subject}")
+                raise UnavailableError(f"no stream stores {subject}")
         if ack.stream != stream:
             raise TransportError(f"{subject} was stored by stream {ack.stream}, not {stream}")
         # The PubAck carries no timestamp and reading it back costs a second round
@@ -677,9 +679,9 @@ class JetStreamTransport:
         """Return the sequence of the newest entry of ``log`` (0 when empty).
 
         Raises:
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo.
-            Unavailable: the server did not answer in time.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            UnavailableError: the server did not answer in time.
         """
         self._authorize(token, log.org, log.repo, write=False)
         message = await self._get_message(
@@ -695,10 +697,10 @@ class JetStreamTransport:
         ``prev_seq``.
 
         Raises:
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
             ValueError: ``after_seq`` is negative.
-            Unavailable: the server did not answer in time.
+            UnavailableError: the server did not answer in time.
         """
         self._authorize(token, log.org, log.repo, write=False)
         if after_seq < 0:
@@ -722,10 +724,10 @@ class JetStreamTransport:
         """Store ``data`` once and return its sha256 digest (idempotent).
 
         Raises:
-            InvalidName: ``org`` or ``repo`` is not a valid name.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo read-write.
-            Unavailable: the server did not answer in time.
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            UnavailableError: the server did not answer in time.
         """
         self._authorize(token, org, repo, write=True)
         raw = bytes(data)
@@ -751,15 +753,15 @@ class JetStreamTransport:
         """Return the bytes stored under ``digest``.
 
         Raises:
-            InvalidName: ``org`` or ``repo`` is not a valid name.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo.
-            NotFound: no blob is stored under ``digest`` in this repo.
-            Unavailable: the server did not answer in time.
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            MissingError: no blob is stored under ``digest`` in this repo.
+            UnavailableError: the server did not answer in time.
             TransportError: the stored bytes are corrupt.
         """
         self._authorize(token, org, repo, write=False)
-        missing = NotFound(f"no blob {digest!r} in {org}/{repo}")
+        missing = MissingError(f"no blob {digest!r} in {org}/{repo}")
         if not isinstance(digest, str) or _DIGEST_RE.match(digest) is None:
             raise missing
         store = await self._blob_store(org, repo, create=False)
@@ -774,7 +776,7 @@ class JetStreamTransport:
                     raise missing from None
             try:
                 compressed = await self._read_chunks(bucket, info)
-            except Unavailable:
+            except UnavailableError:
                 # A concurrent put of the same digest may have replaced the chunks.
                 if attempt:
                     raise
@@ -794,7 +796,7 @@ class JetStreamTransport:
                 try:
                     delivery = await asyncio.wait_for(anext(entries), self._timeout)
                 except (TimeoutError, StopAsyncIteration) as exc:
-                    raise Unavailable(f"blob chunks of {info.name} did not arrive") from exc
+                    raise UnavailableError(f"blob chunks of {info.name} did not arrive") from exc
                 parts.append(delivery.payload)
         finally:
             await subscription.aclose()
@@ -829,10 +831,10 @@ class JetStreamTransport:
         """Return the record at ``key``, or None.
 
         Raises:
-            InvalidName: ``key`` is not ``<org>.<repo>[.<token>...]``.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the key's repo.
-            Unavailable: the server did not answer in time.
+            InvalidNameError: ``key`` is not ``<org>.<repo>[.<token>...]``.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo.
+            UnavailableError: the server did not answer in time.
         """
         self._authorize_key(token, key, write=False)
         current = await self._kv_read(key)
@@ -853,36 +855,38 @@ class JetStreamTransport:
                 otherwise the revision the key must currently have.
 
         Raises:
-            InvalidName: ``key`` is not valid.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the key's repo read-write.
-            CasConflict: the key's revision is not ``expected_revision``.
-            PayloadTooLarge: ``value`` exceeds ``max_payload_bytes``.
-            Unavailable: the server did not answer in time.
+            InvalidNameError: ``key`` is not valid.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo read-write.
+            RevisionMismatchError: the key's revision is not ``expected_revision``.
+            PayloadTooLargeError: ``value`` exceeds ``max_payload_bytes``.
+            UnavailableError: the server did not answer in time.
         """
         self._authorize_key(token, key, write=True)
         if len(value) > self.max_payload_bytes:
-            raise PayloadTooLarge(f"value of {len(value)} bytes exceeds {self.max_payload_bytes}")
+            raise PayloadTooLargeError(
+                f"value of {len(value)} bytes exceeds {self.max_payload_bytes}"
+            )
         await self._ensure_kv()
         if expected_revision is None:
             return await self._kv_publish(key, bytes(value), {})
         if expected_revision < 0:
-            raise CasConflict(key, expected_revision, await self._kv_live_revision(key))
+            raise RevisionMismatchError(key, expected_revision, await self._kv_live_revision(key))
         last = expected_revision
         for _ in range(_CAS_ATTEMPTS):
             try:
                 return await self._kv_publish(
                     key, bytes(value), {"Nats-Expected-Last-Subject-Sequence": str(last)}
                 )
-            except _WrongLastSequence:
+            except _WrongLastSequenceError:
                 current = await self._kv_read(key)
             if current is not None and current[1] is not None:
-                raise CasConflict(key, expected_revision, current[0])
+                raise RevisionMismatchError(key, expected_revision, current[0])
             if expected_revision != 0:
-                raise CasConflict(key, expected_revision, 0)
+                raise RevisionMismatchError(key, expected_revision, 0)
             # "Must not exist" and the key is deleted: compare against its delete marker.
             last = 0 if current is None else current[0]
-        raise CasConflict(key, expected_revision, await self._kv_live_revision(key))
+        raise RevisionMismatchError(key, expected_revision, await self._kv_live_revision(key))
 
     async def kv_delete(
         self, token: str, key: str, *, expected_revision: int | None = None
@@ -893,34 +897,34 @@ class JetStreamTransport:
         later gets a higher revision than any it had before.
 
         Raises:
-            InvalidName: ``key`` is not valid.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the key's repo read-write.
-            CasConflict: the key's revision is not ``expected_revision``.
-            NotFound: the key does not exist (and no CAS failed first).
-            Unavailable: the server did not answer in time.
+            InvalidNameError: ``key`` is not valid.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo read-write.
+            RevisionMismatchError: the key's revision is not ``expected_revision``.
+            MissingError: the key does not exist (and no CAS failed first).
+            UnavailableError: the server did not answer in time.
         """
         self._authorize_key(token, key, write=True)
-        missing = NotFound(f"no KV key {key!r}")
+        missing = MissingError(f"no KV key {key!r}")
         if expected_revision is not None and expected_revision > 0:
             await self._ensure_kv()
             try:
                 await self._kv_delete_marker(key, expected_revision)
-            except _WrongLastSequence:
-                raise CasConflict(
+            except _WrongLastSequenceError:
+                raise RevisionMismatchError(
                     key, expected_revision, await self._kv_live_revision(key)
                 ) from None
             return
         for _ in range(_CAS_ATTEMPTS):
             revision = await self._kv_live_revision(key)
             if expected_revision is not None and revision != expected_revision:
-                raise CasConflict(key, expected_revision, revision)
+                raise RevisionMismatchError(key, expected_revision, revision)
             if revision == 0:
                 raise missing
-            with contextlib.suppress(_WrongLastSequence):
+            with contextlib.suppress(_WrongLastSequenceError):
                 await self._kv_delete_marker(key, revision)
                 return
-        raise Unavailable(f"{key} changed {_CAS_ATTEMPTS} times while it was being deleted")
+        raise UnavailableError(f"{key} changed {_CAS_ATTEMPTS} times while it was being deleted")
 
     async def kv_keys(self, token: str, prefix: str) -> list[str]:
         """Return the keys that start with ``prefix`` and that the token may read, sorted.
@@ -928,8 +932,8 @@ class JetStreamTransport:
         Keys of repos the token does not grant are left out, not refused.
 
         Raises:
-            AuthError: the token is invalid or expired.
-            Unavailable: the server did not answer in time.
+            TokenRejectedError: the token is invalid or expired.
+            UnavailableError: the server did not answer in time.
         """
         claims = self._verify(token)
         subject_filter = _kv_filter(prefix, claims.org)
@@ -950,7 +954,7 @@ class JetStreamTransport:
     def _may_read(claims: Claims, key: str) -> bool:
         try:
             org, repo = key_scope(key)
-        except InvalidName:
+        except InvalidNameError:
             return False
         return claims.org == org and claims.access(repo) is not None
 
@@ -978,7 +982,7 @@ class JetStreamTransport:
                 ack = await self._js.publish(_KV_PREFIX + key, value, headers=headers or None)
         except _ApiError as exc:
             if exc.err_code in _ERR_WRONG_LAST_SEQUENCE:
-                raise _WrongLastSequence(str(exc)) from exc
+                raise _WrongLastSequenceError(str(exc)) from exc
             raise
         return int(ack.seq)
 
@@ -1015,9 +1019,9 @@ class JetStreamTransport:
         for _ in range(3):
             try:
                 return await self._last_per_subject_once(stream, subject_filter)
-            except _ConsumerGap:
+            except _ConsumerGapError:
                 continue
-        raise Unavailable(f"could not list {subject_filter} without gaps")
+        raise UnavailableError(f"could not list {subject_filter} without gaps")
 
     async def _last_per_subject_once(
         self, stream: str, subject_filter: str
@@ -1062,7 +1066,7 @@ class JetStreamTransport:
                     if ack is None:
                         continue
                     if ack.consumer_seq != expected:
-                        raise _ConsumerGap
+                        raise _ConsumerGapError
                     expected += 1
                     found.append((msg.subject, dict(msg.headers or {})))
                     if ack.pending == 0:
@@ -1167,7 +1171,7 @@ class JetStreamTransport:
     async def aclose(self) -> None:
         """End every subscription and close the connection (idempotent).
 
-        Later calls raise `Unavailable`.
+        Later calls raise `UnavailableError`.
         """
         if self._closed:
             return
@@ -1182,7 +1186,7 @@ class JetStreamTransport:
 
     def _verify(self, token: str) -> Claims:
         if self._closed:
-            raise Unavailable("the transport is closed")
+            raise UnavailableError("the transport is closed")
         return self._keyring.verify(token, self._clock.now_ms())
 
     def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
@@ -1196,7 +1200,7 @@ class JetStreamTransport:
         )
 
 
-class _ConsumerGap(Exception):
+class _ConsumerGapError(Exception):
     """A one-shot listing consumer skipped a message."""
 
 

@@ -33,14 +33,14 @@ from engine.content import digest_of
 from transports.auth import Claims, Keyring, authorize, authorize_key, key_scope
 from transports.base import (
     Appended,
-    CasConflict,
     Clock,
     Delivery,
     KvEntry,
     LogId,
-    NotFound,
-    PayloadTooLarge,
-    Unavailable,
+    MissingError,
+    PayloadTooLargeError,
+    RevisionMismatchError,
+    UnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -157,14 +157,14 @@ class MemoryTransport:
             The entry's sequence and timestamp, or the original ones for a repeat.
 
         Raises:
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo read-write.
-            PayloadTooLarge: ``payload`` exceeds ``max_payload_bytes``.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: ``payload`` exceeds ``max_payload_bytes``.
             ValueError: ``msg_id`` is empty.
         """
         self._authorize(token, log.org, log.repo, write=True)
         if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLarge(
+            raise PayloadTooLargeError(
                 f"entry of {len(payload)} bytes exceeds the maximum of {self.max_payload_bytes}"
             )
         if not isinstance(msg_id, str) or not msg_id:
@@ -196,8 +196,8 @@ class MemoryTransport:
         """Return the sequence of the newest entry of ``log`` (0 when empty).
 
         Raises:
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
         """
         self._authorize(token, log.org, log.repo, write=False)
         entries = self._entries(log.org, log.repo, log.change)
@@ -210,8 +210,8 @@ class MemoryTransport:
         entries already stored, then live appends.
 
         Raises:
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
             ValueError: ``after_seq`` is negative.
         """
         self._authorize(token, log.org, log.repo, write=False)
@@ -242,9 +242,9 @@ class MemoryTransport:
         """Store ``data`` once and return its sha256 digest (idempotent).
 
         Raises:
-            InvalidName: ``org`` or ``repo`` is not a valid name.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo read-write.
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
         """
         self._authorize(token, org, repo, write=True)
         digest = digest_of(data)
@@ -255,15 +255,15 @@ class MemoryTransport:
         """Return the bytes stored under ``digest``.
 
         Raises:
-            InvalidName: ``org`` or ``repo`` is not a valid name.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the repo.
-            NotFound: no blob is stored under ``digest`` in this repo.
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            MissingError: no blob is stored under ``digest`` in this repo.
         """
         self._authorize(token, org, repo, write=False)
         data = self._blobs.get((org, repo), {}).get(digest)
         if data is None:
-            raise NotFound(f"no blob {digest!r} in {org}/{repo}")
+            raise MissingError(f"no blob {digest!r} in {org}/{repo}")
         return data
 
     # -- KV -------------------------------------------------------------------
@@ -272,9 +272,9 @@ class MemoryTransport:
         """Return the record at ``key``, or None.
 
         Raises:
-            InvalidName: ``key`` is not ``<org>.<repo>[.<token>...]``.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the key's repo.
+            InvalidNameError: ``key`` is not ``<org>.<repo>[.<token>...]``.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo.
         """
         self._authorize_key(token, key, write=False)
         record = self._kv.get(key)
@@ -293,10 +293,10 @@ class MemoryTransport:
                 otherwise the revision the key must currently have.
 
         Raises:
-            InvalidName: ``key`` is not valid.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the key's repo read-write.
-            CasConflict: the key's revision is not ``expected_revision``.
+            InvalidNameError: ``key`` is not valid.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo read-write.
+            RevisionMismatchError: the key's revision is not ``expected_revision``.
         """
         self._authorize_key(token, key, write=True)
         self._check_revision(key, expected_revision)
@@ -313,16 +313,16 @@ class MemoryTransport:
         re-created later gets a higher revision than any it had before.
 
         Raises:
-            InvalidName: ``key`` is not valid.
-            AuthError: the token is invalid or expired.
-            PermissionDenied: the token does not grant the key's repo read-write.
-            CasConflict: the key's revision is not ``expected_revision``.
-            NotFound: the key does not exist (and no CAS failed first).
+            InvalidNameError: ``key`` is not valid.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo read-write.
+            RevisionMismatchError: the key's revision is not ``expected_revision``.
+            MissingError: the key does not exist (and no CAS failed first).
         """
         self._authorize_key(token, key, write=True)
         self._check_revision(key, expected_revision)
         if key not in self._kv:
-            raise NotFound(f"no KV key {key!r}")
+            raise MissingError(f"no KV key {key!r}")
         del self._kv[key]
         self._kv_revision += 1
 
@@ -332,7 +332,7 @@ class MemoryTransport:
         Keys of repos the token does not grant are left out, not refused.
 
         Raises:
-            AuthError: the token is invalid or expired.
+            TokenRejectedError: the token is invalid or expired.
         """
         claims = self._verify(token)
         readable: list[str] = []
@@ -348,7 +348,7 @@ class MemoryTransport:
     # -- lifecycle ------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """End every subscription; later calls raise `Unavailable` (idempotent)."""
+        """End every subscription; later calls raise `UnavailableError` (idempotent)."""
         self._closed = True
         for stream in self._streams.values():
             for subscribers in stream.subscribers.values():
@@ -359,7 +359,7 @@ class MemoryTransport:
 
     def _verify(self, token: str) -> Claims:
         if self._closed:
-            raise Unavailable("the transport is closed")
+            raise UnavailableError("the transport is closed")
         return self._keyring.verify(token, self._clock.now_ms())
 
     def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
@@ -378,7 +378,7 @@ class MemoryTransport:
         record = self._kv.get(key)
         actual = 0 if record is None else record.revision
         if actual != expected_revision:
-            raise CasConflict(key, expected_revision, actual)
+            raise RevisionMismatchError(key, expected_revision, actual)
 
     def _entries(self, org: str, repo: str, change: str) -> list[Delivery]:
         stream = self._streams.get((org, repo))

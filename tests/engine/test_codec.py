@@ -18,7 +18,7 @@ from engine.codec import (
     encode_entry,
 )
 from engine.content import BlobRef, Content, Inline
-from engine.errors import CodecError, InvalidInput
+from engine.errors import CodecError, InvalidInputError
 from engine.ops import (
     Append,
     Chmod,
@@ -506,19 +506,19 @@ def test_reader_open_checks_requested_version() -> None:
 
 @pytest.mark.parametrize("n", [-1, UINT_MAX + 1, 2**80])
 def test_writer_rejects_out_of_range_uint(n: int) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInputError):
         Writer(1).uint(n)
 
 
 @pytest.mark.parametrize("n", [SINT_MIN - 1, SINT_MAX + 1])
 def test_writer_rejects_out_of_range_sint(n: int) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInputError):
         Writer(1).sint(n)
 
 
 @pytest.mark.parametrize("digest", ["A" * 64, "0" * 63, "0" * 65, "g" * 64, ""])
 def test_writer_rejects_bad_digest(digest: str) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInputError):
         Writer(1).content(Content((BlobRef(digest, 1),)))
 
 
@@ -537,5 +537,5 @@ def test_writer_rejects_bad_digest(digest: str) -> None:
     ],
 )
 def test_encode_rejects_unrepresentable_entries(entry: Entry) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInputError):
         encode_entry(entry)

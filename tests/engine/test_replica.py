@@ -11,7 +11,7 @@ from engine.content import Content
 from engine.errors import CodecError, FsError
 from engine.fold import ChangeState, Event
 from engine.ops import Entry, Mkdir, Mv, Rm, Write
-from engine.replica import LogCorrupt, Replica
+from engine.replica import CorruptEntryError, Replica
 from engine.tree import FileNode
 
 T0 = 1_700_000_000_000
@@ -82,14 +82,14 @@ def test_corrupt_payload_names_its_sequence_and_stops_folding() -> None:
     replica.receive(*LOG[0])
     good = LOG[1][3]
     corrupt = good[:-1] + bytes([good[-1] ^ 0xFF])  # CRC mismatch
-    with pytest.raises(LogCorrupt) as caught:
+    with pytest.raises(CorruptEntryError) as caught:
         replica.receive(9, 5, T0 + 1, corrupt)
     assert caught.value.seq == 9
     assert "sequence 9" in str(caught.value)
     assert isinstance(caught.value, CodecError)
     # Every later delivery raises it again, even a valid one; nothing more is folded.
     for delivery in (LOG[2], (9, 5, T0 + 1, good), LOG[0]):
-        with pytest.raises(LogCorrupt) as again:
+        with pytest.raises(CorruptEntryError) as again:
             replica.receive(*delivery)
         assert again.value is caught.value
     assert replica.seq == 5
@@ -106,7 +106,7 @@ def test_corrupt_entry_buffered_early_raises_when_it_is_reached() -> None:
     assert all(f.events for f in folded)
     assert replica.seq == 9
     # ...and from then on every call raises, naming the corrupt sequence.
-    with pytest.raises(LogCorrupt) as caught:
+    with pytest.raises(CorruptEntryError) as caught:
         replica.receive(13, 12, T0 + 3, payload("w", 4, b"x"))
     assert caught.value.seq == 12
     assert replica.seq == 9
@@ -115,7 +115,7 @@ def test_corrupt_entry_buffered_early_raises_when_it_is_reached() -> None:
 def test_unknown_codec_version_is_corruption_too() -> None:
     replica = Replica("r")
     data = LOG[0][3]
-    with pytest.raises(LogCorrupt) as caught:
+    with pytest.raises(CorruptEntryError) as caught:
         replica.receive(5, 0, T0, bytes([99]) + data[1:])
     assert caught.value.seq == 5
 

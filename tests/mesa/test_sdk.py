@@ -33,7 +33,7 @@ from mesa_sdk import (
 )
 from tests.mesa.conftest import KEY, ORG
 from transports.auth import Keyring
-from transports.base import AuthError, LogId, ManualClock
+from transports.base import LogId, ManualClock, TokenRejectedError
 from transports.memory import MemoryTransport
 
 P = "/acme/app"
@@ -425,7 +425,7 @@ async def test_expired_token_is_refused_by_the_transport_too(
     token, _ = mesa.sign_token({"app": "rw"}, 60, "rogue")
     change = await main_change(mesa)
     clock.advance(60_000)
-    with pytest.raises(AuthError, match="expired"):
+    with pytest.raises(TokenRejectedError, match="expired"):
         await transport.append(token, LogId(ORG, "app", change), b"x", msg_id="rogue-1")
     assert await logged(mesa, transport) == 0
 

@@ -32,7 +32,7 @@ from simulations.checkers import (
     clone_state,
     replay_from_scratch,
 )
-from simulations.failure import CheckFailure
+from simulations.failure import CheckFailedError
 from simulations.known import Findings
 from simulations.model import SimpleFiles
 from simulations.oracle import Oracle
@@ -181,7 +181,7 @@ def test_checker_a_rejects_two_trees_at_one_prefix() -> None:
     prefix = PrefixHashes()
     prefix.observe("m0x0", 5, "aa" * 32)
     prefix.observe("m1x0", 5, "aa" * 32)
-    with pytest.raises(CheckFailure, match="a:same-prefix-same-tree"):
+    with pytest.raises(CheckFailedError, match="a:same-prefix-same-tree"):
         prefix.observe("m2x0", 5, "bb" * 32)
 
 
@@ -198,15 +198,15 @@ def test_checker_b_rejects_a_live_hash_the_replay_does_not_give() -> None:
     seq.append(encode_entry(entry), entry.op_id, T0)
     prefix = PrefixHashes()
     prefix.observe("m0x0", 1, "cc" * 32)
-    with pytest.raises(CheckFailure, match="b:replay-equals-live"):
+    with pytest.raises(CheckFailedError, match="b:replay-equals-live"):
         replay_from_scratch(seq.entries, 1000, prefix)
 
 
 def test_checker_e_rejects_missing_and_phantom_events() -> None:
-    with pytest.raises(CheckFailure, match="no event covers"):
+    with pytest.raises(CheckFailedError, match="no event covers"):
         check_event_set("m0x0", 3, [("a", "f")], [Event(("b",), recursive=True)])
     check_event_set("m0x0", 3, [("a", "f")], [Event(("a",), recursive=True)])
-    with pytest.raises(CheckFailure, match="phantom event"):
+    with pytest.raises(CheckFailedError, match="phantom event"):
         check_event_set("m0x0", 3, [], [Event(("a",))])
 
 
@@ -218,7 +218,7 @@ def test_checker_e_refolds_and_compares_with_the_replica() -> None:
     logged = _logged(1, "m0x0", 1, 0, Write(("f",), Content.of(b"x")))
     events = fold(state, logged)
     check_events("m0x0", clone_state(before), [Folded(1, logged.time_ms, logged.entry, events)])
-    with pytest.raises(CheckFailure, match="folding the entry again gave events"):
+    with pytest.raises(CheckFailedError, match="folding the entry again gave events"):
         check_events("m0x0", before, [Folded(1, logged.time_ms, logged.entry, [])])
 
 
@@ -231,7 +231,7 @@ def test_checker_c_rejects_a_racing_write_that_replaced_unseen_bytes(
     oracle.observe(_logged(1, "m0x0", 1, 0, Write(("f",), Content.of(b"@@w1@@\n"))))
     oracle.observe(_logged(2, "m1x0", 1, 1, Write(("f",), Content.of(b"@@w2@@\n"))))
     oracle.observe(_logged(3, "m2x0", 1, 2, Write(("f",), Content.of(b"@@w3@@\n"))))
-    with pytest.raises(CheckFailure, match="c:no-lost-write"):
+    with pytest.raises(CheckFailedError, match="c:no-lost-write"):
         oracle.observe(_logged(4, "m3x0", 1, 2, Write(("f",), Content.of(b"@@w4@@\n"))))
 
 
@@ -240,7 +240,7 @@ def test_checker_c_rejects_a_retried_op_applied_twice(monkeypatch: pytest.Monkey
     oracle = Oracle(1000, Counter(), Findings())
     append = Append(("f",), Content.of(b"@@a1@@\n"))
     oracle.observe(_logged(1, "m0x0", 1, 0, append))
-    with pytest.raises(CheckFailure, match="took effect twice"):
+    with pytest.raises(CheckFailedError, match="took effect twice"):
         oracle.observe(_logged(2, "m0x0", 1, 0, append))
 
 
@@ -252,7 +252,7 @@ def test_checker_d_rejects_a_conflict_without_a_race(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(fold_module, "_edit", conflicting_edit)
     oracle = Oracle(1000, Counter(), Findings())
     oracle.observe(_logged(1, "m0x0", 1, 0, Write(("f",), Content.of(b"@@w1@@\n"))))
-    with pytest.raises(CheckFailure, match="d:conflict-iff-race"):
+    with pytest.raises(CheckFailedError, match="d:conflict-iff-race"):
         oracle.observe(_logged(2, "m1x0", 1, 1, Write(("f",), Content.of(b"@@w2@@\n"))))
 
 
@@ -273,7 +273,7 @@ def test_checker_d_model_rejects_a_missed_race() -> None:
     node = state.tree.lookup(("f",))
     assert isinstance(node, FileNode)
     node.value = Merge.resolved(Content.of(b"@@w3@@\n"))  # what a fold missing the race leaves
-    with pytest.raises(CheckFailure, match="raced seq 2 by m1x0"):
+    with pytest.raises(CheckFailedError, match="raced seq 2 by m1x0"):
         model.after(racing, state.tree, pending)
 
 

@@ -18,16 +18,16 @@ from engine.ids import change_id_from_bytes
 from transports.auth import Claims, sign
 from transports.base import (
     Appended,
-    AuthError,
-    CasConflict,
     Delivery,
-    InvalidName,
+    InvalidNameError,
     KvEntry,
     LogId,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
+    MissingError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RevisionMismatchError,
     Subscription,
+    TokenRejectedError,
 )
 
 from .conftest import TransportEnv
@@ -272,7 +272,7 @@ async def test_oversized_payload_is_refused_and_not_appended(transport_env: Tran
     env = transport_env
     t = env.transport
     token = env.sign({REPO: "rw"})
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(PayloadTooLargeError):
         await t.append(token, log_a(env), b"x" * (t.max_payload_bytes + 1), msg_id="big")
     assert await t.last_seq(token, log_a(env)) == 0
     fits = await t.append(token, log_a(env), b"y" * t.max_payload_bytes, msg_id="fits")
@@ -292,7 +292,7 @@ async def test_blob_round_trip_is_content_addressed(transport_env: TransportEnv)
     assert await t.put_blob(token, env.org, REPO, small) == digest
     assert await t.get_blob(token, env.org, REPO, digest) == small
     # Blobs belong to their repo: the same digest is unknown to another repo.
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingError):
         await t.get_blob(token, env.org, OTHER_REPO, digest)
 
 
@@ -309,7 +309,7 @@ async def test_large_blob_round_trip(transport_env: TransportEnv) -> None:
 async def test_get_blob_of_a_missing_digest_raises_not_found(transport_env: TransportEnv) -> None:
     env = transport_env
     token = env.sign({REPO: "ro"})
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingError):
         await env.transport.get_blob(token, env.org, REPO, hashlib.sha256(b"never").hexdigest())
 
 
@@ -332,10 +332,10 @@ async def test_kv_put_get_and_compare_and_set(transport_env: TransportEnv) -> No
     assert rev3 > rev2
     assert await t.kv_get(token, key) == KvEntry(key, b"v3", rev3)
 
-    with pytest.raises(CasConflict) as stale:
+    with pytest.raises(RevisionMismatchError) as stale:
         await t.kv_put(token, key, b"stale", expected_revision=rev2)
     assert (stale.value.key, stale.value.expected, stale.value.actual) == (key, rev2, rev3)
-    with pytest.raises(CasConflict) as exists:
+    with pytest.raises(RevisionMismatchError) as exists:
         await t.kv_put(token, key, b"create", expected_revision=0)
     assert (exists.value.expected, exists.value.actual) == (0, rev3)
     assert await t.kv_get(token, key) == KvEntry(key, b"v3", rev3)
@@ -346,7 +346,7 @@ async def test_kv_create_only_when_missing(transport_env: TransportEnv) -> None:
     t = env.transport
     token = env.sign({REPO: "rw"})
     key = f"{env.org}.{REPO}.locks.x"
-    with pytest.raises(CasConflict) as missing:
+    with pytest.raises(RevisionMismatchError) as missing:
         await t.kv_put(token, key, b"v", expected_revision=7)
     assert (missing.value.expected, missing.value.actual) == (7, 0)
     assert await t.kv_get(token, key) is None
@@ -366,7 +366,7 @@ async def test_concurrent_cas_puts_have_exactly_one_winner(transport_env: Transp
         return_exceptions=True,
     )
     wins = [(i, r) for i, r in enumerate(results) if isinstance(r, int)]
-    losses = [r for r in results if isinstance(r, CasConflict)]
+    losses = [r for r in results if isinstance(r, RevisionMismatchError)]
     assert len(wins) == 1
     assert len(losses) == 1
     winner, revision = wins[0]
@@ -381,14 +381,14 @@ async def test_kv_delete_with_compare_and_set(transport_env: TransportEnv) -> No
     token = env.sign({REPO: "rw"})
     key = f"{env.org}.{REPO}.bookmarks.gone"
     rev = await t.kv_put(token, key, b"v")
-    with pytest.raises(CasConflict) as stale:
+    with pytest.raises(RevisionMismatchError) as stale:
         await t.kv_delete(token, key, expected_revision=rev + 1)
     assert (stale.value.expected, stale.value.actual) == (rev + 1, rev)
     assert await t.kv_get(token, key) == KvEntry(key, b"v", rev)
 
     await t.kv_delete(token, key, expected_revision=rev)
     assert await t.kv_get(token, key) is None
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingError):
         await t.kv_delete(token, key)
 
     again = await t.kv_put(token, key, b"again", expected_revision=0)
@@ -413,7 +413,7 @@ async def test_kv_keys_lists_only_readable_keys_with_the_prefix(
     assert await t.kv_keys(root, f"{org}.nothing") == []
     reader = env.sign({REPO: "ro"})
     assert await t.kv_keys(reader, f"{org}.") == [f"{org}.{REPO}.a", f"{org}.{REPO}.b"]
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.kv_get(reader, f"{org}.{OTHER_REPO}.c")
 
 
@@ -428,24 +428,24 @@ async def test_expired_token_is_refused_and_writes_nothing(transport_env: Transp
     key = f"{env.org}.{REPO}.k"
     await expire(env, ttl_s)
 
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.append(token, log_a(env), b"late", msg_id="late")
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.subscribe(token, log_a(env), after_seq=0)
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.last_seq(token, log_a(env))
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.put_blob(token, env.org, REPO, b"late blob")
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.kv_put(token, key, b"late")
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.kv_get(token, key)
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.kv_keys(token, f"{env.org}.")
 
     fresh = env.sign({REPO: "rw"})
     assert await t.last_seq(fresh, log_a(env)) == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingError):
         await t.get_blob(fresh, env.org, REPO, hashlib.sha256(b"late blob").hexdigest())
     assert await t.kv_get(fresh, key) is None
 
@@ -455,15 +455,15 @@ async def test_token_signed_with_an_unknown_key_is_refused(transport_env: Transp
     t = env.transport
     forged = sign(secrets.token_hex(32), Claims(env.org, {"*": "rw"}, 0, 2**40, "intruder"))
     key = f"{env.org}.{REPO}.k"
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.append(forged, log_a(env), b"forged", msg_id="f")
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.subscribe(forged, log_a(env), after_seq=0)
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.put_blob(forged, env.org, REPO, b"forged")
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.kv_put(forged, key, b"forged")
-    with pytest.raises(AuthError):
+    with pytest.raises(TokenRejectedError):
         await t.kv_get("not-a-jwt", key)
 
     root = admin(env)
@@ -476,27 +476,27 @@ async def test_token_for_another_repo_is_denied(transport_env: TransportEnv) -> 
     t = env.transport
     token = env.sign({OTHER_REPO: "rw"})
     key = f"{env.org}.{REPO}.k"
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.append(token, log_a(env), b"x", msg_id="x")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.subscribe(token, log_a(env), after_seq=0)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.last_seq(token, log_a(env))
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.put_blob(token, env.org, REPO, b"x")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.get_blob(token, env.org, REPO, hashlib.sha256(b"x").hexdigest())
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.kv_put(token, key, b"x")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.kv_get(token, key)
     # A grant of every repo of one org does not reach another org.
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.put_blob(admin(env), "globex", REPO, b"x")
 
     root = admin(env)
     assert await t.last_seq(root, log_a(env)) == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingError):
         await t.get_blob(root, env.org, REPO, hashlib.sha256(b"x").hexdigest())
     assert await t.kv_get(root, key) is None
 
@@ -518,17 +518,17 @@ async def test_read_only_grant_reads_but_cannot_write(transport_env: TransportEn
     assert await t.get_blob(reader, env.org, REPO, digest) == b"root blob"
     assert await t.kv_get(reader, key) == KvEntry(key, b"root value", rev)
 
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.append(reader, log_a(env), b"by-reader", msg_id="w1")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.put_blob(reader, env.org, REPO, b"reader blob")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.kv_put(reader, key, b"reader value")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDeniedError):
         await t.kv_delete(reader, key)
 
     assert await t.last_seq(root, log_a(env)) == entry.seq
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingError):
         await t.get_blob(root, env.org, REPO, hashlib.sha256(b"reader blob").hexdigest())
     assert await t.kv_get(root, key) == KvEntry(key, b"root value", rev)
 
@@ -537,11 +537,11 @@ async def test_read_only_grant_reads_but_cannot_write(transport_env: TransportEn
 
 
 def test_invalid_log_names_are_refused() -> None:
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidNameError):
         LogId("Acme!", REPO, CHANGE_A)
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidNameError):
         LogId("acme", "bad repo", CHANGE_A)
-    with pytest.raises(InvalidName) as change:
+    with pytest.raises(InvalidNameError) as change:
         LogId("acme", REPO, "abc")
     assert isinstance(change.value, ValueError)
 
@@ -550,12 +550,12 @@ async def test_invalid_names_are_refused_by_blob_and_kv_calls(transport_env: Tra
     env = transport_env
     t = env.transport
     root = admin(env)
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidNameError):
         await t.put_blob(root, "Acme!", REPO, b"x")
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidNameError):
         await t.get_blob(root, env.org, "bad repo", hashlib.sha256(b"x").hexdigest())
     for key in ["Acme!.main.k", f"{env.org}.{REPO}.bad key", f"{env.org}", f"{env.org}..k", ""]:
-        with pytest.raises(InvalidName):
+        with pytest.raises(InvalidNameError):
             await t.kv_put(root, key, b"x")
     with pytest.raises(ValueError, match="invalid"):
         await t.kv_get(root, f"{env.org}.{REPO}.")

@@ -20,7 +20,7 @@ import pytest
 from engine.ids import change_id_from_bytes
 from tests.integration.natsutil import NatsServer, free_port, start_nats
 from transports.auth import Claims, Keyring, sign
-from transports.base import Appended, Delivery, LogId, PayloadTooLarge, Unavailable
+from transports.base import Appended, Delivery, LogId, PayloadTooLargeError, UnavailableError
 from transports.jetstream import (
     HEADER_RESERVE,
     MAX_MSG_ID_BYTES,
@@ -87,7 +87,7 @@ async def append_retrying(
     while True:
         try:
             return await transport.append(token, log, payload, msg_id=msg_id)
-        except Unavailable:
+        except UnavailableError:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
@@ -118,7 +118,7 @@ async def test_unreachable_server_is_unavailable_within_the_connect_timeout(
 ) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    with pytest.raises(Unavailable, match="cannot reach"):
+    with pytest.raises(UnavailableError, match="cannot reach"):
         await JetStreamTransport.connect([url], keyring=keyring, connect_timeout_s=2.0)
     assert time.monotonic() - started < CONNECT_BOUND_S
 
@@ -135,7 +135,7 @@ async def test_a_server_that_never_answers_is_unavailable_within_the_connect_tim
     port = listener.sockets[0].getsockname()[1]
     started = time.monotonic()
     try:
-        with pytest.raises(Unavailable):
+        with pytest.raises(UnavailableError):
             await JetStreamTransport.connect(
                 [f"nats://127.0.0.1:{port}"], keyring=keyring, connect_timeout_s=2.0
             )
@@ -150,7 +150,7 @@ async def test_a_server_that_never_answers_is_unavailable_within_the_connect_tim
 async def test_a_server_without_jetstream_is_unavailable(tmp_path: Path, keyring: Keyring) -> None:
     server = start_nats(tmp_path, jetstream=False)
     try:
-        with pytest.raises(Unavailable, match="JetStream is not enabled"):
+        with pytest.raises(UnavailableError, match="JetStream is not enabled"):
             await JetStreamTransport.connect([server.url], keyring=keyring, connect_timeout_s=5.0)
     finally:
         server.stop()
@@ -159,9 +159,9 @@ async def test_a_server_without_jetstream_is_unavailable(tmp_path: Path, keyring
 async def test_closed_transport_is_unavailable(transport: JetStreamTransport, token: str) -> None:
     await transport.aclose()
     await transport.aclose()
-    with pytest.raises(Unavailable):
+    with pytest.raises(UnavailableError):
         await transport.append(token, LOG, b"x", msg_id="x")
-    with pytest.raises(Unavailable):
+    with pytest.raises(UnavailableError):
         await transport.kv_get(token, f"{ORG}.{REPO}.k")
 
 
@@ -178,7 +178,7 @@ async def test_payload_limit_counts_headers_and_keeps_the_connection(
         assert transport.max_payload_bytes == max_payload - HEADER_RESERVE
         # Just above what the server itself accepts, and just above our own limit.
         for size in (max_payload + 1, transport.max_payload_bytes + 1):
-            with pytest.raises(PayloadTooLarge):
+            with pytest.raises(PayloadTooLargeError):
                 await transport.append(token, LOG, b"x" * size, msg_id=f"big-{size}")
         assert await transport.last_seq(token, LOG) == 0
         # The largest payload with the longest msg_id fits, on the same connection.
@@ -189,7 +189,7 @@ async def test_payload_limit_counts_headers_and_keeps_the_connection(
         assert await transport.last_seq(token, LOG) == fits.seq
         with pytest.raises(ValueError, match="msg_id"):
             await transport.append(token, LOG, b"z", msg_id=longest_id + "i")
-        with pytest.raises(PayloadTooLarge):
+        with pytest.raises(PayloadTooLargeError):
             await transport.kv_put(token, f"{ORG}.{REPO}.k", b"v" * (max_payload + 1))
     finally:
         await transport.aclose()

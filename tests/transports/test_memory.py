@@ -8,7 +8,7 @@ import pytest
 
 from engine.ids import change_id_from_bytes
 from transports.auth import Claims, Keyring, sign
-from transports.base import Delivery, LogId, ManualClock, Unavailable
+from transports.base import Delivery, LogId, ManualClock, UnavailableError
 from transports.memory import MemoryTransport
 
 ORG = "acme"
@@ -83,9 +83,9 @@ async def test_log_entries_reads_without_a_token(transport: MemoryTransport, tok
 
 async def test_closed_transport_is_unavailable(transport: MemoryTransport, token: str) -> None:
     await transport.aclose()
-    with pytest.raises(Unavailable):
+    with pytest.raises(UnavailableError):
         await transport.kv_get(token, f"{ORG}.main.k")
-    with pytest.raises(Unavailable):
+    with pytest.raises(UnavailableError):
         await transport.subscribe(token, LogId(ORG, "main", CHANGE), after_seq=0)
 
 
