@@ -4,7 +4,7 @@
   sets stream replicas); the client's API key (``api_key=`` or ``MESA_API_KEY``) is required.
 - ``MESA_NATS_URL=memory://`` — an in-process memory transport shared by the clients
   of this process only (no persistence; for trying things out and for tests).
-- unset — the embedded default: the host's local nats-server (mesa/_server.py), started
+- unset — the embedded default: the host's local nats-server (mesa/server.py), started
   on first use; without a key the client uses the server's admin key.
 
 A client is built synchronously but a NATS connection is made inside an event loop, so
@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from mesa import _server
+from mesa import server
 from mesa.errors import InvalidOptionsError, MesaConnectionError, MissingCredentialError
 from transports.auth import ANY_ORG, Keyring
 from transports.base import (
@@ -128,8 +128,8 @@ def default_transport(org: str, api_key: str | None) -> tuple[Transport, str]:
         transport, keyring, _ = _remote(url)
         key = api_key
     else:
-        home = _server.mesa_home()
-        admin = _server.admin_key(home)
+        home = server.mesa_home()
+        admin = server.admin_key(home)
         transport, keyring, _ = _embedded(home, admin)
         key = api_key or admin
     if not key:
@@ -190,14 +190,14 @@ def _embedded(home: Any, admin: str) -> tuple[Transport, Keyring, str | None]:
             from transports.jetstream import JetStreamTransport
 
             try:
-                info = await asyncio.to_thread(_server.ensure_running, home)
+                info = await asyncio.to_thread(server.ensure_running, home)
             except OSError as exc:
                 raise MesaConnectionError(f"cannot start the local server: {exc}") from exc
             return await JetStreamTransport.connect(
                 [info.url],
                 keyring=keyring,
-                user=_server.NATS_USER,
-                password=_server.nats_password(admin),
+                user=server.NATS_USER,
+                password=server.nats_password(admin),
             )
 
         keyring = Keyring()

@@ -53,26 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _server_command(action: str, port: int, http_port: int) -> int:
-    from mesa import _server
+    from mesa import server
 
-    home = _server.mesa_home()
+    home = server.mesa_home()
     if action == "status":
-        info = _server.status(home)
+        info = server.status(home)
         if info is None:
             print(f"not running (MESA_HOME={home})")
             return 1
         print(f"running: pid {info.pid}, {info.url}, monitoring {info.http_url}, MESA_HOME={home}")
         return 0
     if action == "stop":
-        stopped = _server.stop(home)
+        stopped = server.stop(home)
         print("stopped" if stopped else "not running")
         return 0
     if action == "start":
-        info = _server.ensure_running(home)
+        info = server.ensure_running(home)
         print(f"running: pid {info.pid}, {info.url}")
         return 0
     print(f"mesa server: nats-server on 127.0.0.1:{port}, data in {home} (Ctrl-C stops it)")
-    return _server.run_foreground(home, port=port, http_port=http_port)
+    return server.run_foreground(home, port=port, http_port=http_port)
 
 
 if __name__ == "__main__":

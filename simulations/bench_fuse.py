@@ -182,7 +182,7 @@ class FloorProcess(FuseProcess):
 @contextlib.contextmanager
 def deployment(work: Path) -> Iterator[dict[str, str]]:
     """An embedded server under ``work/home`` with the repo created; yields the env."""
-    from mesa import _server
+    from mesa import server
 
     home = work / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESA_")}
@@ -193,7 +193,7 @@ def deployment(work: Path) -> Iterator[dict[str, str]]:
         asyncio.run(_create_repo())
         yield env
     finally:
-        _server.stop(home)
+        server.stop(home)
 
 
 async def _create_repo() -> None:

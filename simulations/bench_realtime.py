@@ -37,7 +37,7 @@ import nats
 from engine.codec import encode_entry
 from engine.content import Content
 from engine.ops import Entry, Write
-from mesa import _server, _snapshots
+from mesa import _snapshots, server
 from mesa._client import Mesa
 from mesa._types import WatchEvent
 from transports.base import LogId
@@ -303,7 +303,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement against private servers; return the results."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mesa-bench-") as home:
-        info = _server.ensure_running(Path(home))
+        info = server.ensure_running(Path(home))
         env = Env(info.authenticated_url, info.admin_key)
         os.environ["MESA_NATS_URL"] = env.url
         try:
@@ -320,19 +320,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["tput_bare_publish_async"] = bare_async
             results["tput_mesa"] = await throughput_mesa(env, args.tput_writes, args.concurrency)
         finally:
-            _server.stop(Path(home))
+            server.stop(Path(home))
     # Cold mounts read a long log; filling 100k entries on a server that fsyncs every
     # write would take minutes and reading does not depend on it, so (c) runs on a
     # server with JetStream's default sync interval.
     with tempfile.TemporaryDirectory(prefix="mesa-bench-cold-") as home:
-        info = _server.ensure_running(Path(home), sync_always=False)
+        info = server.ensure_running(Path(home), sync_always=False)
         env = Env(info.authenticated_url, info.admin_key)
         os.environ["MESA_NATS_URL"] = env.url
         try:
             sizes = (args.cold_entries // 10, args.cold_entries)
             results["cold"] = [await cold_mount(env, n, args.cold_files) for n in sizes]
         finally:
-            _server.stop(Path(home))
+            server.stop(Path(home))
     return results
 
 

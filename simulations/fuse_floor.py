@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.paths import NAME_MAX_BYTES
-from mesa.fuse._ops import BLKSIZE, DEFAULT_CACHE_TIMEOUT_S
+from mesa.fuse.tuning import BLKSIZE, DEFAULT_CACHE_TIMEOUT_S
 
 pyfuse3: Any = importlib.import_module("pyfuse3")
 

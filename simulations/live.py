@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mesa import _server
+from mesa import server
 from mesa._client import Mesa
 from mesa._fs import MesaFileSystem
 from mesa._types import WatchEvent
@@ -143,7 +143,7 @@ async def _worker(repo: str, first: int, count: int, deadline: float, probe_ms: 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mesa-live-") as home:
-        info = _server.ensure_running(Path(home))
+        info = server.ensure_running(Path(home))
         env = {
             **os.environ,
             "MESA_NATS_URL": info.authenticated_url,
@@ -185,7 +185,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"a worker process failed with exit code {proc.returncode}")
                 merged.update(json.loads(stdout.decode().strip().splitlines()[-1]))
         finally:
-            _server.stop(Path(home))
+            server.stop(Path(home))
     return merged
 
 

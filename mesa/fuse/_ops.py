@@ -52,14 +52,13 @@ from mesa.fuse._invalidate import (
     Notifier,
 )
 from mesa.fuse._writer import LogWriter
+from mesa.fuse.tuning import BLKSIZE, DEFAULT_CACHE_TIMEOUT_S
 
 pyfuse3: Any = importlib.import_module("pyfuse3")
 
 log = logging.getLogger("mesa.fuse")
 
 #: Preferred I/O size: one FUSE request per write(2) of a buffered writer.
-BLKSIZE = 128 * 1024
-DEFAULT_CACHE_TIMEOUT_S = 3600.0
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 

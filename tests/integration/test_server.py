@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mesa import _server
+from mesa import server
 
 pytestmark = pytest.mark.integration
 
@@ -22,25 +22,25 @@ pytestmark = pytest.mark.integration
 def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "mesa-home"
     yield home
-    _server.stop(home)
+    server.stop(home)
 
 
 def test_start_reuse_status_stop(home: Path) -> None:
-    first = _server.ensure_running(home)
-    second = _server.ensure_running(home)
+    first = server.ensure_running(home)
+    second = server.ensure_running(home)
     assert second.pid == first.pid
     assert second.url == first.url
     assert first.url.startswith("nats://127.0.0.1:")
-    status = _server.status(home)
+    status = server.status(home)
     assert status is not None
     assert status.pid == first.pid
-    assert _server.stop(home) is True
-    assert _server.status(home) is None
-    assert _server.stop(home) is False
+    assert server.stop(home) is True
+    assert server.status(home) is None
+    assert server.stop(home) is False
 
 
 def test_admin_key_and_config_are_private(home: Path) -> None:
-    info = _server.ensure_running(home)
+    info = server.ensure_running(home)
     for name in ("admin.key", "nats.conf"):
         mode = stat.S_IMODE((home / name).stat().st_mode)
         assert mode == 0o600, f"{name} is {oct(mode)}"
@@ -49,7 +49,7 @@ def test_admin_key_and_config_are_private(home: Path) -> None:
 
 
 def test_server_fsyncs_every_write_and_listens_on_loopback(home: Path) -> None:
-    info = _server.ensure_running(home)
+    info = server.ensure_running(home)
     with urllib.request.urlopen(info.http_url + "/varz", timeout=5) as response:
         varz = json.load(response)
     assert varz["jetstream"]["config"]["sync_always"] is True
@@ -59,8 +59,8 @@ def test_server_fsyncs_every_write_and_listens_on_loopback(home: Path) -> None:
 
 def test_two_processes_starting_at_once_share_one_server(home: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from mesa import _server; "
-        "print(_server.ensure_running(Path(sys.argv[1])).pid)"
+        "import sys; from pathlib import Path; from mesa import server; "
+        "print(server.ensure_running(Path(sys.argv[1])).pid)"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, text=True)
@@ -74,8 +74,8 @@ def test_two_processes_starting_at_once_share_one_server(home: Path) -> None:
 
 
 def test_restart_after_the_server_died(home: Path) -> None:
-    first = _server.ensure_running(home)
+    first = server.ensure_running(home)
     os.kill(first.pid, 9)
-    second = _server.ensure_running(home)
+    second = server.ensure_running(home)
     assert second.pid != first.pid
-    assert _server.status(home) is not None
+    assert server.status(home) is not None
