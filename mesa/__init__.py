@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from engine.ids import ROOT_CHANGE_ID as VIRTUAL_ROOT_CHANGE_ID
-from mesa._bookmarks import Bookmark, Bookmarks, FsBookmarks, MergeResult
+from mesa._bookmarks import Bookmark, Bookmarks, MergeResult
 from mesa._changes import ChangeDiff, ChangeInfo, DiffStats, FileDiff
 from mesa._client import Changes, Diffs, FsNamespace, Mesa, Repo, Repos
 from mesa._fs import MesaFileSystem, MesaFileSystemSubscription
+from mesa._fsbookmarks import FsBookmarks
 from mesa._history import CheckpointResult, FsChanges, HistoryEntry
-from mesa._mount import Mount
+from mesa._mounting import Mount
 from mesa._types import DiskCacheConfig, FsStat, RepoConfig, WatchEvent
 from mesa.errors import (
     ApiError,

@@ -17,26 +17,24 @@ from pathlib import Path
 from engine import conflicts
 from engine.content import BlobRef, Content, Inline, digest_of
 from engine.merge import Merge
+from mesa._gateway import Gateway
 from mesa._types import DiskCacheConfig
-from transports.base import Transport
 
 MEMORY_CACHE_BYTES = 256 * 1024 * 1024
-#: Above this size, write contents go to the blob store instead of the log entry.
-INLINE_THRESHOLD_BYTES = 64 * 1024
 
 
 class BlobCache:
-    """Fetches blobs of one repo through the transport, with memory and disk caches."""
+    """Fetches blobs of one repo through the gateway, with memory and disk caches."""
 
     def __init__(
         self,
-        transport: Transport,
+        gateway: Gateway,
         org: str,
         repo: str,
         token: str,
         disk_cache: DiskCacheConfig | None,
     ) -> None:
-        self._transport = transport
+        self._gateway = gateway
         self._org = org
         self._repo = repo
         self._token = token
@@ -46,7 +44,7 @@ class BlobCache:
 
     async def put(self, data: bytes) -> BlobRef:
         """Store ``data`` as a blob and return its reference."""
-        digest = await self._transport.put_blob(self._token, self._org, self._repo, data)
+        digest = await self._gateway.put_blob(self._token, self._org, self._repo, data)
         self._remember(digest, data)
         return BlobRef(digest, len(data))
 
@@ -59,7 +57,7 @@ class BlobCache:
         if self._disk is not None:
             data = await asyncio.to_thread(self._disk.get, ref.digest)
         if data is None:
-            data = await self._transport.get_blob(self._token, self._org, self._repo, ref.digest)
+            data = await self._gateway.get_blob(self._token, self._org, self._repo, ref.digest)
             if digest_of(data) != ref.digest or len(data) != ref.size:
                 raise ValueError(f"blob {ref.digest} does not match its digest or size")
             if self._disk is not None:

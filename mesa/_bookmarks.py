@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fnmatch
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from engine.ids import ROOT_CHANGE_ID
 from engine.paths import to_str
@@ -31,7 +30,8 @@ from engine.snapshot import encode_snapshot
 from engine.tree import Tree
 from engine.treemerge import fresh_state, merge_trees
 from mesa import _changes
-from mesa._changes import Scope, translated
+from mesa._context import Context
+from mesa._gateway import GatewaySubscription
 from mesa._records import (
     BaseRef,
     BookmarkRecord,
@@ -43,7 +43,7 @@ from mesa._records import (
     decode_notice,
     encode_notice,
 )
-from mesa._translate import api_error, os_error
+from mesa._store import RepoStore, open_store
 from mesa.errors import (
     ConflictError,
     InvalidOptionsError,
@@ -51,12 +51,6 @@ from mesa.errors import (
     NotFoundError,
     ValidationError,
 )
-from transports.base import MissingError, RevisionMismatchError, Subscription, TransportError
-
-if TYPE_CHECKING:
-    from mesa._client import Mesa
-    from mesa._fs import MesaFileSystem
-    from mesa._mount import RepoMount
 
 log = logging.getLogger("mesa")
 
@@ -106,47 +100,45 @@ def check_name(name: object) -> str:
 # -- records -----------------------------------------------------------------------------
 
 
-async def get_record(scope: Scope, name: str) -> tuple[BookmarkRecord, int] | None:
+async def get_record(store: RepoStore, name: str) -> tuple[BookmarkRecord, int] | None:
     """Return a bookmark's record and revision, or None."""
-    with translated():
-        entry = await scope.client.transport.kv_get(
-            scope.token, bookmark_key(scope.org, scope.name, check_name(name))
-        )
+    entry = await store.gateway.kv_get(
+        store.token, bookmark_key(store.org, store.name, check_name(name))
+    )
     return None if entry is None else (BookmarkRecord.decode(entry.value), entry.revision)
 
 
-async def require_record(scope: Scope, name: str) -> tuple[BookmarkRecord, int]:
+async def require_record(store: RepoStore, name: str) -> tuple[BookmarkRecord, int]:
     """Return a bookmark's record and revision, or raise `NotFoundError`."""
-    found = await get_record(scope, name)
+    found = await get_record(store, name)
     if found is None:
-        raise NotFoundError(f"bookmark {name!r} not found in {scope.org}/{scope.name}")
+        raise NotFoundError(f"bookmark {name!r} not found in {store.org}/{store.name}")
     return found
 
 
-def _public(scope: Scope, record: BookmarkRecord) -> Bookmark:
-    return Bookmark(record.name, record.change_id, record.name == scope.repo.default_bookmark)
+def public(store: RepoStore, record: BookmarkRecord) -> Bookmark:
+    """Return the public view of a bookmark record."""
+    return Bookmark(record.name, record.change_id, record.name == store.repo.default_bookmark)
 
 
-async def try_create(scope: Scope, name: str, change_id: str) -> Bookmark | None:
+async def try_create(store: RepoStore, name: str, change_id: str) -> Bookmark | None:
     """Create a bookmark at an existing change; None if the name is taken."""
-    await _changes.require_change(scope, _changes.check_change_id(change_id))
+    await _changes.require_change(store, _changes.check_change_id(change_id))
     record = BookmarkRecord(check_name(name), change_id)
     try:
-        revision = await scope.client.transport.kv_put(
-            scope.token,
-            bookmark_key(scope.org, scope.name, name),
+        revision = await store.gateway.kv_put(
+            store.token,
+            bookmark_key(store.org, store.name, name),
             record.encode(),
             expected_revision=0,
         )
-    except RevisionMismatchError:
+    except ConflictError:
         return None
-    except TransportError as exc:
-        raise api_error(exc) from exc
-    await notify(scope, name, change_id, revision)
-    return _public(scope, record)
+    await notify(store, name, change_id, revision)
+    return public(store, record)
 
 
-async def cas_move(scope: Scope, name: str, change_id: str, revision: int) -> Bookmark:
+async def cas_move(store: RepoStore, name: str, change_id: str, revision: int) -> Bookmark:
     """Point ``name`` at ``change_id`` if its revision is still ``revision``.
 
     Raises:
@@ -154,24 +146,21 @@ async def cas_move(scope: Scope, name: str, change_id: str, revision: int) -> Bo
     """
     record = BookmarkRecord(name, change_id)
     try:
-        new_revision = await scope.client.transport.kv_put(
-            scope.token,
-            bookmark_key(scope.org, scope.name, name),
+        new_revision = await store.gateway.kv_put(
+            store.token,
+            bookmark_key(store.org, store.name, name),
             record.encode(),
             expected_revision=revision,
         )
-    except RevisionMismatchError as exc:
+    except ConflictError as exc:
         raise ConflictError(
-            f"bookmark {name!r} moved concurrently (expected revision {exc.expected}, "
-            f"found {exc.actual}); read it again and retry"
+            f"bookmark {name!r} moved concurrently ({exc}); read it again and retry"
         ) from exc
-    except TransportError as exc:
-        raise api_error(exc) from exc
-    await notify(scope, name, change_id, new_revision)
-    return _public(scope, record)
+    await notify(store, name, change_id, new_revision)
+    return public(store, record)
 
 
-async def move(scope: Scope, name: str, change_id: str, *, allow_backwards: bool) -> Bookmark:
+async def move(store: RepoStore, name: str, change_id: str, *, allow_backwards: bool) -> Bookmark:
     """Move ``name`` to ``change_id``: fast-forward only unless ``allow_backwards``.
 
     Raises:
@@ -179,20 +168,20 @@ async def move(scope: Scope, name: str, change_id: str, *, allow_backwards: bool
         ValidationError: the move is not a fast-forward and ``allow_backwards`` is False.
         ConflictError: the bookmark moved concurrently (retry).
     """
-    record, revision = await require_record(scope, name)
-    await _changes.require_change(scope, _changes.check_change_id(change_id))
+    record, revision = await require_record(store, name)
+    await _changes.require_change(store, _changes.check_change_id(change_id))
     if record.change_id == change_id:
-        return _public(scope, record)
-    if not allow_backwards and not await _changes.is_ancestor(scope, record.change_id, change_id):
+        return public(store, record)
+    if not allow_backwards and not await _changes.is_ancestor(store, record.change_id, change_id):
         raise ValidationError(
             f"moving bookmark {name!r} from {record.change_id} to {change_id} does not advance "
             "history (not a descendant); pass allow_backwards=True to move it anyway",
             body={"error": {"code": "NOT_FAST_FORWARD", "message": "not a fast-forward"}},
         )
-    return await cas_move(scope, name, change_id, revision)
+    return await cas_move(store, name, change_id, revision)
 
 
-async def delete(scope: Scope, name: str, *, revision: int | None = None) -> None:
+async def delete(store: RepoStore, name: str, *, revision: int | None = None) -> None:
     """Delete a bookmark (compare-and-set when ``revision`` is given).
 
     Raises:
@@ -200,50 +189,47 @@ async def delete(scope: Scope, name: str, *, revision: int | None = None) -> Non
         NotFoundError: no such bookmark.
         ConflictError: it changed since ``revision``.
     """
-    if check_name(name) == scope.repo.default_bookmark:
+    if check_name(name) == store.repo.default_bookmark:
         raise ValidationError(f"bookmark {name!r} is the repo's default and cannot be deleted")
     try:
-        await scope.client.transport.kv_delete(
-            scope.token, bookmark_key(scope.org, scope.name, name), expected_revision=revision
+        await store.gateway.kv_delete(
+            store.token, bookmark_key(store.org, store.name, name), expected_revision=revision
         )
-    except MissingError as exc:
-        raise NotFoundError(f"bookmark {name!r} not found in {scope.org}/{scope.name}") from exc
-    except RevisionMismatchError as exc:
+    except NotFoundError as exc:
+        raise NotFoundError(f"bookmark {name!r} not found in {store.org}/{store.name}") from exc
+    except ConflictError as exc:
         raise ConflictError(f"bookmark {name!r} changed concurrently; retry") from exc
-    except TransportError as exc:
-        raise api_error(exc) from exc
-    await notify(scope, name, None, 0)
+    await notify(store, name, None, 0)
 
 
-async def list_records(scope: Scope, glob: str | None = None) -> list[tuple[BookmarkRecord, int]]:
+async def list_records(
+    store: RepoStore, glob: str | None = None
+) -> list[tuple[BookmarkRecord, int]]:
     """Return the bookmarks (matching ``glob``, fnmatch style), sorted by name."""
-    with translated():
-        keys = await scope.client.transport.kv_keys(
-            scope.token, bookmarks_prefix(scope.org, scope.name)
-        )
+    keys = await store.gateway.kv_keys(store.token, bookmarks_prefix(store.org, store.name))
     out: list[tuple[BookmarkRecord, int]] = []
     for key in keys:
         name = bookmark_name_from_key(key)
         if glob is not None and not fnmatch.fnmatchcase(name, glob):
             continue
-        found = await get_record(scope, name)
+        found = await get_record(store, name)
         if found is not None:
             out.append(found)
     out.sort(key=lambda item: item[0].name)
     return out
 
 
-async def notify(scope: Scope, name: str, change_id: str | None, revision: int) -> None:
+async def notify(store: RepoStore, name: str, change_id: str | None, revision: int) -> None:
     """Announce on the bookmark's channel that it moved (best effort: followers re-read)."""
-    channel = bookmark_channel(scope.org, scope.name, name)
+    channel = bookmark_channel(store.org, store.name, name)
     try:
-        await scope.client.transport.append(
-            scope.token,
+        await store.gateway.append(
+            store.token,
             channel,
             encode_notice(name, change_id, revision),
             msg_id=f"bookmark.{channel.change}.{revision}.{change_id}",
         )
-    except TransportError as exc:
+    except MesaError as exc:
         log.warning("announcing the move of bookmark %r failed: %s", name, exc)
 
 
@@ -261,22 +247,21 @@ class BookmarkFollower:
     bookmark is deleted.
     """
 
-    def __init__(self, scope: Scope, name: str, on_moved: Moved) -> None:
-        self.scope = scope
+    def __init__(self, store: RepoStore, name: str, on_moved: Moved) -> None:
+        self.store = store
         self.name = name
         self._on_moved = on_moved
-        self._sub: Subscription | None = None
+        self._sub: GatewaySubscription | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe to the channel and start watching."""
         t, channel = (
-            self.scope.client.transport,
-            bookmark_channel(self.scope.org, self.scope.name, self.name),
+            self.store.gateway,
+            bookmark_channel(self.store.org, self.store.name, self.name),
         )
-        with translated():
-            last = await t.last_seq(self.scope.token, channel)
-            self._sub = await t.subscribe(self.scope.token, channel, after_seq=last)
+        last = await t.last_seq(self.store.token, channel)
+        self._sub = await t.subscribe(self.store.token, channel, after_seq=last)
         self._task = asyncio.create_task(self._run(self._sub), name=f"mesa-follow-{self.name}")
 
     async def stop(self) -> None:
@@ -288,7 +273,7 @@ class BookmarkFollower:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _run(self, sub: Subscription) -> None:
+    async def _run(self, sub: GatewaySubscription) -> None:
         await self._check()
         try:
             async for delivery in sub:
@@ -296,12 +281,12 @@ class BookmarkFollower:
                     if decode_notice(delivery.payload)[0] != self.name:
                         continue
                 await self._check()
-        except TransportError as exc:
+        except MesaError as exc:
             log.warning("following bookmark %r stopped: %s", self.name, exc)
 
     async def _check(self) -> None:
         try:
-            found = await get_record(self.scope, self.name)
+            found = await get_record(self.store, self.name)
             await self._on_moved(self.name, None if found is None else found[0].change_id)
         except (MesaError, OSError) as exc:
             log.warning("following bookmark %r: %s", self.name, exc)
@@ -312,7 +297,7 @@ class BookmarkFollower:
 # -- merge -------------------------------------------------------------------------------
 
 
-async def _merge_base(scope: Scope, target: str, source: str) -> Tree:
+async def _merge_base(store: RepoStore, target: str, source: str) -> Tree:
     """Return the tree of the nearest common ancestor, as the sides forked from it.
 
     The nearest common ancestor has the smallest total distance from both sides (ties
@@ -320,17 +305,17 @@ async def _merge_base(scope: Scope, target: str, source: str) -> Tree:
     a side that is the ancestor itself contributes its current state only if the other
     side forked from it (that side's seal is then the base).
     """
-    left, right = await _changes.ancestry(scope, target), await _changes.ancestry(scope, source)
+    left, right = await _changes.ancestry(store, target), await _changes.ancestry(store, source)
     common = left.keys() & right.keys()
     best = min(common, key=lambda c: (left[c].distance + right[c].distance, c))
     seals = [r.seal for r in (left[best], right[best]) if r.seal is not None]
     if best == ROOT_CHANGE_ID or not seals:
         return Tree()
-    return await _changes.sealed_tree(scope, min(seals, key=lambda s: s.seq))
+    return await _changes.sealed_tree(store, min(seals, key=lambda s: s.seq))
 
 
 async def merge(
-    scope: Scope,
+    store: RepoStore,
     *,
     target: str,
     source: str,
@@ -348,14 +333,14 @@ async def merge(
             code ``MERGE_CONFLICT`` with ``details.conflict_paths``; nothing stored), or
             the target bookmark moved meanwhile (retry).
     """
-    if delete_source and source == scope.repo.default_bookmark:
+    if delete_source and source == store.repo.default_bookmark:
         raise ValidationError(f"bookmark {source!r} is the repo's default and cannot be deleted")
-    target_record, target_rev = await require_record(scope, target)
-    source_record, source_rev = await require_record(scope, source)
+    target_record, target_rev = await require_record(store, target)
+    source_record, source_rev = await require_record(store, source)
     left_id, right_id = target_record.change_id, source_record.change_id
     if left_id == right_id:
-        info = await _changes.change_info(scope, left_id)
-        deleted = delete_source and await _delete_quietly(scope, source, source_rev)
+        info = await _changes.change_info(store, left_id)
+        deleted = delete_source and await _delete_quietly(store, source, source_rev)
         return MergeResult(
             merge_type="no_op",
             is_conflicted=info.is_conflicted,
@@ -366,20 +351,20 @@ async def merge(
             source_deleted=deleted,
             conflict_paths=info.conflicted_paths,
         )
-    base = await _merge_base(scope, left_id, right_id)
-    left = await _changes.current_state(scope, left_id)
-    right = await _changes.current_state(scope, right_id)
+    base = await _merge_base(store, left_id, right_id)
+    left = await _changes.current_state(store, left_id)
+    right = await _changes.current_state(store, right_id)
     result = merge_trees(base, left.state.tree, right.state.tree)
     conflict_paths = tuple(to_str(p) for p in result.conflicts)
     if conflict_paths and not allow_conflicted:
         raise _merge_conflict(target, source, conflict_paths)
-    record = await _store_merge(scope, left_id, left, right_id, right, result.tree, message, author)
+    record = await _store_merge(store, left_id, left, right_id, right, result.tree, message, author)
     try:
-        await cas_move(scope, target, record.change_id, target_rev)
+        await cas_move(store, target, record.change_id, target_rev)
     except ConflictError:
-        await _changes.delete_change(scope, record.change_id)
+        await _changes.delete_change(store, record.change_id)
         raise
-    deleted = delete_source and await _delete_quietly(scope, source, source_rev)
+    deleted = delete_source and await _delete_quietly(store, source, source_rev)
     oid = _changes.commit_oid(record.change_id, result.tree)
     return MergeResult(
         merge_type="merge_commit",
@@ -409,7 +394,7 @@ def _merge_conflict(target: str, source: str, conflict_paths: tuple[str, ...]) -
 
 
 async def _store_merge(
-    scope: Scope,
+    store: RepoStore,
     left_id: str,
     left: _changes.Folded,
     right_id: str,
@@ -419,14 +404,13 @@ async def _store_merge(
     author: str,
 ) -> ChangeRecord:
     """Seal both sides, store the merged tree as a base, and store the merge change."""
-    left_seal, _ = await _changes.seal(scope, left_id, left)
-    right_seal, _ = await _changes.seal(scope, right_id, right)
-    data = encode_snapshot(fresh_state(tree, scope.window_ms))
-    with translated():
-        digest = await scope.client.transport.put_blob(scope.token, scope.org, scope.name, data)
-    now_ms = scope.client.clock.now_ms()
+    left_seal, _ = await _changes.seal(store, left_id, left)
+    right_seal, _ = await _changes.seal(store, right_id, right)
+    data = encode_snapshot(fresh_state(tree, store.window_ms))
+    digest = await store.gateway.put_blob(store.token, store.org, store.name, data)
+    now_ms = store.ctx.clock.now_ms()
     record = ChangeRecord(
-        scope.client.new_change_id(),
+        store.ctx.new_change_id(),
         parents=(left_id, right_id),
         message=message if message is not None else "",
         author=author,
@@ -434,14 +418,14 @@ async def _store_merge(
         base=BaseRef(digest, len(data), (left_seal, right_seal)),
         updated_at_ms=now_ms,
     )
-    await _changes.put_new_change(scope, record)
+    await _changes.put_new_change(store, record)
     return record
 
 
-async def _delete_quietly(scope: Scope, name: str, revision: int) -> bool:
+async def _delete_quietly(store: RepoStore, name: str, revision: int) -> bool:
     """Delete the merged source bookmark if it did not move; return whether it went."""
     try:
-        await delete(scope, name, revision=revision)
+        await delete(store, name, revision=revision)
     except (ConflictError, NotFoundError) as exc:
         log.warning("the source bookmark %r was not deleted: %s", name, exc)
         return False
@@ -454,39 +438,39 @@ async def _delete_quietly(scope: Scope, name: str, revision: int) -> bool:
 class Bookmarks:
     """``mesa.bookmarks``: the REST-like bookmark API (errors are `ApiError` subclasses)."""
 
-    def __init__(self, client: Mesa) -> None:
-        self._client = client
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
-    async def _scope(self, repo: str) -> Scope:
-        return await _changes.open_scope(self._client, self._client.management_token(), repo)
+    async def _store(self, repo: str) -> RepoStore:
+        return await open_store(self._ctx, self._ctx.management_token(), repo)
 
     async def list(self, repo: str, *, glob: str | None = None) -> list[Bookmark]:
         """Return the repo's bookmarks, sorted by name, optionally filtered by ``glob``."""
-        scope = await self._scope(repo)
-        return [_public(scope, record) for record, _ in await list_records(scope, glob)]
+        store = await self._store(repo)
+        return [public(store, record) for record, _ in await list_records(store, glob)]
 
     async def get(self, repo: str, name: str) -> Bookmark:
         """Return bookmark ``name`` (`NotFoundError` if missing)."""
-        scope = await self._scope(repo)
-        return _public(scope, (await require_record(scope, name))[0])
+        store = await self._store(repo)
+        return public(store, (await require_record(store, name))[0])
 
     async def create(self, repo: str, name: str, *, change_id: str) -> Bookmark:
         """Create bookmark ``name`` at ``change_id`` (`ConflictError` if it exists)."""
-        scope = await self._scope(repo)
-        created = await try_create(scope, name, change_id)
+        store = await self._store(repo)
+        created = await try_create(store, name, change_id)
         if created is None:
-            raise ConflictError(f"bookmark {name!r} already exists in {scope.org}/{repo}")
+            raise ConflictError(f"bookmark {name!r} already exists in {store.org}/{repo}")
         return created
 
     async def move(
         self, repo: str, name: str, *, change_id: str, allow_backwards: bool = False
     ) -> Bookmark:
         """Move ``name`` to ``change_id``; it must advance history unless ``allow_backwards``."""
-        return await move(await self._scope(repo), name, change_id, allow_backwards=allow_backwards)
+        return await move(await self._store(repo), name, change_id, allow_backwards=allow_backwards)
 
     async def delete(self, repo: str, name: str) -> None:
         """Delete bookmark ``name`` (not the default one)."""
-        await delete(await self._scope(repo), name)
+        await delete(await self._store(repo), name)
 
     async def merge(
         self,
@@ -500,7 +484,7 @@ class Bookmarks:
     ) -> MergeResult:
         """Merge bookmark ``source`` into ``target``; ``target`` moves to the merge change."""
         return await merge(
-            await self._scope(repo),
+            await self._store(repo),
             target=check_name(target),
             source=check_name(source),
             allow_conflicted=allow_conflicted,
@@ -508,78 +492,3 @@ class Bookmarks:
             message=message,
             author="client",
         )
-
-
-# -- fs.bookmarks ------------------------------------------------------------------------
-
-
-def mounted(fs: MesaFileSystem, repo: str) -> RepoMount:
-    """Return the mounted repo ``repo`` (``app`` or ``org/app``), or raise ENOENT."""
-    if not isinstance(repo, str):
-        raise TypeError("repo must be a str")
-    name = repo
-    if "/" in repo:
-        org, _, name = repo.partition("/")
-        if org != fs.org:
-            raise os_error(errno.ENOENT, f"/{repo}", "not mounted")
-    found = fs._repos.get(name)
-    if found is None:
-        raise os_error(errno.ENOENT, f"/{fs.org}/{name}", "not mounted")
-    found.check_alive()
-    return found
-
-
-def writable(fs: MesaFileSystem, repo: str) -> RepoMount:
-    """Return the mounted repo if it is writable, else raise ``OSError(EROFS)``."""
-    found = mounted(fs, repo)
-    if found.read_only:
-        raise os_error(errno.EROFS, found.prefix)
-    return found
-
-
-@contextlib.contextmanager
-def as_fs_errors(path: str) -> Iterator[None]:
-    """Turn a missing bookmark or change into ``FileNotFoundError`` (the fs namespaces)."""
-    try:
-        yield
-    except NotFoundError as exc:
-        raise os_error(errno.ENOENT, path, str(exc)) from exc
-
-
-class FsBookmarks:
-    """``fs.bookmarks``: bookmarks of the mounted repos."""
-
-    def __init__(self, fs: MesaFileSystem) -> None:
-        self._fs = fs
-
-    async def create(self, repo: str, name: str) -> None:
-        """Create ``name`` at the active change (`FileExistsError` if it exists)."""
-        rm = writable(self._fs, repo)
-        with as_fs_errors(rm.prefix):
-            if await try_create(rm.scope, name, rm.change_id) is None:
-                raise os_error(errno.EEXIST, f"{rm.prefix}@{name}", "bookmark exists")
-
-    async def get(self, repo: str, name: str) -> Bookmark:
-        """Return bookmark ``name`` (`FileNotFoundError` if missing)."""
-        rm = mounted(self._fs, repo)
-        with as_fs_errors(f"{rm.prefix}@{name}"):
-            return _public(rm.scope, (await require_record(rm.scope, name))[0])
-
-    async def list(self, repo: str, glob: str | None = None) -> list[str]:
-        """Return the names of the repo's bookmarks (matching ``glob``), sorted."""
-        rm = mounted(self._fs, repo)
-        return [record.name for record, _ in await list_records(rm.scope, glob)]
-
-    async def move(
-        self, repo: str, name: str, *, change_id: str, allow_backwards: bool = False
-    ) -> None:
-        """Move ``name`` to ``change_id`` (fast-forward only unless ``allow_backwards``)."""
-        rm = writable(self._fs, repo)
-        with as_fs_errors(f"{rm.prefix}@{name}"):
-            await move(rm.scope, name, change_id, allow_backwards=allow_backwards)
-
-    async def delete(self, repo: str, name: str) -> None:
-        """Delete bookmark ``name`` (`FileNotFoundError` if missing)."""
-        rm = writable(self._fs, repo)
-        with as_fs_errors(f"{rm.prefix}@{name}"):
-            await delete(rm.scope, name)

@@ -17,9 +17,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from engine import paths
 from engine.diff import PatchFile, conflicted_paths, diff_trees, line_counts, render_patch
@@ -32,79 +31,22 @@ from engine.tree import FileNode, SymlinkNode, Tree
 from engine.treemerge import fresh_state
 from mesa import _snapshots
 from mesa._blobs import BlobCache
-from mesa._records import BaseRef, ChangeRecord, RepoRecord, Seal, change_key, repo_key
-from mesa._translate import api_error
+from mesa._gateway import GatewaySubscription
+from mesa._records import BaseRef, ChangeRecord, Seal, change_key
+from mesa._store import RepoStore
 from mesa.errors import (
     ApiError,
     ConflictError,
     InvalidOptionsError,
     LogCorruptError,
+    MesaError,
     NotFoundError,
     ServerError,
 )
-from transports.base import LogId, MissingError, RevisionMismatchError, Subscription, TransportError
-
-if TYPE_CHECKING:
-    from mesa._client import Mesa
 
 #: The author recorded on entries folded by a scratch replica (it never issues any).
 SCRATCH_AUTHOR = "scratch"
 UPDATE_ATTEMPTS = 5
-
-
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Turn transport failures into the SDK's public errors."""
-    try:
-        yield
-    except TransportError as exc:
-        raise api_error(exc) from exc
-
-
-@dataclass(frozen=True)
-class Scope:
-    """One repo seen with one token: where its records, logs and blobs are read."""
-
-    client: Mesa
-    token: str
-    repo: RepoRecord
-
-    @property
-    def org(self) -> str:
-        """The org."""
-        return self.client.org
-
-    @property
-    def name(self) -> str:
-        """The repo name."""
-        return self.repo.name
-
-    @property
-    def window_ms(self) -> int:
-        """The repo's race window: every replica of its changes folds with it."""
-        return self.repo.race_window_ms
-
-    def log(self, change_id: str) -> LogId:
-        """Return the log of ``change_id``."""
-        return LogId(self.org, self.name, change_id)
-
-    def blobs(self) -> BlobCache:
-        """Return a blob reader for this repo (no disk cache)."""
-        return BlobCache(self.client.transport, self.org, self.name, self.token, None)
-
-
-async def open_scope(client: Mesa, token: str, repo: str) -> Scope:
-    """Return the scope of ``repo``.
-
-    Raises:
-        InvalidOptionsError: the name is invalid.
-        NotFoundError: no such repo.
-    """
-    with translated():
-        entry = await client.transport.kv_get(token, repo_key(client.org, repo))
-    if entry is None:
-        raise NotFoundError(f"repo {client.org}/{repo} not found")
-    return Scope(client, token, RepoRecord.decode(entry.value))
 
 
 def check_change_id(change_id: object) -> str:
@@ -121,50 +63,46 @@ def check_change_id(change_id: object) -> str:
 ROOT_RECORD = ChangeRecord(ROOT_CHANGE_ID, parents=())
 
 
-async def get_change(scope: Scope, change_id: str) -> tuple[ChangeRecord, int] | None:
+async def get_change(store: RepoStore, change_id: str) -> tuple[ChangeRecord, int] | None:
     """Return a change's record and KV revision (the root's is virtual: revision 0)."""
     if change_id == ROOT_CHANGE_ID:
         return ROOT_RECORD, 0
-    with translated():
-        entry = await scope.client.transport.kv_get(
-            scope.token, change_key(scope.org, scope.name, check_change_id(change_id))
-        )
+    entry = await store.gateway.kv_get(
+        store.token, change_key(store.org, store.name, check_change_id(change_id))
+    )
     return None if entry is None else (ChangeRecord.decode(entry.value), entry.revision)
 
 
-async def require_change(scope: Scope, change_id: str) -> ChangeRecord:
+async def require_change(store: RepoStore, change_id: str) -> ChangeRecord:
     """Return a change's record, or raise `NotFoundError`."""
-    found = await get_change(scope, change_id)
+    found = await get_change(store, change_id)
     if found is None:
-        raise NotFoundError(f"change {change_id} not found in {scope.org}/{scope.name}")
+        raise NotFoundError(f"change {change_id} not found in {store.org}/{store.name}")
     return found[0]
 
 
-async def put_new_change(scope: Scope, record: ChangeRecord) -> None:
+async def put_new_change(store: RepoStore, record: ChangeRecord) -> None:
     """Store a new change record (it must not exist)."""
-    with translated():
-        await scope.client.transport.kv_put(
-            scope.token,
-            change_key(scope.org, scope.name, record.change_id),
-            record.encode(),
-            expected_revision=0,
-        )
+    await store.gateway.kv_put(
+        store.token,
+        change_key(store.org, store.name, record.change_id),
+        record.encode(),
+        expected_revision=0,
+    )
 
 
-async def delete_change(scope: Scope, change_id: str) -> None:
+async def delete_change(store: RepoStore, change_id: str) -> None:
     """Delete a change record (best effort: used to undo a create nobody saw)."""
-    with contextlib.suppress(TransportError):
-        await scope.client.transport.kv_delete(
-            scope.token, change_key(scope.org, scope.name, change_id)
-        )
+    with contextlib.suppress(MesaError):
+        await store.gateway.kv_delete(store.token, change_key(store.org, store.name, change_id))
 
 
-async def describe(scope: Scope, change_id: str, message: str, now_ms: int) -> ChangeRecord:
+async def describe(store: RepoStore, change_id: str, message: str, now_ms: int) -> ChangeRecord:
     """Set a change's message by compare-and-set, retrying a lost race a few times."""
     for _ in range(UPDATE_ATTEMPTS):
-        found = await get_change(scope, change_id)
+        found = await get_change(store, change_id)
         if found is None:
-            raise NotFoundError(f"change {change_id} not found in {scope.org}/{scope.name}")
+            raise NotFoundError(f"change {change_id} not found in {store.org}/{store.name}")
         record, revision = found
         updated = ChangeRecord(
             record.change_id,
@@ -177,16 +115,14 @@ async def describe(scope: Scope, change_id: str, message: str, now_ms: int) -> C
             record.extra,
         )
         try:
-            await scope.client.transport.kv_put(
-                scope.token,
-                change_key(scope.org, scope.name, change_id),
+            await store.gateway.kv_put(
+                store.token,
+                change_key(store.org, store.name, change_id),
                 updated.encode(),
                 expected_revision=revision,
             )
-        except RevisionMismatchError:
+        except ConflictError:
             continue
-        except TransportError as exc:
-            raise api_error(exc) from exc
         return updated
     raise ConflictError(f"change {change_id} kept changing while it was described; retry")
 
@@ -202,46 +138,43 @@ class Folded:
     entries: int
 
 
-async def base_state(scope: Scope, record: ChangeRecord) -> ChangeState:
+async def base_state(store: RepoStore, record: ChangeRecord) -> ChangeState:
     """Return the state a change starts from: its base tree, nothing folded.
 
     Raises:
         ServerError: the base snapshot is missing or corrupt (the change cannot be read).
     """
     if record.base is None:
-        return ChangeState(window_ms=scope.window_ms)
+        return ChangeState(window_ms=store.window_ms)
     try:
         data = await _snapshots.load_blob(
-            scope.client.transport, scope.token, scope.org, scope.name, record.base.digest
+            store.gateway, store.token, store.org, store.name, record.base.digest
         )
         sealed = decode_snapshot(data)
-    except (MissingError, CodecError) as exc:
+    except (NotFoundError, CodecError) as exc:
         raise ServerError(f"the base of change {record.change_id} is unreadable: {exc}") from exc
-    except TransportError as exc:
-        raise api_error(exc) from exc
-    return fresh_state(sealed.tree, scope.window_ms)
+    return fresh_state(sealed.tree, store.window_ms)
 
 
-async def start_state(scope: Scope, record: ChangeRecord, *, at: int | None = None) -> Folded:
+async def start_state(store: RepoStore, record: ChangeRecord, *, at: int | None = None) -> Folded:
     """Return where a fold of a change starts: its newest snapshot (at or before ``at``)."""
     if record.change_id != ROOT_CHANGE_ID:
-        with translated():
-            loaded = await _snapshots.load(
-                scope.client.transport,
-                scope.token,
-                scope.org,
-                scope.name,
-                record.change_id,
-                scope.window_ms,
-                at=at,
-            )
+        loaded = await _snapshots.load(
+            store.gateway,
+            store.token,
+            store.org,
+            store.name,
+            record.change_id,
+            store.window_ms,
+            at=at,
+        )
         if loaded is not None:
             return Folded(loaded.state, loaded.entries)
-    return Folded(await base_state(scope, record), 0)
+    return Folded(await base_state(store, record), 0)
 
 
 async def fold_tail(
-    scope: Scope, change_id: str, folded: Folded, *, upto: int | None = None
+    store: RepoStore, change_id: str, folded: Folded, *, upto: int | None = None
 ) -> Folded:
     """Fold the change's log after ``folded`` up to now (or up to sequence ``upto``).
 
@@ -250,30 +183,29 @@ async def fold_tail(
     """
     if change_id == ROOT_CHANGE_ID:
         return folded
-    t, log = scope.client.transport, scope.log(change_id)
-    with translated():
-        last = await t.last_seq(scope.token, log)
-        target = last if upto is None else min(last, upto)
-        if folded.state.seq >= target:
-            return folded
-        replica = Replica(SCRATCH_AUTHOR, folded.state)
-        entries = folded.entries
-        sub = await t.subscribe(scope.token, log, after_seq=folded.state.seq)
-        try:
-            async for delivery in sub:
-                if delivery.seq > target:
-                    break
-                try:
-                    got = replica.receive(
-                        delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
-                    )
-                except CorruptEntryError as exc:
-                    raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
-                entries += len(got)
-                if replica.seq >= target:
-                    break
-        finally:
-            await sub.aclose()
+    t, log = store.gateway, store.log(change_id)
+    last = await t.last_seq(store.token, log)
+    target = last if upto is None else min(last, upto)
+    if folded.state.seq >= target:
+        return folded
+    replica = Replica(SCRATCH_AUTHOR, folded.state)
+    entries = folded.entries
+    sub = await t.subscribe(store.token, log, after_seq=folded.state.seq)
+    try:
+        async for delivery in sub:
+            if delivery.seq > target:
+                break
+            try:
+                got = replica.receive(
+                    delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
+                )
+            except CorruptEntryError as exc:
+                raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
+            entries += len(got)
+            if replica.seq >= target:
+                break
+    finally:
+        await sub.aclose()
     return Folded(replica.state, entries)
 
 
@@ -284,10 +216,10 @@ class Live:
     change_id: str
     replica: Replica
     entries: int
-    sub: Subscription
+    sub: GatewaySubscription
 
 
-async def open_live(scope: Scope, change_id: str, author: str) -> Live:
+async def open_live(store: RepoStore, change_id: str, author: str) -> Live:
     """Fold ``change_id`` from its newest snapshot (or base) to the end of its log.
 
     The subscription stays open for the caller to keep folding (a mount's pump).
@@ -299,13 +231,12 @@ async def open_live(scope: Scope, change_id: str, author: str) -> Live:
     """
     if change_id == ROOT_CHANGE_ID:
         raise InvalidOptionsError("the root change cannot be checked out; make a new change")
-    record = await require_change(scope, change_id)
-    folded = await start_state(scope, record)
+    record = await require_change(store, change_id)
+    folded = await start_state(store, record)
     replica = Replica(author, folded.state)
-    t, log = scope.client.transport, scope.log(change_id)
-    with translated():
-        last = await t.last_seq(scope.token, log)
-        sub = await t.subscribe(scope.token, log, after_seq=replica.seq)
+    t, log = store.gateway, store.log(change_id)
+    last = await t.last_seq(store.token, log)
+    sub = await t.subscribe(store.token, log, after_seq=replica.seq)
     try:
         entries = folded.entries + await _catch_up(replica, sub, change_id, last)
     except BaseException:
@@ -314,63 +245,61 @@ async def open_live(scope: Scope, change_id: str, author: str) -> Live:
     return Live(change_id, replica, entries, sub)
 
 
-async def _catch_up(replica: Replica, sub: Subscription, change_id: str, last: int) -> int:
+async def _catch_up(replica: Replica, sub: GatewaySubscription, change_id: str, last: int) -> int:
     """Fold deliveries of ``sub`` until ``last``; return how many entries were folded."""
     entries = 0
     deliveries = sub.__aiter__()
-    with translated():
-        while replica.seq < last:
-            try:
-                d = await deliveries.__anext__()
-            except StopAsyncIteration:
-                raise ApiError(f"the log of change {change_id} ended while it was read") from None
-            try:
-                entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
-            except CorruptEntryError as exc:
-                raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
-            if replica.broken is not None:
-                broken = replica.broken
-                raise LogCorruptError(change_id, broken.seq, str(broken)) from broken
+    while replica.seq < last:
+        try:
+            d = await deliveries.__anext__()
+        except StopAsyncIteration:
+            raise ApiError(f"the log of change {change_id} ended while it was read") from None
+        try:
+            entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
+        except CorruptEntryError as exc:
+            raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
+        if replica.broken is not None:
+            broken = replica.broken
+            raise LogCorruptError(change_id, broken.seq, str(broken)) from broken
     return entries
 
 
-async def current_state(scope: Scope, change_id: str, *, at: int | None = None) -> Folded:
+async def current_state(store: RepoStore, change_id: str, *, at: int | None = None) -> Folded:
     """Return a change's state now (or as of sequence ``at``), without a mount."""
-    record = await require_change(scope, change_id)
-    return await fold_tail(scope, change_id, await start_state(scope, record, at=at), upto=at)
+    record = await require_change(store, change_id)
+    return await fold_tail(store, change_id, await start_state(store, record, at=at), upto=at)
 
 
-async def seal(scope: Scope, change_id: str, folded: Folded) -> tuple[Seal, int]:
+async def seal(store: RepoStore, change_id: str, folded: Folded) -> tuple[Seal, int]:
     """Store ``folded`` (the change's state now) as a snapshot; return its seal and size."""
     if change_id == ROOT_CHANGE_ID:
         return Seal(ROOT_CHANGE_ID, 0, ""), 0
     data = encode_snapshot(folded.state)
-    with translated():
-        record = await _snapshots.seal(
-            scope.client.transport,
-            scope.token,
-            scope.org,
-            scope.name,
-            change_id,
-            data=data,
-            seq=folded.state.seq,
-            entries=folded.entries,
-            now_ms=scope.client.clock.now_ms(),
-        )
+    record = await _snapshots.seal(
+        store.gateway,
+        store.token,
+        store.org,
+        store.name,
+        change_id,
+        data=data,
+        seq=folded.state.seq,
+        entries=folded.entries,
+        now_ms=store.ctx.clock.now_ms(),
+    )
     return Seal(change_id, folded.state.seq, record.digest), record.size
 
 
 async def create_child(
-    scope: Scope, parent: str, folded: Folded, *, message: str, author: str
+    store: RepoStore, parent: str, folded: Folded, *, message: str, author: str
 ) -> ChangeRecord:
     """Seal ``parent`` at ``folded`` and store a new change forked from it."""
-    now_ms = scope.client.clock.now_ms()
+    now_ms = store.ctx.clock.now_ms()
     base: BaseRef | None = None
     if parent != ROOT_CHANGE_ID:
-        sealed, size = await seal(scope, parent, folded)
+        sealed, size = await seal(store, parent, folded)
         base = BaseRef(sealed.digest, size, (sealed,))
     record = ChangeRecord(
-        scope.client.new_change_id(),
+        store.ctx.new_change_id(),
         parents=(parent,),
         message=message,
         author=author,
@@ -378,23 +307,21 @@ async def create_child(
         base=base,
         updated_at_ms=now_ms,
     )
-    await put_new_change(scope, record)
+    await put_new_change(store, record)
     return record
 
 
-async def sealed_tree(scope: Scope, sealed: Seal) -> Tree:
+async def sealed_tree(store: RepoStore, sealed: Seal) -> Tree:
     """Return the tree a seal names (the empty tree for the root or a missing blob ref)."""
     if not sealed.digest:
         return Tree()
     try:
         data = await _snapshots.load_blob(
-            scope.client.transport, scope.token, scope.org, scope.name, sealed.digest
+            store.gateway, store.token, store.org, store.name, sealed.digest
         )
         return decode_snapshot(data).tree
-    except (MissingError, CodecError) as exc:
+    except (NotFoundError, CodecError) as exc:
         raise ServerError(f"sealed state of {sealed.change} is unreadable: {exc}") from exc
-    except TransportError as exc:
-        raise api_error(exc) from exc
 
 
 # -- ancestry ----------------------------------------------------------------------------
@@ -411,7 +338,7 @@ class Reach:
     seal: Seal | None
 
 
-async def ancestry(scope: Scope, start: str) -> dict[str, Reach]:
+async def ancestry(store: RepoStore, start: str) -> dict[str, Reach]:
     """Return every ancestor of ``start`` (itself included, the root too) and its reach.
 
     An ancestor reached along several paths keeps the shortest distance and the seal
@@ -421,7 +348,7 @@ async def ancestry(scope: Scope, start: str) -> dict[str, Reach]:
     queue = deque([start])
     while queue:
         change = queue.popleft()
-        record = await require_change(scope, change)
+        record = await require_change(store, change)
         distance = found[change].distance + 1
         for parent in record.parents:
             sealed = record.base.seal_of(parent) if record.base is not None else None
@@ -435,7 +362,7 @@ async def ancestry(scope: Scope, start: str) -> dict[str, Reach]:
     return found
 
 
-async def is_ancestor(scope: Scope, ancestor: str, descendant: str) -> bool:
+async def is_ancestor(store: RepoStore, ancestor: str, descendant: str) -> bool:
     """Return whether ``ancestor`` is ``descendant`` or one of its ancestors.
 
     Walks parents breadth-first from ``descendant`` and stops at ``ancestor``.
@@ -445,7 +372,7 @@ async def is_ancestor(scope: Scope, ancestor: str, descendant: str) -> bool:
     seen = {descendant}
     queue = deque([descendant])
     while queue:
-        for parent in (await require_change(scope, queue.popleft())).parents:
+        for parent in (await require_change(store, queue.popleft())).parents:
             if parent == ancestor:
                 return True
             if parent not in seen and parent != ROOT_CHANGE_ID:
@@ -454,11 +381,11 @@ async def is_ancestor(scope: Scope, ancestor: str, descendant: str) -> bool:
     return False
 
 
-async def reachable(scope: Scope, start: str, limit: int) -> list[ChangeRecord]:
+async def reachable(store: RepoStore, start: str, limit: int) -> list[ChangeRecord]:
     """Return the changes reachable from ``start`` (the root aside), newest first."""
     records = [
-        await require_change(scope, change)
-        for change in await ancestry(scope, start)
+        await require_change(store, change)
+        for change in await ancestry(store, start)
         if change != ROOT_CHANGE_ID
     ]
     records.sort(key=lambda r: (-r.created_at_ms, r.change_id))
@@ -512,10 +439,10 @@ def info_of(record: ChangeRecord, state: ChangeState) -> ChangeInfo:
     )
 
 
-async def change_info(scope: Scope, change_id: str) -> ChangeInfo:
+async def change_info(store: RepoStore, change_id: str) -> ChangeInfo:
     """Return the info of a change, folding its current tree."""
-    record = await require_change(scope, change_id)
-    folded = await fold_tail(scope, change_id, await start_state(scope, record))
+    record = await require_change(store, change_id)
+    folded = await fold_tail(store, change_id, await start_state(store, record))
     return info_of(record, folded.state)
 
 
@@ -564,16 +491,15 @@ class ChangeDiff:
 
 
 async def diff(
-    scope: Scope, base_id: str, base: Tree, head_id: str, head: Tree, *, patch: bool = True
+    store: RepoStore, base_id: str, base: Tree, head_id: str, head: Tree, *, patch: bool = True
 ) -> ChangeDiff:
     """Return the diff from tree ``base`` (of ``base_id``) to ``head`` (of ``head_id``)."""
-    blobs = scope.blobs()
+    blobs = store.blobs()
     files: list[PatchFile] = []
     out: list[FileDiff] = []
     for entry in diff_trees(base, head):
-        with translated():
-            old = await _side_bytes(blobs, base, entry.path)
-            new = await _side_bytes(blobs, head, entry.path)
+        old = await _side_bytes(blobs, base, entry.path)
+        new = await _side_bytes(blobs, head, entry.path)
         files.append(PatchFile(entry, old, new))
         added, deleted = line_counts(old, new)
         out.append(

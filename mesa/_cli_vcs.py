@@ -20,7 +20,6 @@ import sys
 from typing import Any
 
 from engine.ids import ROOT_CHANGE_ID, is_change_id
-from mesa import _changes
 from mesa._changes import ChangeInfo
 from mesa._client import Mesa
 from mesa._records import changes_prefix
@@ -118,9 +117,7 @@ async def _log(client: Mesa, args: argparse.Namespace) -> None:
     bookmarks = await _bookmarks_by_change(client, args.repo)
     if start == ROOT_CHANGE_ID:
         return
-    scope = await _changes.open_scope(client, client.management_token(), args.repo)
-    for record in await _changes.reachable(scope, start, args.limit):
-        info = await _changes.change_info(scope, record.change_id)
+    for info in await client.changes.list(args.repo, change_id=start, limit=args.limit):
         _out(_log_line(info, bookmarks.get(info.change_id, [])))
 
 

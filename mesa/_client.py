@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.ids import ROOT_CHANGE_ID, change_id_from_bytes
+from engine.ids import ROOT_CHANGE_ID
 from mesa import _changes, _local
-from mesa._bookmarks import Bookmarks, require_record
+from mesa._bookmarks import Bookmarks
 from mesa._changes import ChangeDiff, ChangeInfo
+from mesa._context import Context
+from mesa._gateway import Gateway
 from mesa._history import resolve_source
-from mesa._mount import Mount
+from mesa._mounting import Mount
 from mesa._records import (
     DEFAULT_RACE_WINDOW_MS,
     BookmarkRecord,
@@ -34,23 +35,19 @@ from mesa._records import (
     repo_key,
     repo_prefix,
 )
-from mesa._translate import api_error
+from mesa._store import RepoStore, open_store
 from mesa._types import DiskCacheConfig, RepoConfig
 from mesa.errors import ConflictError, InvalidOptionsError, MissingCredentialError, NotFoundError
-from transports.auth import ALL_REPOS, READ_WRITE, Claims, sign
+from transports.auth import Claims
 from transports.base import (
     Clock,
     InvalidNameError,
-    MissingError,
-    RevisionMismatchError,
     SystemClock,
     Transport,
-    TransportError,
     validate_org,
     validate_repo,
 )
 
-MANAGEMENT_TOKEN_TTL_S = 300
 DEFAULT_SNAPSHOT_EVERY = 10_000
 MAX_RACE_WINDOW_MS = 3_600_000
 
@@ -107,34 +104,29 @@ class Mesa:
             transport, key = _local.default_transport(self.org, key)
         if not key:
             raise MissingCredentialError("no API key: pass api_key= or set MESA_API_KEY")
-        self._api_key = key
+        #: Where logs, blobs and records live (the transport itself, unmapped).
         self.transport: Transport = transport
-        self.repos = Repos(self)
-        self.fs = FsNamespace(self)
-        self.changes = Changes(self)
-        self.bookmarks = Bookmarks(self)
-        self.diffs = Diffs(self)
+        self._ctx = Context(self.org, Gateway(transport), self.clock, key, snapshot_every)
+        self.repos = Repos(self._ctx)
+        self.fs = FsNamespace(self._ctx)
+        self.changes = Changes(self._ctx)
+        self.bookmarks = Bookmarks(self._ctx)
+        self.diffs = Diffs(self._ctx)
 
     def sign_token(self, repos: dict[str, str], ttl_s: int, mount_id: str) -> tuple[str, Claims]:
         """Sign a token granting ``repos`` for ``ttl_s`` seconds from now."""
-        iat = self.clock.now_ms() // 1000
-        claims = Claims(org=self.org, repos=repos, iat=iat, exp=iat + ttl_s, mount_id=mount_id)
-        return sign(self._api_key, claims), claims
+        return self._ctx.sign_token(repos, ttl_s, mount_id)
 
     def management_token(self) -> str:
         """Return a short-lived token for repo and record management."""
-        return self.sign_token({ALL_REPOS: READ_WRITE}, MANAGEMENT_TOKEN_TTL_S, "client")[0]
-
-    def new_change_id(self) -> str:
-        """Return a fresh random change id."""
-        return change_id_from_bytes(secrets.token_bytes(16))
+        return self._ctx.management_token()
 
 
 class Repos:
     """``mesa.repos``: create, get, list and delete repositories."""
 
-    def __init__(self, client: Mesa) -> None:
-        self._client = client
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     async def create(
         self,
@@ -153,7 +145,7 @@ class Repos:
             InvalidOptionsError: the name is invalid.
             ConflictError: a repo of that name exists.
         """
-        client = self._client
+        ctx = self._ctx
         try:
             validate_repo(name)
         except InvalidNameError as exc:
@@ -166,51 +158,45 @@ class Repos:
             or not 0 <= race_window_ms <= MAX_RACE_WINDOW_MS
         ):
             raise InvalidOptionsError(f"race_window_ms must be an int in 0..{MAX_RACE_WINDOW_MS}")
-        token = client.management_token()
-        now_ms = client.clock.now_ms()
+        token = ctx.management_token()
+        now_ms = ctx.clock.now_ms()
         record = RepoRecord(name, default_bookmark, now_ms, race_window_ms)
-        change = ChangeRecord(client.new_change_id(), created_at_ms=now_ms)
-        t = client.transport
+        change = ChangeRecord(ctx.new_change_id(), created_at_ms=now_ms)
+        t = ctx.gateway
         try:
             # Refuse before writing anything: a create of an existing repo must not
             # add a change or a bookmark to it. (The repo record, written last, is
             # still the compare-and-set that decides a race between two creates.)
-            if await t.kv_get(token, repo_key(client.org, name)) is not None:
-                raise ConflictError(f"repo {client.org}/{name} already exists")
+            if await t.kv_get(token, repo_key(ctx.org, name)) is not None:
+                raise ConflictError(f"repo {ctx.org}/{name} already exists")
             await t.kv_put(
                 token,
-                change_key(client.org, name, change.change_id),
+                change_key(ctx.org, name, change.change_id),
                 change.encode(),
                 expected_revision=0,
             )
             bookmark = BookmarkRecord(default_bookmark, change.change_id)
             await t.kv_put(
                 token,
-                bookmark_key(client.org, name, default_bookmark),
+                bookmark_key(ctx.org, name, default_bookmark),
                 bookmark.encode(),
                 expected_revision=0,
             )
-            await t.kv_put(token, repo_key(client.org, name), record.encode(), expected_revision=0)
-        except RevisionMismatchError as exc:
-            raise ConflictError(f"repo {client.org}/{name} already exists") from exc
-        except TransportError as exc:
-            raise api_error(exc) from exc
+            await t.kv_put(token, repo_key(ctx.org, name), record.encode(), expected_revision=0)
+        except ConflictError as exc:
+            raise ConflictError(f"repo {ctx.org}/{name} already exists") from exc
         return Repo(name, default_bookmark, now_ms, race_window_ms)
 
     async def get(self, name: str) -> Repo:
         """Return the repo ``name``, or raise `NotFoundError`."""
-        client = self._client
+        ctx = self._ctx
         try:
             validate_repo(name)
-            entry = await client.transport.kv_get(
-                client.management_token(), repo_key(client.org, name)
-            )
         except InvalidNameError as exc:
             raise InvalidOptionsError(str(exc)) from exc
-        except TransportError as exc:
-            raise api_error(exc) from exc
+        entry = await ctx.gateway.kv_get(ctx.management_token(), repo_key(ctx.org, name))
         if entry is None:
-            raise NotFoundError(f"repo {client.org}/{name} not found")
+            raise NotFoundError(f"repo {ctx.org}/{name} not found")
         record = RepoRecord.decode(entry.value)
         return Repo(
             record.name, record.default_bookmark, record.created_at_ms, record.race_window_ms
@@ -218,11 +204,8 @@ class Repos:
 
     async def list(self) -> list[Repo]:
         """Return every repo of the org, sorted by name."""
-        client = self._client
-        try:
-            keys = await client.transport.kv_keys(client.management_token(), f"{client.org}.")
-        except TransportError as exc:
-            raise api_error(exc) from exc
+        ctx = self._ctx
+        keys = await ctx.gateway.kv_keys(ctx.management_token(), f"{ctx.org}.")
         names = sorted(
             key.split(".")[1] for key in keys if key.endswith(".repo") and key.count(".") == 2
         )
@@ -237,49 +220,54 @@ class Repos:
         Raises:
             NotFoundError: no such repo.
         """
-        client = self._client
+        ctx = self._ctx
         await self.get(name)
-        token = client.management_token()
-        t = client.transport
-        key = repo_key(client.org, name)
+        token = ctx.management_token()
+        t = ctx.gateway
+        key = repo_key(ctx.org, name)
         try:
-            for other in await t.kv_keys(token, repo_prefix(client.org, name)):
+            for other in await t.kv_keys(token, repo_prefix(ctx.org, name)):
                 if other != key:
-                    with contextlib.suppress(MissingError):
+                    with contextlib.suppress(NotFoundError):
                         await t.kv_delete(token, other)
             await t.kv_delete(token, key)
-        except MissingError as exc:
-            raise NotFoundError(f"repo {client.org}/{name} not found") from exc
-        except TransportError as exc:
-            raise api_error(exc) from exc
+        except NotFoundError as exc:
+            raise NotFoundError(f"repo {ctx.org}/{name} not found") from exc
 
 
 class Changes:
     """``mesa.changes``: changes of a repo without a mount (REST-like errors)."""
 
-    def __init__(self, client: Mesa) -> None:
-        self._client = client
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
-    async def _scope(self, repo: str) -> _changes.Scope:
-        return await _changes.open_scope(self._client, self._client.management_token(), repo)
+    async def _store(self, repo: str) -> RepoStore:
+        return await open_store(self._ctx, self._ctx.management_token(), repo)
 
     async def get(self, repo: str, change_id: str) -> ChangeInfo:
         """Return a change with its current commit oid and conflicted paths."""
-        return await _changes.change_info(await self._scope(repo), change_id)
+        return await _changes.change_info(await self._store(repo), change_id)
 
     async def list(
-        self, repo: str, *, bookmark: str | None = None, limit: int = 50
+        self,
+        repo: str,
+        *,
+        bookmark: str | None = None,
+        change_id: str | None = None,
+        limit: int = 50,
     ) -> list[ChangeInfo]:
-        """Return the changes reachable from ``bookmark`` (default: the repo's), newest first.
+        """Return the changes reachable from ``bookmark`` or ``change_id``, newest first.
 
-        ``limit`` 0 lists them all.
+        With neither, from the repo's default bookmark. ``limit`` 0 lists them all.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidOptionsError("limit must be an int >= 0")
-        scope = await self._scope(repo)
-        start = (await require_record(scope, bookmark or scope.repo.default_bookmark))[0]
-        records = await _changes.reachable(scope, start.change_id, limit)
-        return [await _changes.change_info(scope, r.change_id) for r in records]
+        store = await self._store(repo)
+        if bookmark is None and change_id is None:
+            bookmark = store.repo.default_bookmark
+        start = await resolve_source(store, bookmark, change_id)
+        records = await _changes.reachable(store, start, limit)
+        return [await _changes.change_info(store, r.change_id) for r in records]
 
     async def create(
         self,
@@ -294,22 +282,22 @@ class Changes:
         With neither, off the repo's default bookmark. The base's current tree is
         sealed as the new change's base; no bookmark moves.
         """
-        scope = await self._scope(repo)
+        store = await self._store(repo)
         if base_change_id is None and bookmark is None:
-            bookmark = scope.repo.default_bookmark
-        source = await resolve_source(scope, bookmark, base_change_id)
-        folded = await _changes.current_state(scope, source)
+            bookmark = store.repo.default_bookmark
+        source = await resolve_source(store, bookmark, base_change_id)
+        folded = await _changes.current_state(store, source)
         record = await _changes.create_child(
-            scope, source, folded, message=message or "", author="client"
+            store, source, folded, message=message or "", author="client"
         )
-        return _changes.info_of(record, await _changes.base_state(scope, record))
+        return _changes.info_of(record, await _changes.base_state(store, record))
 
 
 class Diffs:
     """``mesa.diffs``: differences between changes."""
 
-    def __init__(self, client: Mesa) -> None:
-        self._client = client
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     async def get(
         self,
@@ -326,25 +314,25 @@ class Diffs:
         the head change itself did; ``base_change_id`` is then reported as its first
         parent.
         """
-        scope = await _changes.open_scope(self._client, self._client.management_token(), repo)
-        head = await _changes.current_state(scope, head_change_id)
+        store = await open_store(self._ctx, self._ctx.management_token(), repo)
+        head = await _changes.current_state(store, head_change_id)
         if base_change_id is None:
-            record = await _changes.require_change(scope, head_change_id)
-            base_tree = (await _changes.base_state(scope, record)).tree
+            record = await _changes.require_change(store, head_change_id)
+            base_tree = (await _changes.base_state(store, record)).tree
             base_id = record.parents[0] if record.parents else ROOT_CHANGE_ID
         else:
-            base_tree = (await _changes.current_state(scope, base_change_id)).state.tree
+            base_tree = (await _changes.current_state(store, base_change_id)).state.tree
             base_id = base_change_id
         return await _changes.diff(
-            scope, base_id, base_tree, head_change_id, head.state.tree, patch=patch
+            store, base_id, base_tree, head_change_id, head.state.tree, patch=patch
         )
 
 
 class FsNamespace:
     """``mesa.fs``: mounts."""
 
-    def __init__(self, client: Mesa) -> None:
-        self._client = client
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     def mount(
         self,
@@ -360,4 +348,4 @@ class FsNamespace:
             InvalidOptionsError: empty ``repos``, ``ttl`` outside 1..86400, a bad
                 ``mode`` ("rw" or "ro"), or a repo of another org.
         """
-        return Mount(self._client, repos, ttl=ttl, disk_cache=disk_cache, mode=mode)
+        return Mount(self._ctx, repos, ttl=ttl, disk_cache=disk_cache, mode=mode)

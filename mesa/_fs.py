@@ -23,17 +23,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from engine import paths
+from engine import driver, paths
 from engine.content import Content
 from engine.errors import FsError
 from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
-from mesa._blobs import INLINE_THRESHOLD_BYTES
-from mesa._bookmarks import FsBookmarks
+from mesa._errormap import os_error
+from mesa._fsbookmarks import FsBookmarks
 from mesa._history import FsChanges, read_at
 from mesa._mount import RepoMount
-from mesa._translate import os_error
+from mesa._mounted import MountedRepos
 from mesa._types import FsStat, WatchEvent
 from mesa.errors import InvalidOptionsError
 
@@ -67,14 +67,10 @@ class _Resolved:
 class MesaFileSystem:
     """Async file I/O, metadata, traversal, mutation and subscriptions over a mount."""
 
-    def __init__(self, client: object, mount_id: str) -> None:
-        from mesa._client import Mesa
-
-        assert isinstance(client, Mesa)
-        self._client = client
-        self.org = client.org
+    def __init__(self, org: str, mount_id: str) -> None:
+        self.org = org
         self.mount_id = mount_id
-        self._repos: dict[str, RepoMount] = {}
+        self._repos = MountedRepos(org)
         self._subs: list[MesaFileSystemSubscription] = []
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -84,9 +80,9 @@ class MesaFileSystem:
         #: delivered may read), writes and new subscriptions are refused.
         self._closing = False
         #: Changes of the mounted repos: new, edit, current, list, checkpoint, history.
-        self.changes = FsChanges(self)
+        self.changes = FsChanges(self._repos, self.write)
         #: Bookmarks of the mounted repos: create, get, list, move, delete.
-        self.bookmarks = FsBookmarks(self)
+        self.bookmarks = FsBookmarks(self._repos)
 
     # -- mount plumbing ----------------------------------------------------------
 
@@ -97,7 +93,7 @@ class MesaFileSystem:
 
     def add_repo(self, repo: RepoMount) -> None:
         """Attach a repo (called by the mount while entering)."""
-        self._repos[repo.name] = repo
+        self._repos.add(repo)
         repo.add_switch_listener(self.on_switched)
 
     def on_switched(self, repo: RepoMount) -> None:
@@ -216,7 +212,7 @@ class MesaFileSystem:
                 self._idle.set()
 
     async def _content(self, repo: RepoMount, data: bytes, path: str) -> Content:
-        if len(data) <= INLINE_THRESHOLD_BYTES:
+        if driver.goes_inline(len(data)):
             return Content.of(data)
         if repo.read_only:
             raise os_error(errno.EROFS, path)
@@ -231,7 +227,7 @@ class MesaFileSystem:
         sequence ``at`` (see `mesa._history`; ``at=0`` is the change's base tree).
         """
         if at is not None:
-            return await read_at(self, path, at)
+            return await read_at(self._repos, path, at)
         r = self._resolve(path, follow=True)
         if not isinstance(r.node, FileNode) or r.repo is None:
             raise os_error(errno.EISDIR, path)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import builtins
 import errno
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine import paths
 from engine.codec import decode_entry
@@ -25,15 +25,13 @@ from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, Tree
 from mesa import _bookmarks, _changes
-from mesa._bookmarks import as_fs_errors, mounted, writable
-from mesa._changes import ChangeInfo, Folded, Scope, translated
+from mesa._changes import ChangeInfo, Folded
+from mesa._errormap import fs_errors, os_error
+from mesa._mount import RepoMount
+from mesa._mounted import MountedRepos
 from mesa._records import ChangeRecord
-from mesa._translate import os_error
+from mesa._store import RepoStore
 from mesa.errors import ConflictError, InvalidOptionsError, LogCorruptError
-
-if TYPE_CHECKING:
-    from mesa._fs import MesaFileSystem
-    from mesa._mount import RepoMount
 
 MAX_SYMLINK_HOPS = 40
 OP_NAMES: dict[type, str] = {
@@ -74,7 +72,7 @@ class HistoryEntry:
     paths: tuple[str, ...]
 
 
-async def resolve_source(scope: Scope, bookmark: str | None, change_id: str | None) -> str:
+async def resolve_source(store: RepoStore, bookmark: str | None, change_id: str | None) -> str:
     """Return the change named by exactly one of ``bookmark`` and ``change_id``.
 
     Raises:
@@ -84,16 +82,17 @@ async def resolve_source(scope: Scope, bookmark: str | None, change_id: str | No
     if (bookmark is None) == (change_id is None):
         raise InvalidOptionsError("pass exactly one of bookmark= and change_id=")
     if bookmark is not None:
-        return (await _bookmarks.require_record(scope, bookmark))[0].change_id
+        return (await _bookmarks.require_record(store, bookmark))[0].change_id
     assert change_id is not None
-    return (await _changes.require_change(scope, _changes.check_change_id(change_id))).change_id
+    return (await _changes.require_change(store, _changes.check_change_id(change_id))).change_id
 
 
 class FsChanges:
     """``fs.changes``: the changes of the mounted repos, and their past."""
 
-    def __init__(self, fs: MesaFileSystem) -> None:
-        self._fs = fs
+    def __init__(self, repos: MountedRepos, write: Callable[[str, bytes], Awaitable[None]]) -> None:
+        self._repos = repos
+        self._write = write
 
     async def new(
         self,
@@ -113,13 +112,13 @@ class FsChanges:
             InvalidOptionsError: both or neither of ``bookmark`` and ``change_id``.
             OSError: EROFS for a read-only repo.
         """
-        rm = writable(self._fs, repo)
-        with as_fs_errors(rm.prefix):
-            source = await resolve_source(rm.scope, bookmark, change_id)
+        rm = self._repos.writable(repo)
+        with fs_errors(rm.prefix):
+            source = await resolve_source(rm.store, bookmark, change_id)
             async with rm.exclusive():
                 folded = await _fold_of(rm, source)
                 child = await _changes.create_child(
-                    rm.scope, source, folded, message=message or "", author=rm.mount_id
+                    rm.store, source, folded, message=message or "", author=rm.mount_id
                 )
                 await rm.switch_locked(child.change_id, follow=None)
         return child.change_id
@@ -133,29 +132,29 @@ class FsChanges:
             FileNotFoundError: the bookmark or change does not exist.
             InvalidOptionsError: both or neither given, or the root change.
         """
-        rm = mounted(self._fs, repo)
-        with as_fs_errors(rm.prefix):
-            target = await resolve_source(rm.scope, bookmark, change_id)
+        rm = self._repos.mounted(repo)
+        with fs_errors(rm.prefix):
+            target = await resolve_source(rm.store, bookmark, change_id)
             await rm.switch(target, follow=bookmark)
         return target
 
     async def current(self, repo: str) -> ChangeInfo:
         """Return the mounted change of ``repo`` as this mount has folded it."""
-        rm = mounted(self._fs, repo)
-        record = await _changes.require_change(rm.scope, rm.change_id)
+        rm = self._repos.mounted(repo)
+        record = await _changes.require_change(rm.store, rm.change_id)
         return _changes.info_of(record, rm.replica.state)
 
     async def list(self, repo: str, *, limit: int = 50) -> list[ChangeInfo]:
         """Return the changes reachable from the checkout, most recent first (0: all)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidOptionsError("limit must be an int >= 0")
-        rm = mounted(self._fs, repo)
+        rm = self._repos.mounted(repo)
         out: list[ChangeInfo] = []
-        for record in await _changes.reachable(rm.scope, rm.change_id, limit):
+        for record in await _changes.reachable(rm.store, rm.change_id, limit):
             if record.change_id == rm.change_id:
                 out.append(_changes.info_of(record, rm.replica.state))
             else:
-                out.append(await _changes.change_info(rm.scope, record.change_id))
+                out.append(await _changes.change_info(rm.store, record.change_id))
         return out
 
     async def checkpoint(self, repo: str, message: str | None = None) -> CheckpointResult:
@@ -169,14 +168,14 @@ class FsChanges:
             InvalidOptionsError: no bookmark points at the current change.
             ConflictError: a bookmark moved concurrently (retry).
         """
-        rm = writable(self._fs, repo)
-        scope = rm.scope
+        rm = self._repos.writable(repo)
+        store = rm.store
         async with rm.exclusive():
             await rm.wait_synced()
             saved = rm.change_id
             names = [
                 (record.name, revision)
-                for record, revision in await _bookmarks.list_records(scope)
+                for record, revision in await _bookmarks.list_records(store)
                 if record.change_id == saved
             ]
             if not names:
@@ -185,13 +184,13 @@ class FsChanges:
                     "create one with fs.bookmarks.create"
                 )
             if message is not None:
-                await _changes.describe(scope, saved, message, self._fs._client.clock.now_ms())
+                await _changes.describe(store, saved, message, rm.ctx.clock.now_ms())
             saved_oid = _changes.commit_oid(saved, rm.replica.state.tree)
             # Sealing encodes the state before its first await: nothing folds in between.
             child = await _changes.create_child(
-                scope, saved, Folded(rm.replica.state, rm.entries), message="", author=rm.mount_id
+                store, saved, Folded(rm.replica.state, rm.entries), message="", author=rm.mount_id
             )
-            await _move_all(scope, names, child)
+            await _move_all(store, names, child)
             await rm.switch_locked(child.change_id, follow=rm.bookmark)
             active_oid = _changes.commit_oid(child.change_id, rm.replica.state.tree)
         return CheckpointResult(saved_oid, active_oid, saved, child.change_id)
@@ -203,7 +202,7 @@ class FsChanges:
         -r``, ``mv`` of a parent) or one of its descendants. Renames are not followed.
         """
         rm, rel = self._locate(path)
-        return await change_history(rm.scope, rm.change_id, rel)
+        return await change_history(rm.store, rm.change_id, rel)
 
     async def restore(self, path: str, *, at: int) -> None:
         """Write the bytes ``path`` had at sequence ``at`` back, as a new write.
@@ -211,21 +210,11 @@ class FsChanges:
         Raises:
             FileNotFoundError: the path was not a file at ``at``.
         """
-        data = await self._fs.read(path, at=at)
-        await self._fs.write(path, data)
+        data = await read_at(self._repos, path, at)
+        await self._write(path, data)
 
     def _locate(self, path: str) -> tuple[RepoMount, paths.RelPath]:
-        return locate(self._fs, path)
-
-
-def locate(fs: MesaFileSystem, path: str) -> tuple[RepoMount, paths.RelPath]:
-    """Return the mounted repo and the repo-relative path of ``/<org>/<repo>/...``."""
-    if not isinstance(path, str):
-        raise TypeError(f"path must be a str, not {type(path).__name__}")
-    parts = paths.normalize(path).split("/")[1:]
-    if len(parts) < 2 or parts[0] != fs.org:
-        raise os_error(errno.ENOENT, path, "not inside a mounted repo")
-    return mounted(fs, parts[1]), tuple(parts[2:])
+        return self._repos.locate(path)
 
 
 async def _fold_of(rm: RepoMount, change_id: str) -> Folded:
@@ -233,10 +222,10 @@ async def _fold_of(rm: RepoMount, change_id: str) -> Folded:
     if change_id == rm.change_id:
         await rm.wait_synced()
         return Folded(rm.replica.state, rm.entries)
-    return await _changes.current_state(rm.scope, change_id)
+    return await _changes.current_state(rm.store, change_id)
 
 
-async def _move_all(scope: Scope, names: list[tuple[str, int]], child: ChangeRecord) -> None:
+async def _move_all(store: RepoStore, names: list[tuple[str, int]], child: ChangeRecord) -> None:
     """Move every bookmark to ``child`` by compare-and-set, in name order.
 
     The first lost race raises `ConflictError`; if no bookmark had moved yet, the new
@@ -245,11 +234,11 @@ async def _move_all(scope: Scope, names: list[tuple[str, int]], child: ChangeRec
     moved = 0
     try:
         for name, revision in sorted(names):
-            await _bookmarks.cas_move(scope, name, child.change_id, revision)
+            await _bookmarks.cas_move(store, name, child.change_id, revision)
             moved += 1
     except ConflictError:
         if not moved:
-            await _changes.delete_change(scope, child.change_id)
+            await _changes.delete_change(store, child.change_id)
         raise
 
 
@@ -260,44 +249,45 @@ def _touches(op: Op, rel: paths.RelPath) -> bool:
     )
 
 
-async def change_history(scope: Scope, change_id: str, rel: paths.RelPath) -> list[HistoryEntry]:
+async def change_history(
+    store: RepoStore, change_id: str, rel: paths.RelPath
+) -> list[HistoryEntry]:
     """Decode the log of ``change_id`` and return the entries touching ``rel``."""
     if change_id == ROOT_CHANGE_ID:
         return []
-    t, log = scope.client.transport, scope.log(change_id)
-    prefix = f"/{scope.org}/{scope.name}"
+    t, log = store.gateway, store.log(change_id)
+    prefix = f"/{store.org}/{store.name}"
     out: list[HistoryEntry] = []
-    with translated():
-        last = await t.last_seq(scope.token, log)
-        if not last:
-            return out
-        sub = await t.subscribe(scope.token, log, after_seq=0)
-        try:
-            async for delivery in sub:
-                try:
-                    entry = decode_entry(delivery.payload)
-                except CodecError as exc:
-                    raise LogCorruptError(change_id, delivery.seq, str(exc)) from exc
-                op = entry.op
-                if _touches(op, rel):
-                    names = (op.src, op.dst) if isinstance(op, Mv | Cp) else (op.path,)
-                    out.append(
-                        HistoryEntry(
-                            seq=delivery.seq,
-                            time_ms=delivery.time_ms,
-                            author=entry.author,
-                            op=OP_NAMES[type(op)],
-                            paths=tuple(_abs(prefix, p) for p in names),
-                        )
+    last = await t.last_seq(store.token, log)
+    if not last:
+        return out
+    sub = await t.subscribe(store.token, log, after_seq=0)
+    try:
+        async for delivery in sub:
+            try:
+                entry = decode_entry(delivery.payload)
+            except CodecError as exc:
+                raise LogCorruptError(change_id, delivery.seq, str(exc)) from exc
+            op = entry.op
+            if _touches(op, rel):
+                names = (op.src, op.dst) if isinstance(op, Mv | Cp) else (op.path,)
+                out.append(
+                    HistoryEntry(
+                        seq=delivery.seq,
+                        time_ms=delivery.time_ms,
+                        author=entry.author,
+                        op=OP_NAMES[type(op)],
+                        paths=tuple(_abs(prefix, p) for p in names),
                     )
-                if delivery.seq >= last:
-                    break
-        finally:
-            await sub.aclose()
+                )
+            if delivery.seq >= last:
+                break
+    finally:
+        await sub.aclose()
     return out
 
 
-async def read_at(fs: MesaFileSystem, path: str, at: int) -> bytes:
+async def read_at(repos: MountedRepos, path: str, at: int) -> bytes:
     """Return the bytes of ``path`` once the mounted change had folded sequence ``at``.
 
     Symlinks in the past tree are followed inside the repo.
@@ -308,13 +298,13 @@ async def read_at(fs: MesaFileSystem, path: str, at: int) -> bytes:
     """
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise InvalidOptionsError("at must be a sequence number (int >= 0)")
-    rm, rel = locate(fs, path)
+    rm, rel = repos.locate(path)
     await rm.wait_synced()
     if rm.replica.seq <= at:
         tree = rm.replica.state.tree  # nothing after ``at`` is folded yet
     else:
-        with as_fs_errors(path):
-            tree = (await _changes.current_state(rm.scope, rm.change_id, at=at)).state.tree
+        with fs_errors(path):
+            tree = (await _changes.current_state(rm.store, rm.change_id, at=at)).state.tree
     node = _lookup(tree, rel, path, rm.prefix)
     if isinstance(node, DirNode):
         raise os_error(errno.EISDIR, path)

@@ -1,4 +1,4 @@
-"""A mount: one token, one `RepoMount` per repo, and the `MesaFileSystem` over them.
+"""`RepoMount`: one repo of a mount, its change's replica, pump, writes and switches.
 
 A `RepoMount` pumps one change's log from the transport into its engine
 `Replica` and wakes whoever waits for a sequence to be folded. A write is
@@ -8,13 +8,15 @@ with the same op id when the transport fails, so the log holds it at most once.
 Events are dispatched after the fold that produced them, so a handler always sees
 the new state.
 
-Failures leave as the SDK's public errors, never as transport exceptions: a server
-that stays unreachable is `MesaConnectionError` once the retries are spent (at most
-`APPEND_ATTEMPTS` attempts, none started later than `APPEND_RETRY_S` after the
-first), also for blob reads and writes. An entry the server's ``max_payload`` cannot
-carry never reaches it: inline bytes move to the blob store (a server may allow less
-than the inline threshold), and what is still too large (names, symlink targets) is
-``OSError(ENAMETOOLONG)``.
+The decisions around the replica are `engine.driver`'s, shared with the simulator:
+a server that stays unreachable is `MesaConnectionError` once `RetryPolicy` gives up
+(bounded attempts and time), every attempt under the entry's op id as message id; an
+entry the server's ``max_payload`` cannot carry never reaches it: its inline bytes
+move to the blob store and the same op id goes again, and what is still too large
+(names, symlink targets) is ``OSError(ENAMETOOLONG)``; `SnapshotCadence` decides
+when this mount stores a snapshot; a switch carries the op counter over. Failures
+arrive as the SDK's public errors (`mesa._gateway`); a write the token grants
+read-only is ``OSError(EROFS)``.
 
 A `RepoMount` can **switch** to another change (``fs.changes.new/edit/checkpoint``, or
 the bookmark it follows moved): it folds the new change (newest snapshot or base, then
@@ -28,64 +30,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import heapq
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING
 
+from engine import driver
 from engine.codec import encode_entry
-from engine.content import BlobRef, Content, Inline
 from engine.errors import FsError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
-from engine.ops import Append, Entry, Op, Write
+from engine.ops import Entry, Op
 from engine.replica import CorruptEntryError, Folded, Replica
 from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
 from mesa._bookmarks import BookmarkFollower
-from mesa._records import (
-    BookmarkRecord,
-    ChangeRecord,
-    RepoRecord,
-    bookmark_key,
-    change_key,
-    repo_key,
-)
-from mesa._translate import api_error, fs_error, fs_transport_error, os_error
-from mesa._types import DiskCacheConfig, RepoConfig
+from mesa._context import Context
+from mesa._errormap import fs_error, os_error, write_refused
+from mesa._gateway import GatewaySubscription
+from mesa._records import RepoRecord
+from mesa._store import RepoStore
+from mesa._types import DiskCacheConfig
 from mesa.errors import (
     AuthenticationError,
-    InvalidOptionsError,
     LogCorruptError,
+    MesaConnectionError,
     MesaError,
-    NotFoundError,
-)
-from transports.auth import READ_ONLY, READ_WRITE, Claims
-from transports.base import (
-    Appended,
-    LogId,
     PayloadTooLargeError,
-    Subscription,
-    TransportError,
-    UnavailableError,
 )
-
-if TYPE_CHECKING:
-    from mesa._client import Mesa
-    from mesa._fs import MesaFileSystem
+from transports.auth import Claims
+from transports.base import Appended, LogId
 
 log = logging.getLogger("mesa")
-
-DEFAULT_TTL_S = 3600
-MAX_TTL_S = 86_400
-APPEND_ATTEMPTS = 5
-APPEND_BACKOFF_S = 0.05
-#: No append attempt starts later than this after the first (bounds a failing write).
-APPEND_RETRY_S = 10.0
 
 FoldListener = Callable[["RepoMount", list[Folded]], None]
 SwitchListener = Callable[["RepoMount"], None]
@@ -96,7 +72,7 @@ class RepoMount:
 
     def __init__(
         self,
-        client: Mesa,
+        ctx: Context,
         name: str,
         change_id: str,
         *,
@@ -109,30 +85,30 @@ class RepoMount:
         listener: FoldListener,
         bookmark: str | None = None,
     ) -> None:
-        self.client = client
-        self.org = client.org
+        self.ctx = ctx
+        self.org = ctx.org
         self.name = name
         self.change_id = change_id
         self.read_only = read_only
-        self.log = LogId(client.org, name, change_id)
+        self.log = LogId(ctx.org, name, change_id)
         self.token = token
         self.claims = claims
         self.mount_id = mount_id
-        self.scope = _changes.Scope(client, token, repo)
+        self.store = RepoStore(ctx, token, repo)
         self.window_ms = repo.race_window_ms
         self.replica = Replica(mount_id, ChangeState(window_ms=self.window_ms))
         #: The bookmark this mount follows (it switches when the bookmark moves), or None.
         self.bookmark = bookmark
-        #: Entries of this change's log folded so far (snapshot + tail).
-        self.entries = 0
+        #: Counts the entries folded (snapshot + tail) and decides when to store a snapshot.
+        self.cadence = driver.SnapshotCadence(ctx.snapshot_every)
         self._background: set[asyncio.Task[None]] = set()
-        self.blobs: BlobCache = _MountBlobs(client.transport, client.org, name, token, disk_cache)
+        self.blobs = BlobCache(ctx.gateway, ctx.org, name, token, disk_cache)
         self._listener = listener
         self._fold_listeners: list[FoldListener] = []
         self._switch_listeners: list[SwitchListener] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = 0
-        self._sub: Subscription | None = None
+        self._sub: GatewaySubscription | None = None
         self._pump: asyncio.Task[None] | None = None
         self._follower: BookmarkFollower | None = None
         self._closed = False
@@ -168,18 +144,15 @@ class RepoMount:
 
     async def _open(self, change_id: str) -> _changes.Live:
         """Fold ``change_id`` to the end of its log, subscribed (`mesa._changes.open_live`)."""
-        return await _changes.open_live(self.scope, change_id, self.mount_id)
+        return await _changes.open_live(self.store, change_id, self.mount_id)
 
     def _install(self, opened: _changes.Live) -> None:
         """Make ``opened`` this mount's change and start pumping its log."""
         self.change_id = opened.change_id
         self.log = LogId(self.org, self.name, opened.change_id)
-        # Op ids are message ids, deduplicated across the repo's stream: the counter of
-        # this mount must keep growing across changes.
-        opened.replica.counter = max(opened.replica.counter, self.replica.counter)
-        self.replica = opened.replica
+        self.replica = driver.carry_counter(self.replica, opened.replica)
         self._appended = 0
-        self.entries = opened.entries
+        self.cadence = driver.SnapshotCadence(self.ctx.snapshot_every, opened.entries)
         self.broken = None
         self._sub = opened.sub
         self._pump = asyncio.create_task(
@@ -243,7 +216,7 @@ class RepoMount:
         return moved
 
     async def _follow(self, name: str) -> None:
-        self._follower = BookmarkFollower(self.scope, name, self._bookmark_moved)
+        self._follower = BookmarkFollower(self.store, name, self._bookmark_moved)
         await self._follower.start()
 
     async def _unfollow(self) -> None:
@@ -283,7 +256,7 @@ class RepoMount:
         """Raise if the mount is closed, the token expired or the log is broken."""
         if self._closed:
             raise self._closed_error()
-        if self.client.clock.now_ms() >= self.claims.exp * 1000:
+        if self.ctx.clock.now_ms() >= self.claims.exp * 1000:
             raise AuthenticationError("the mount's token expired (mounts do not refresh tokens)")
         if self.broken is not None:
             raise self.broken
@@ -305,10 +278,7 @@ class RepoMount:
     async def wait_synced(self) -> None:
         """Wait until everything the log holds now is folded."""
         self.check_alive()
-        try:
-            last = await self.client.transport.last_seq(self.token, self.log)
-        except TransportError as exc:
-            raise api_error(exc) from exc
+        last = await self.ctx.gateway.last_seq(self.token, self.log)
         await self.wait_folded(last)
 
     async def submit(self, op: Op, path: str, *, seen: int | None = None) -> int | None:
@@ -359,55 +329,41 @@ class RepoMount:
                 self._drained.set()
 
     async def _append(self, entry: Entry, path: str) -> Appended:
-        """Append ``entry``, retrying while the transport is unavailable (module docstring)."""
+        """Append ``entry``, retrying as `engine.driver.RetryPolicy` says (module docstring)."""
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + APPEND_RETRY_S
+        started = loop.time()
         payload = encode_entry(entry)
-        attempt = 0
+        failed = 0
         while True:
             try:
-                return await self.client.transport.append(
-                    self.token, self.log, payload, msg_id=entry.op_id
+                return await self.ctx.gateway.append(
+                    self.token, self.log, payload, msg_id=driver.msg_id(entry)
                 )
             except PayloadTooLargeError as exc:
                 # Refused before anything was sent: the same op id may go again.
-                smaller = await self._spill_inline(entry)
-                if smaller is None:
+                inline = driver.inline_segments(entry)
+                if not inline:
                     raise os_error(
                         errno.ENAMETOOLONG,
                         path,
                         f"names too long for one log entry ({exc})",
                     ) from exc
-                entry, payload = smaller, encode_entry(smaller)
-            except UnavailableError as exc:
+                refs = [await self.blobs.put(seg.data) for seg in inline]
+                entry = driver.spilled(entry, refs)
+                payload = encode_entry(entry)
+            except MesaConnectionError:
                 # A retry with the same op id is applied once (transport dedupe,
                 # and the fold skips an op id it has folded).
-                attempt += 1
-                if attempt >= APPEND_ATTEMPTS or loop.time() >= give_up_at:
-                    raise api_error(exc) from exc
-                await asyncio.sleep(APPEND_BACKOFF_S * 2 ** (attempt - 1))
-            except TransportError as exc:
-                raise fs_transport_error(exc, path) from exc
+                failed += 1
+                elapsed_ms = int((loop.time() - started) * 1000)
+                delay_ms = driver.DEFAULT_RETRY.delay_ms(failed, elapsed_ms)
+                if delay_ms is None:
+                    raise
+                await asyncio.sleep(delay_ms / 1000)
+            except MesaError as exc:
+                raise write_refused(exc, path) from exc
 
-    async def _spill_inline(self, entry: Entry) -> Entry | None:
-        """Return ``entry`` with its inline bytes moved to blobs, or None if it has none.
-
-        The content keeps its identity (an inline segment and a blob of the same bytes
-        have the same digest), so the fold and the tree hash are unchanged.
-        """
-        op = entry.op
-        if not isinstance(op, Write | Append):
-            return None
-        if not any(isinstance(seg, Inline) for seg in op.content.segments):
-            return None
-        segments: list[Inline | BlobRef] = [
-            await self.blobs.put(seg.data) if isinstance(seg, Inline) else seg
-            for seg in op.content.segments
-        ]
-        content = Content.from_segments(segments)
-        return dataclasses.replace(entry, op=dataclasses.replace(op, content=content))
-
-    async def _run_pump(self, sub: Subscription, change_id: str) -> None:
+    async def _run_pump(self, sub: GatewaySubscription, change_id: str) -> None:
         try:
             async for delivery in sub:
                 try:
@@ -427,8 +383,8 @@ class RepoMount:
                     # The entries before the corrupt one were folded and announced.
                     self._stop_at(change_id, self.replica.broken)
                     return
-        except TransportError as exc:
-            self.broken = api_error(exc)
+        except MesaError as exc:
+            self.broken = exc
             self._fail_waiters(self.broken)
 
     def _stop_at(self, change_id: str, exc: CorruptEntryError) -> None:
@@ -437,19 +393,18 @@ class RepoMount:
         log.error("%s", self.broken)
         self._fail_waiters(self.broken)
 
+    @property
+    def entries(self) -> int:
+        """Entries of this change's log folded so far (snapshot + tail)."""
+        return self.cadence.entries
+
     def _maybe_snapshot(self, change_id: str, folded: list[Folded]) -> None:
-        """Store a snapshot when one of this mount's own entries crossed a multiple of N.
+        """Store a snapshot when `engine.driver.SnapshotCadence` says this mount should.
 
         Exactly one mount (the author of the crossing entry) writes each snapshot. The
         state is encoded here, before the next fold, and uploaded in the background.
         """
-        every = self.client.snapshot_every
-        crossed = False
-        for f in folded:
-            self.entries += 1
-            if every and self.entries % every == 0 and f.entry.author == self.mount_id:
-                crossed = True
-        if not crossed or self.read_only:
+        if not self.cadence.observe(folded, self.mount_id, writable=not self.read_only):
             return
         data = _snapshots.encode(self.replica.state)
         task = asyncio.create_task(
@@ -462,7 +417,7 @@ class RepoMount:
     async def _store_snapshot(self, change_id: str, data: bytes, seq: int, entries: int) -> None:
         try:
             await _snapshots.store(
-                self.client.transport,
+                self.ctx.gateway,
                 self.token,
                 self.org,
                 self.name,
@@ -470,9 +425,9 @@ class RepoMount:
                 data=data,
                 seq=seq,
                 entries=entries,
-                now_ms=self.client.clock.now_ms(),
+                now_ms=self.ctx.clock.now_ms(),
             )
-        except (TransportError, OSError) as exc:
+        except (MesaError, OSError) as exc:
             log.warning("storing a snapshot of %s@%s failed: %s", self.name, change_id, exc)
 
     def _wake(self, seq: int) -> None:
@@ -488,151 +443,5 @@ class RepoMount:
                 future.set_exception(exc)
 
 
-class _MountBlobs(BlobCache):
-    """The mount's blob cache: transport failures leave as the SDK's public errors."""
-
-    async def put(self, data: bytes) -> BlobRef:
-        """See `BlobCache.put`."""
-        try:
-            return await super().put(data)
-        except TransportError as exc:
-            raise api_error(exc) from exc
-
-    async def get(self, ref: BlobRef) -> bytes:
-        """See `BlobCache.get`."""
-        try:
-            return await super().get(ref)
-        except TransportError as exc:
-            raise api_error(exc) from exc
-
-
 def _abs(prefix: str, rel: str) -> str:
     return f"{prefix}/{rel}" if rel else prefix
-
-
-class Mount:
-    """The async context manager ``mesa.fs.mount(...)`` returns."""
-
-    def __init__(
-        self,
-        client: Mesa,
-        repos: Sequence[str | RepoConfig],
-        *,
-        ttl: int | None,
-        disk_cache: DiskCacheConfig | None,
-        mode: str,
-    ) -> None:
-        self._client = client
-        self._configs = _parse_repos(client.org, repos)
-        if mode not in (READ_WRITE, READ_ONLY):
-            raise InvalidOptionsError(f"mode must be 'rw' or 'ro', not {mode!r}")
-        if mode == READ_ONLY:
-            self._configs = [
-                RepoConfig(c.name, c.bookmark, c.change_id, read_only=True) for c in self._configs
-            ]
-        ttl = DEFAULT_TTL_S if ttl is None else ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_S:
-            raise InvalidOptionsError(f"ttl must be an int in 1..{MAX_TTL_S}, not {ttl!r}")
-        if disk_cache is not None and not isinstance(disk_cache, DiskCacheConfig):
-            raise InvalidOptionsError("disk_cache must be a DiskCacheConfig")
-        self._ttl = ttl
-        self._disk_cache = disk_cache
-        self._fs: MesaFileSystem | None = None
-
-    async def __aenter__(self) -> MesaFileSystem:
-        from mesa._fs import MesaFileSystem
-
-        client = self._client
-        mount_id = "m" + secrets.token_hex(8)
-        grants = {c.name: READ_ONLY if c.read_only else READ_WRITE for c in self._configs}
-        token, claims = client.sign_token(grants, self._ttl, mount_id)
-        fs = MesaFileSystem(client, mount_id)
-        try:
-            for config in self._configs:
-                change_id, record, bookmark = await _resolve_change(client, token, config)
-                repo = RepoMount(
-                    client,
-                    config.name,
-                    change_id,
-                    token=token,
-                    claims=claims,
-                    read_only=config.read_only,
-                    repo=record,
-                    mount_id=mount_id,
-                    disk_cache=self._disk_cache,
-                    listener=fs.on_folded,
-                    bookmark=bookmark,
-                )
-                fs.add_repo(repo)
-                await repo.start()
-        except BaseException:
-            await fs.aclose()
-            raise
-        self._fs = fs
-        return fs
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._fs is not None:
-            await self._fs.aclose()
-            self._fs = None
-
-
-def _parse_repos(org: str, repos: Sequence[str | RepoConfig]) -> list[RepoConfig]:
-    if isinstance(repos, str | bytes) or not isinstance(repos, Sequence) or not repos:
-        raise InvalidOptionsError("repos must be a non-empty sequence of names or RepoConfig")
-    configs: list[RepoConfig] = []
-    for item in repos:
-        if isinstance(item, str):
-            name = item
-            if "/" in item:
-                prefix, _, name = item.partition("/")
-                if prefix != org:
-                    raise InvalidOptionsError(
-                        f"repo {item!r} belongs to org {prefix!r}; cross-org mounts are rejected"
-                    )
-            config = RepoConfig(name)
-        elif isinstance(item, RepoConfig):
-            config = item
-        else:
-            raise InvalidOptionsError(f"a repo is a name or a RepoConfig, not {item!r}")
-        if "/" in config.name:
-            raise InvalidOptionsError(f"invalid repo name {config.name!r}")
-        if any(c.name == config.name for c in configs):
-            raise InvalidOptionsError(f"repo {config.name!r} is listed twice")
-        configs.append(config)
-    return configs
-
-
-async def _resolve_change(
-    client: Mesa, token: str, config: RepoConfig
-) -> tuple[str, RepoRecord, str | None]:
-    """Return the change a repo config names, the repo, and the bookmark to follow.
-
-    A mount pinned to a bookmark (``RepoConfig(bookmark=...)``) follows it; a pinned
-    change id, or the repo's default bookmark when none is named, follows nothing (the
-    mount stays on the change it resolved, as the spec's realtime rooms do).
-    """
-    t = client.transport
-    org, name = client.org, config.name
-    try:
-        repo_entry = await t.kv_get(token, repo_key(org, name))
-        if repo_entry is None:
-            raise NotFoundError(f"repo {org}/{name} not found")
-        repo = RepoRecord.decode(repo_entry.value)
-        if config.change_id is not None:
-            change = await t.kv_get(token, change_key(org, name, config.change_id))
-            if change is None:
-                raise NotFoundError(f"change {config.change_id} not found in {org}/{name}")
-            return ChangeRecord.decode(change.value).change_id, repo, None
-        bookmark = config.bookmark or repo.default_bookmark
-        entry = await t.kv_get(token, bookmark_key(org, name, bookmark))
-    except TransportError as exc:
-        raise api_error(exc) from exc
-    if entry is None:
-        raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
-    return BookmarkRecord.decode(entry.value).change_id, repo, config.bookmark

@@ -22,8 +22,10 @@ from engine.content import digest_of
 from engine.errors import CodecError
 from engine.fold import ChangeState
 from engine.snapshot import decode_snapshot, encode_snapshot
+from mesa._gateway import Gateway
 from mesa._records import SnapshotRecord, snapshot_at_key, snapshot_at_prefix, snapshot_key
-from transports.base import KvEntry, MissingError, RevisionMismatchError, Transport
+from mesa.errors import ConflictError, NotFoundError
+from transports.base import KvEntry
 
 log = logging.getLogger("mesa")
 
@@ -39,7 +41,7 @@ class Loaded:
 
 
 async def load(
-    transport: Transport,
+    transport: Gateway,
     token: str,
     org: str,
     repo: str,
@@ -61,7 +63,7 @@ async def load(
         if digest_of(data) != record.digest:
             raise CodecError("digest mismatch")
         state = decode_snapshot(data)
-    except (MissingError, CodecError, ValueError, KeyError) as exc:
+    except (NotFoundError, CodecError, ValueError, KeyError) as exc:
         log.warning("ignoring the snapshot of %s/%s@%s: %s", org, repo, change, exc)
         return None
     if state.seq != record.seq or state.window_ms != window_ms:
@@ -73,7 +75,7 @@ async def load(
 
 
 async def _newest_at(
-    transport: Transport, token: str, org: str, repo: str, change: str, at: int
+    transport: Gateway, token: str, org: str, repo: str, change: str, at: int
 ) -> KvEntry | None:
     """Return the record of the newest snapshot with a sequence at or before ``at``."""
     prefix = snapshot_at_prefix(org, repo, change)
@@ -89,11 +91,11 @@ async def _newest_at(
     return None
 
 
-async def load_blob(transport: Transport, token: str, org: str, repo: str, digest: str) -> bytes:
+async def load_blob(transport: Gateway, token: str, org: str, repo: str, digest: str) -> bytes:
     """Return the snapshot bytes stored under ``digest``, checked against it.
 
     Raises:
-        MissingError: no such blob.
+        NotFoundError: no such blob.
         CodecError: the bytes do not match the digest.
     """
     data = await transport.get_blob(token, org, repo, digest)
@@ -108,7 +110,7 @@ def encode(state: ChangeState) -> bytes:
 
 
 async def store(
-    transport: Transport,
+    transport: Gateway,
     token: str,
     org: str,
     repo: str,
@@ -125,7 +127,7 @@ async def store(
 
 
 async def seal(
-    transport: Transport,
+    transport: Gateway,
     token: str,
     org: str,
     repo: str,
@@ -143,7 +145,7 @@ async def seal(
 
 
 async def _put(
-    transport: Transport,
+    transport: Gateway,
     token: str,
     org: str,
     repo: str,
@@ -161,7 +163,7 @@ async def _put(
 
 
 async def _advance(
-    transport: Transport, token: str, org: str, repo: str, change: str, record: SnapshotRecord
+    transport: Gateway, token: str, org: str, repo: str, change: str, record: SnapshotRecord
 ) -> bool:
     key = snapshot_key(org, repo, change)
     for _ in range(CAS_ATTEMPTS):
@@ -175,7 +177,7 @@ async def _advance(
                 record.encode(),
                 expected_revision=current.revision if current is not None else 0,
             )
-        except RevisionMismatchError:
+        except ConflictError:
             continue
         return True
     return False

@@ -9,6 +9,7 @@
     ├── LogCorruptError            an entry of a change's log does not decode (change, sequence)
     └── ApiError                   (status_code, body) the server refused
         ├── ValidationError        400
+        │   └── PayloadTooLargeError   413: an entry or record too large for the server
         ├── AuthenticationError    401: unknown key, bad or expired token
         ├── AuthorizationError     403: the token does not grant the repo
         ├── NotFoundError          404: repo, bookmark or change missing
@@ -77,6 +78,13 @@ class ValidationError(ApiError):
 
     status_code = 400
     code = "VALIDATION_ERROR"
+
+
+class PayloadTooLargeError(ValidationError):
+    """Raised when an entry or record is larger than the server accepts (413)."""
+
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
 
 
 class AuthenticationError(ApiError):

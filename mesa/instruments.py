@@ -16,6 +16,7 @@ from mesa import _snapshots
 from mesa._client import Mesa
 from mesa._fs import MesaFileSystem
 from mesa._mount import RepoMount
+from mesa._store import RepoStore, open_store
 from transports.base import Transport
 
 
@@ -32,6 +33,11 @@ class FoldedState:
 def raw_transport(client: Mesa) -> tuple[Transport, str]:
     """Return the client's transport and a short-lived all-repos management token."""
     return client.transport, client.management_token()
+
+
+async def repo_store(client: Mesa, repo: str) -> RepoStore:
+    """Return ``repo``'s store seen with a management token (records, logs, blobs)."""
+    return await open_store(client._ctx, client.management_token(), repo)
 
 
 def _repo(fs: MesaFileSystem, repo: str) -> RepoMount:
@@ -53,7 +59,7 @@ async def store_snapshot(fs: MesaFileSystem, repo: str) -> int:
     mounted = _repo(fs, repo)
     data = _snapshots.encode(mounted.replica.state)
     await _snapshots.store(
-        mounted.client.transport,
+        mounted.ctx.gateway,
         mounted.token,
         mounted.org,
         mounted.name,
@@ -61,6 +67,6 @@ async def store_snapshot(fs: MesaFileSystem, repo: str) -> int:
         data=data,
         seq=mounted.replica.seq,
         entries=mounted.entries,
-        now_ms=mounted.client.clock.now_ms(),
+        now_ms=mounted.ctx.clock.now_ms(),
     )
     return len(data)

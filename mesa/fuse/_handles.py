@@ -33,12 +33,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine import driver
 from engine.content import Content
 from engine.merge import Merge
 from engine.ops import Chmod, Mkdir, Op, Utimes, Write
 from engine.paths import RelPath
 from engine.tree import DirNode, FileNode, SymlinkNode, merge_key
-from mesa._blobs import INLINE_THRESHOLD_BYTES
 from mesa._mount import RepoMount
 from mesa.fuse._inodes import Inode, InodeTable
 from mesa.fuse._writer import Published
@@ -342,7 +342,7 @@ class Handles:
 
 async def content_of(repo: RepoMount, data: bytes, where: str) -> Content:
     """Return the content to log for ``data``: inline when small, else a blob."""
-    if len(data) <= INLINE_THRESHOLD_BYTES:
+    if driver.goes_inline(len(data)):
         return Content.of(data)
     if repo.read_only:
         raise OSError(errno.EROFS, "read-only repo", where)

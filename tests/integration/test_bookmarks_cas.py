@@ -18,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from mesa import Bookmark, ConflictError, Mesa, RepoConfig, ValidationError, _bookmarks, _changes
+from mesa import (
+    Bookmark,
+    ConflictError,
+    Mesa,
+    RepoConfig,
+    ValidationError,
+    _bookmarks,
+    _changes,
+    instruments,
+)
 from tests.integration.conftest import ROOT, Deployment
 from tests.integration.natsutil import NatsServer
 
@@ -38,7 +47,7 @@ def emit(message: dict[str, Any]) -> None:
 
 async def child_cas(mesa: Mesa, change_id: str) -> None:
     """Read ``main``, report its revision, wait for ``go``, then compare-and-set it."""
-    scope = await _changes.open_scope(mesa, mesa.management_token(), REPO)
+    scope = await instruments.repo_store(mesa, REPO)
     found = await _bookmarks.get_record(scope, "main")
     assert found is not None
     emit({"type": "ready", "revision": found[1]})
@@ -196,7 +205,7 @@ async def test_two_processes_advancing_main_lose_no_update(deployment: Deploymen
     moved = [change for d in done for change in d["moved"]]
     assert len(moved) == len(set(moved)) == 2 * rounds
     final = (await mesa.bookmarks.get(REPO, "main")).change_id
-    scope = await _changes.open_scope(mesa, mesa.management_token(), REPO)
+    scope = await instruments.repo_store(mesa, REPO)
     history = await _changes.ancestry(scope, final)
     missing = [change for change in moved if change not in history]
     assert not missing, f"lost updates: {missing} (retries: {[d['retries'] for d in done]})"

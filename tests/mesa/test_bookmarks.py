@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from engine.ids import ROOT_CHANGE_ID
-from mesa import _bookmarks, _changes
+from mesa import _bookmarks, instruments
 from mesa._records import bookmark_key
 from mesa_sdk import (
     Bookmark,
@@ -145,7 +145,7 @@ async def test_concurrent_moves_end_in_one_winner_and_a_retryable_conflict(
     main = await main_change(mesa)
     a = await fork(mesa, main, {"a": b"1"})
     b = await fork(mesa, main, {"b": b"2"})
-    scope = await _changes.open_scope(mesa, mesa.management_token(), "app")
+    scope = await instruments.repo_store(mesa, "app")
     found = await _bookmarks.get_record(scope, "main")
     assert found is not None
     _, revision = found

@@ -160,7 +160,7 @@ async def test_a_write_waiting_for_a_switch_lands_in_the_new_change(mesa: Mesa) 
             await asyncio.sleep(0.01)
             assert not write.done()  # held while the repo is exclusive
             child = await _changes.create_child(
-                repo.scope, main, _changes.Folded(repo.replica.state, 0), message="", author="t"
+                repo.store, main, _changes.Folded(repo.replica.state, 0), message="", author="t"
             )
             await repo.switch_locked(child.change_id, follow=None)
         await write

@@ -1,0 +1,148 @@
+"""The mount's decisions around a `Replica`, sans I/O: retries, spills, switches, snapshots.
+
+`engine.replica.Replica` decides what to publish and what to fold. What is left of a
+mount's behaviour is decided here, as plain functions and small state machines over
+values, so the SDK's `RepoMount` and the simulator's mount run the same rules:
+
+- **Appends**: an entry goes to the log under the message id `msg_id` (its op id), the
+  transport's deduplication key, so every retry of one entry lands at most once.
+  `RetryPolicy` says whether and when to try again after an attempt failed because
+  the server could not be reached: a bounded number of attempts, doubling backoff, and
+  no attempt started later than a budget after the first (a failing write is bounded).
+- **Placement**: bytes up to `INLINE_THRESHOLD_BYTES` travel inside the entry; larger
+  bytes go to the blob store first (`goes_inline`). When the server refuses an entry
+  as too large (a server may allow less than the threshold), its inline segments are
+  spilled to blobs (`inline_segments`, `spilled`) and the same op id goes again; the
+  content keeps its identity (an inline segment and a blob of the same bytes have one
+  digest), so the fold and the tree hash do not change.
+- **Switches**: moving a mount to another change keeps its op counter growing
+  (`carry_counter`): op ids are message ids, deduplicated across a repo's stream.
+- **Snapshots**: `SnapshotCadence` counts folded entries; each time the count crosses
+  a multiple of ``every`` on an entry this mount authored, this mount stores one, so
+  exactly one mount writes each snapshot.
+
+Nothing here sleeps, reads a clock or touches a network: times arrive as arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.content import BlobRef, Content, Inline, Segment
+from engine.ops import Append, Entry, Write
+from engine.replica import Folded, Replica
+
+#: Above this many bytes, contents go to the blob store instead of the log entry.
+INLINE_THRESHOLD_BYTES = 64 * 1024
+
+
+def msg_id(entry: Entry) -> str:
+    """Return the message id an entry is appended under (every attempt uses the same)."""
+    return entry.op_id
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try an append again after the server could not be reached.
+
+    Attributes:
+        attempts: attempts in all, the first included.
+        first_backoff_ms: the wait after the first failure; it doubles after each.
+        budget_ms: no attempt starts later than this after the first one started.
+    """
+
+    attempts: int = 5
+    first_backoff_ms: int = 50
+    budget_ms: int = 10_000
+
+    def delay_ms(self, failed: int, elapsed_ms: int) -> int | None:
+        """Return how long to wait before the next attempt, or None to give up.
+
+        Args:
+            failed: how many attempts failed so far (at least 1).
+            elapsed_ms: time since the first attempt started.
+        """
+        if failed < 1:
+            raise ValueError(f"failed must be at least 1, not {failed}")
+        if failed >= self.attempts or elapsed_ms >= self.budget_ms:
+            return None
+        return int(self.first_backoff_ms * 2 ** (failed - 1))
+
+
+#: The policy the SDK's mounts use.
+DEFAULT_RETRY = RetryPolicy()
+
+
+def goes_inline(size_bytes: int) -> bool:
+    """Return whether content of ``size_bytes`` travels inside its log entry."""
+    return size_bytes <= INLINE_THRESHOLD_BYTES
+
+
+def inline_segments(entry: Entry) -> list[Inline]:
+    """Return the inline segments a spill would move to blobs, in order (may be empty)."""
+    op = entry.op
+    if not isinstance(op, Write | Append):
+        return []
+    return [seg for seg in op.content.segments if isinstance(seg, Inline)]
+
+
+def spilled(entry: Entry, refs: Sequence[BlobRef]) -> Entry:
+    """Return ``entry`` with its inline segments replaced, in order, by ``refs``.
+
+    Raises:
+        ValueError: ``refs`` does not match the inline segments one for one (same
+            digest and size, in order).
+    """
+    inline = inline_segments(entry)
+    if len(refs) != len(inline) or any(
+        ref.digest != seg.digest or ref.size != seg.size
+        for ref, seg in zip(refs, inline, strict=True)
+    ):
+        raise ValueError("the blobs do not match the entry's inline segments")
+    op = entry.op
+    assert isinstance(op, Write | Append)
+    queue = list(refs)
+    segments: list[Segment] = [
+        queue.pop(0) if isinstance(seg, Inline) else seg for seg in op.content.segments
+    ]
+    content = Content.from_segments(segments)
+    return dataclasses.replace(entry, op=dataclasses.replace(op, content=content))
+
+
+def carry_counter(old: Replica, new: Replica) -> Replica:
+    """Return ``new`` with its op counter at least ``old``'s (a mount switching changes)."""
+    new.counter = max(new.counter, old.counter)
+    return new
+
+
+@dataclass
+class SnapshotCadence:
+    """Decides when this mount stores a snapshot of the change it folds.
+
+    Attributes:
+        every: a snapshot each time the change's log grows by this many entries;
+            None never.
+        entries: entries of the change folded so far (snapshot + tail).
+    """
+
+    every: int | None
+    entries: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"every must be positive or None, not {self.every}")
+
+    def observe(self, folded: Sequence[Folded], author: str, *, writable: bool = True) -> bool:
+        """Count ``folded``; return whether ``author`` should store a snapshot now.
+
+        True when one of ``author``'s own entries brought the count to a multiple of
+        ``every`` and the mount may write (a read-only mount stores none).
+        """
+        crossed = False
+        for f in folded:
+            self.entries += 1
+            if self.every and self.entries % self.every == 0 and f.entry.author == author:
+                crossed = True
+        return crossed and writable

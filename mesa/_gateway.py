@@ -1,0 +1,124 @@
+"""The seam between the SDK and a transport: the same calls, failures as public errors.
+
+Every call the SDK makes to a `transports.base.Transport` goes through a `Gateway`,
+and only here is a `TransportError` caught and mapped (`mesa._errormap.api_error`):
+an unreachable server is `MesaConnectionError`, a refused token
+`AuthenticationError`, a token that does not grant the repo `AuthorizationError`, a
+missing key, blob or log `NotFoundError`, a lost compare-and-set `ConflictError`, an
+entry too large for the server `PayloadTooLargeError`, an invalid name
+`InvalidOptionsError`. Layers above catch those public types, never a transport's.
+Errors raised while iterating a subscription are mapped the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+from mesa._errormap import api_error
+from transports.base import (
+    Appended,
+    Delivery,
+    KvEntry,
+    LogId,
+    Subscription,
+    Transport,
+    TransportError,
+)
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except TransportError as exc:
+        raise api_error(exc) from exc
+
+
+class GatewaySubscription:
+    """A transport subscription whose iteration raises public errors."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+        self._deliveries: AsyncIterator[Delivery] | None = None
+
+    def __aiter__(self) -> GatewaySubscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        if self._deliveries is None:
+            self._deliveries = self._sub.__aiter__()
+        with _mapped():
+            return await self._deliveries.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the subscription."""
+        with _mapped():
+            await self._sub.aclose()
+
+
+class Gateway:
+    """A transport seen by the SDK (see module docstring)."""
+
+    def __init__(self, transport: Transport) -> None:
+        #: The transport itself, for the few callers that own its lifetime.
+        self.raw = transport
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest entry the server accepts."""
+        return self.raw.max_payload_bytes
+
+    async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
+        """See `Transport.append`."""
+        with _mapped():
+            return await self.raw.append(token, log, payload, msg_id=msg_id)
+
+    async def last_seq(self, token: str, log: LogId) -> int:
+        """See `Transport.last_seq`."""
+        with _mapped():
+            return await self.raw.last_seq(token, log)
+
+    async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> GatewaySubscription:
+        """See `Transport.subscribe`."""
+        with _mapped():
+            return GatewaySubscription(await self.raw.subscribe(token, log, after_seq=after_seq))
+
+    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+        """See `Transport.put_blob`."""
+        with _mapped():
+            return await self.raw.put_blob(token, org, repo, data)
+
+    async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
+        """See `Transport.get_blob`."""
+        with _mapped():
+            return await self.raw.get_blob(token, org, repo, digest)
+
+    async def kv_get(self, token: str, key: str) -> KvEntry | None:
+        """See `Transport.kv_get`."""
+        with _mapped():
+            return await self.raw.kv_get(token, key)
+
+    async def kv_put(
+        self, token: str, key: str, value: bytes, *, expected_revision: int | None = None
+    ) -> int:
+        """See `Transport.kv_put`; a lost compare-and-set is `ConflictError`."""
+        with _mapped():
+            return await self.raw.kv_put(token, key, value, expected_revision=expected_revision)
+
+    async def kv_delete(
+        self, token: str, key: str, *, expected_revision: int | None = None
+    ) -> None:
+        """See `Transport.kv_delete`; a missing key is `NotFoundError`."""
+        with _mapped():
+            await self.raw.kv_delete(token, key, expected_revision=expected_revision)
+
+    async def kv_keys(self, token: str, prefix: str) -> list[str]:
+        """See `Transport.kv_keys`."""
+        with _mapped():
+            return await self.raw.kv_keys(token, prefix)
+
+    async def aclose(self) -> None:
+        """Close the transport."""
+        with _mapped():
+            await self.raw.aclose()
