@@ -11,6 +11,7 @@ from mesa._fsbookmarks import FsBookmarks
 from mesa._history import CheckpointResult, FsChanges, HistoryEntry
 from mesa._mounting import Mount
 from mesa._types import DiskCacheConfig, FsStat, RepoConfig, WatchEvent
+from mesa._version import __version__
 from mesa.errors import (
     ApiError,
     AuthenticationError,
@@ -22,12 +23,14 @@ from mesa.errors import (
     MesaError,
     MissingCredentialError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitError,
     ServerError,
     ValidationError,
 )
 
 __all__ = [
+    "__version__",
     "VIRTUAL_ROOT_CHANGE_ID",
     "ApiError",
     "AuthenticationError",
@@ -59,6 +62,7 @@ __all__ = [
     "MissingCredentialError",
     "Mount",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RateLimitError",
     "Repo",
     "RepoConfig",

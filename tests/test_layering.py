@@ -292,3 +292,171 @@ def test_relative_imports_resolve_to_their_package() -> None:
 def test_violation_renders_as_file_and_line() -> None:
     (violation,) = check_source("import time\n", module="engine.fold", path="engine/fold.py")
     assert str(violation) == "engine/fold.py:1: engine imports banned module time"
+
+
+# --- the module graph: no cycles, no reaching into another package's private modules ---
+
+#: Documented internal seams: modules of one package that another may import although
+#: they reach private pieces. Each names its documentation. (Tests are not a package
+#: of the product and may import private modules: they test them.)
+SEAMS: dict[str, str] = {
+    "mesa.instruments": "mesa/instruments.py module docstring; docs/architecture.md",
+}
+
+
+def _project_modules() -> dict[str, Path]:
+    """Return every first-party module by dotted name (packages as ``pkg.__init__``)."""
+    return {_module_name(file): file for file in project_files()}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """Return the first-party module ``name`` names (a package as its ``__init__``)."""
+    if name in modules:
+        return name
+    if f"{name}.__init__" in modules:
+        return f"{name}.__init__"
+    return None
+
+
+def import_graph(modules: dict[str, Path] | None = None) -> dict[str, set[str]]:
+    """Return module -> the first-party modules it imports, every import statement counted.
+
+    ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to
+    ``pkg``; imports inside functions and under ``TYPE_CHECKING`` count like any other.
+    """
+    modules = _project_modules() if modules is None else modules
+    graph: dict[str, set[str]] = {}
+    for module, file in modules.items():
+        tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+        package = ".".join(module.split(".")[:-1])
+        edges: set[str] = set()
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                targets = [
+                    f"{base}.{alias.name}"
+                    if _resolve(f"{base}.{alias.name}", modules) is not None
+                    else base
+                    for alias in node.names
+                ]
+            for target in targets:
+                resolved = _resolve(target, modules)
+                if resolved is not None and resolved != module:
+                    edges.add(resolved)
+        graph[module] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Return the strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        # Iterative Tarjan: (node, iterator over its successors).
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for succ in successors:
+                if succ not in graph:
+                    continue
+                if succ not in index:
+                    index[succ] = low[succ] = counter
+                    counter += 1
+                    stack.append(succ)
+                    on_stack.add(succ)
+                    work.append((succ, iter(sorted(graph[succ]))))
+                    advanced = True
+                    break
+                if succ in on_stack:
+                    low[node] = min(low[node], index[succ])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    out.append(sorted(component))
+    return sorted(out)
+
+
+def _is_private(module: str) -> bool:
+    return any(part.startswith("_") and part != "__init__" for part in module.split(".")[1:])
+
+
+def private_reaches(graph: dict[str, set[str]]) -> list[str]:
+    """Return ``a -> b`` for each import of another top-level package's private module."""
+    out: list[str] = []
+    for module, edges in sorted(graph.items()):
+        for target in sorted(edges):
+            if module.split(".")[0] == target.split(".")[0] or module in SEAMS:
+                continue
+            if _is_private(target):
+                out.append(f"{module} -> {target}")
+    return out
+
+
+def test_no_import_cycle_anywhere() -> None:
+    found = cycles(import_graph())
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_no_package_imports_another_packages_private_modules() -> None:
+    found = private_reaches(import_graph())
+    assert not found, "private modules reached from outside:\n" + "\n".join(found)
+
+
+def test_cycle_finder_finds_a_cycle_and_only_it() -> None:
+    graph = {"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}, "a.w": {"a.x"}, "b.v": set()}
+    assert cycles(graph) == [["a.x", "a.y", "a.z"]]
+    assert cycles({"a.x": {"a.y"}, "a.y": set()}) == []
+
+
+def test_private_reach_is_reported_and_seams_are_allowed() -> None:
+    graph = {
+        "simulations.x": {"mesa._mount", "mesa.instruments", "engine.fold"},
+        "mesa.instruments": {"mesa._mount"},
+        "mesa.fuse._ops": {"mesa._fs"},
+    }
+    assert private_reaches(graph) == ["simulations.x -> mesa._mount"]
+
+
+def test_import_graph_sees_type_checking_and_function_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "mesa"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "_a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mesa._b import B\n"
+    )
+    (pkg / "_b.py").write_text("def f():\n    from mesa import _a\n")
+    modules = {"mesa.__init__": pkg / "__init__.py", "mesa._a": pkg / "_a.py"}
+    modules["mesa._b"] = pkg / "_b.py"
+    graph = import_graph(modules)
+    assert graph["mesa._a"] == {"mesa._b"}
+    assert graph["mesa._b"] == {"mesa._a"}
+    assert cycles(graph) == [["mesa._a", "mesa._b"]]
