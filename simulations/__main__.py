@@ -1,19 +1,24 @@
 """Command line: ``python -m simulations run|sweep|live|bench``.
 
-- ``run --seed S --mounts N --steps K --faults PROFILE`` runs one seed and prints
-  the seed, the git commit, the faults the seed enabled, the trace hash, the
-  coverage, and on failure the checker, an explanation and the command that
-  reproduces it. Exit status 1 on failure.
+- ``run --seed S --mounts N --steps K --faults PROFILE`` runs one seed of the
+  deterministic simulator and prints the seed, the git commit, the faults the seed
+  enabled, the trace hash, the coverage, and on failure the checker, an explanation
+  and the command that reproduces it. Exit status 1 on failure.
 - ``sweep --seeds A..B`` runs seeds A (inclusive) to B (exclusive), optionally in
   parallel (``--jobs``), and prints every failure's reproducing command, the
   seeds per second and the summed coverage. Without ``--mounts``, each seed runs
   ``2 + seed % 7`` mounts (the printed command names the exact value).
-- ``live --mounts N --duration S`` runs the workload against JetStream with real
-  processes (simulations/live.py; its options pass through unchanged).
-- ``bench realtime [options]`` runs the live benchmark of simulations/bench_realtime.py
-  (its options pass through unchanged).
-- ``bench fuse [options]`` runs the FUSE benchmark of simulations/bench_fuse.py (a real
-  mount beside tmpfs and the FUSE floor; needs ``mesafs[fuse]``).
+- ``live --mounts N --duration S`` is the load run: the simulator's kind of workload
+  against a private JetStream server with real processes (simulations/bench/live.py).
+- ``bench realtime [options]`` is the realtime benchmark: write-to-visible latency,
+  acknowledged writes/s and cold mounts beside bare nats-py
+  (simulations/bench/realtime.py).
+- ``bench fuse [options]`` is the FUSE benchmark: a real ``mesa mount`` beside tmpfs
+  and the FUSE floor (simulations/bench/fuse.py; needs ``mesafs[fuse]``).
+
+``live`` and ``bench NAME`` hand the rest of the command line to their module
+unchanged, so each parses its own options (``-h`` included) and its child roles.
+``python -m simulations <command> -h`` describes every command.
 """
 
 from __future__ import annotations
@@ -52,7 +57,11 @@ def parse_seeds(text: str) -> range:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulations", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("run", help="run one seed")
     one.add_argument("--seed", type=int, required=True)
@@ -60,10 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--trace", action="store_true", help="print every trace line")
     many = sub.add_parser("sweep", help="run a range of seeds")
     many.add_argument("--seeds", type=parse_seeds, required=True, help="A..B, B exclusive")
-    many.add_argument("--mounts", type=int, default=None, help="default: 2 + seed % 7")
+    # argparse %-formats help strings: a literal percent sign is written %%.
+    many.add_argument("--mounts", type=int, default=None, help="default: 2 + seed %% 7")
     many.add_argument("--jobs", type=int, default=1, help="worker processes")
+    # live and bench are dispatched before parsing (see main); these parsers only
+    # describe them in -h and report a missing benchmark name.
+    sub.add_parser("live", help="load run with real processes: live [options] (live -h for them)")
     bench = sub.add_parser("bench", help="live benchmarks: bench realtime|fuse [options]")
-    bench.add_argument("name", choices=["realtime", "fuse"])
+    names = bench.add_subparsers(dest="name", required=True, metavar="{realtime,fuse}")
+    names.add_parser("realtime", help="latency, writes/s and cold mounts beside bare NATS")
+    names.add_parser("fuse", help="a FUSE mount beside tmpfs and the FUSE floor")
     for p in (one, many):
         p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
         p.add_argument("--faults", choices=PROFILES, default=DEFAULT_PROFILE)
@@ -75,19 +90,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # These parse their own options (and their child roles), -h included.
     if argv[:1] == ["live"]:
-        from simulations import live
+        from simulations.bench import live
 
         return live.main(argv[1:])
     if argv[:2] == ["bench", "realtime"]:
-        # The benchmark parses its own options (and its child roles).
-        from simulations import bench_realtime
+        from simulations.bench import realtime
 
-        return bench_realtime.main(argv[2:])
+        return realtime.main(argv[2:])
     if argv[:2] == ["bench", "fuse"]:
-        from simulations import bench_fuse
+        from simulations.bench import fuse
 
-        return bench_fuse.main(argv[2:])
+        return fuse.main(argv[2:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)

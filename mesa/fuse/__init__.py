@@ -18,7 +18,7 @@ Modules:
     _writer: write-behind publication, one ordered queue per repo.
 
 The FUSE benchmark (beside tmpfs and a FUSE floor) is ``python -m simulations bench
-fuse`` (simulations/bench_fuse.py).
+fuse`` (simulations/bench/fuse.py).
 """
 
 from __future__ import annotations

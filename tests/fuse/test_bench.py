@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.bench_fuse import (
+from simulations.bench.fuse import (
     FloorProcess,
     NativeNullProcess,
     Row,
@@ -18,7 +18,7 @@ from simulations.bench_fuse import (
     table,
     untar,
 )
-from simulations.fuse_floor import build_native_null
+from simulations.bench.fuse_floor import build_native_null
 from tests.fuse.fuseutil import is_mounted
 
 

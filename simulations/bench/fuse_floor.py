@@ -1,12 +1,13 @@
 """The benchmark's FUSE floor: a plain in-memory filesystem on the same FUSE stack.
 
-``python -m simulations.fuse_floor MOUNTPOINT`` serves an empty directory from memory
-through pyfuse3 in asyncio mode, with the options, cache timeouts and reply shapes
-`mesa.fuse._ops` uses (``default_permissions``, readdirplus, hour-long entry and
-attribute timeouts, cached negative lookups, ``keep_cache``), and nothing else: no
-log, no NATS, no fold. What a workload costs on it is what the kernel's FUSE round
-trips and pyfuse3 cost on this machine; the benchmark sets the mount's figures beside
-it, so the share of the slowdown that mesafs adds is a ratio measured in the same run.
+``python -m simulations.bench.fuse_floor MOUNTPOINT`` serves an empty directory from
+memory through pyfuse3 in asyncio mode, with the options, cache timeouts and reply
+shapes of the mesafs mount (``default_permissions``, readdirplus, hour-long entry and
+attribute timeouts from `mesa.fuse.tuning`, cached negative lookups, ``keep_cache``),
+and nothing else: no log, no NATS, no fold. What a workload costs on it is what the
+kernel's FUSE round trips and pyfuse3 cost on this machine; the benchmark sets the
+mount's figures beside it, so the share of the slowdown that mesafs adds is a ratio
+measured in the same run.
 
 It supports what the benchmark's workloads do (tar, git, reads and writes) and is
 not part of the product: no persistence, one process, nothing shared.

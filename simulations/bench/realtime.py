@@ -37,9 +37,8 @@ import nats
 from engine.codec import encode_entry
 from engine.content import Content
 from engine.ops import Entry, Write
-from mesa import _snapshots, server
-from mesa._client import Mesa
-from mesa._types import WatchEvent
+from mesa import Mesa, WatchEvent, server
+from mesa.instruments import folded_state, raw_transport, store_snapshot
 from transports.base import LogId
 
 ORG = "bench"
@@ -75,7 +74,7 @@ async def _spawn(env: Env, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "simulations.bench_realtime",
+        "simulations.bench.realtime",
         *args,
         stdout=asyncio.subprocess.PIPE,
         env=env.child_env(),
@@ -217,34 +216,26 @@ async def throughput_bare(env: Env, total: int, concurrency: int) -> tuple[float
 
 async def _fill_log(mesa: Mesa, repo: str, entries: int, files: int) -> None:
     """Append ``entries`` write entries over ``files`` paths, as one author would."""
-    token = mesa.management_token()
-    change = await _bookmark_change(mesa, repo)
+    transport, token = raw_transport(mesa)
+    change = (await mesa.bookmarks.get(repo, "main")).change_id
     log = LogId(ORG, repo, change)
     author = "bench" + secrets.token_hex(4)
     batch: list[Awaitable[Any]] = []
     for i in range(entries):
         op = Write((f"d{i % files // 100}", f"f{i % files}"), Content.of(b"v%d\n" % i))
         payload = encode_entry(Entry(op, author, i + 1, seen=0))
-        batch.append(mesa.transport.append(token, log, payload, msg_id=f"{author}.{i + 1}"))
+        batch.append(transport.append(token, log, payload, msg_id=f"{author}.{i + 1}"))
         if len(batch) == 500:
             await asyncio.gather(*batch)
             batch = []
     await asyncio.gather(*batch)
 
 
-async def _bookmark_change(mesa: Mesa, repo: str) -> str:
-    from mesa._records import BookmarkRecord, bookmark_key
-
-    entry = await mesa.transport.kv_get(mesa.management_token(), bookmark_key(ORG, repo, "main"))
-    assert entry is not None
-    return BookmarkRecord.decode(entry.value).change_id
-
-
 async def _time_mount(mesa: Mesa, repo: str) -> tuple[float, int]:
     start = time.perf_counter()
     async with mesa.fs.mount(repos=[repo]) as fs:
         elapsed = time.perf_counter() - start
-        folded = fs._repos[repo].entries
+        folded = folded_state(fs, repo).entries
     return elapsed, folded
 
 
@@ -257,19 +248,7 @@ async def cold_mount(env: Env, entries: int, files: int) -> dict[str, float]:
     without, folded = await _time_mount(mesa, repo)
     assert folded == entries, (folded, entries)
     async with mesa.fs.mount(repos=[repo]) as fs:
-        rm = fs._repos[repo]
-        data = _snapshots.encode(rm.replica.state)
-        await _snapshots.store(
-            mesa.transport,
-            rm.token,
-            ORG,
-            repo,
-            rm.change_id,
-            data=data,
-            seq=rm.replica.seq,
-            entries=rm.entries,
-            now_ms=0,
-        )
+        snapshot_bytes = await store_snapshot(fs, repo)
     with_snapshot, _ = await _time_mount(mesa, repo)
     return {
         "entries": entries,
@@ -277,7 +256,7 @@ async def cold_mount(env: Env, entries: int, files: int) -> dict[str, float]:
         "without_s": without,
         "with_s": with_snapshot,
         "fold_entries_per_s": entries / without,
-        "snapshot_bytes": len(data),
+        "snapshot_bytes": snapshot_bytes,
     }
 
 
@@ -371,20 +350,30 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m simulations bench realtime`` and the child roles."""
-    parser = argparse.ArgumentParser(prog="simulations bench realtime")
-    parser.add_argument(
-        "role", nargs="?", default="bench", choices=["bench", "sub-mesa", "sub-bare"]
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations bench realtime",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("target", nargs="?")
-    parser.add_argument("count", nargs="?", type=int)
-    parser.add_argument("--writes", type=int, default=2000)
-    parser.add_argument("--tput-writes", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "role",
+        nargs="?",
+        default="bench",
+        choices=["bench", "sub-mesa", "sub-bare"],
+        help="bench (the default) runs the benchmark; the others are its child processes",
+    )
+    parser.add_argument("target", nargs="?", help="child roles: the repo or subject")
+    parser.add_argument("count", nargs="?", type=int, help="child roles: samples to take")
+    parser.add_argument("--writes", type=int, default=2000, help="(a) latency writes")
+    parser.add_argument("--tput-writes", type=int, default=5000, help="(b) writes timed")
+    parser.add_argument("--concurrency", type=int, default=64, help="(b) concurrent writers")
     parser.add_argument(
         "--rounds", type=int, default=4, help="alternate bare and mesafs latency rounds"
     )
-    parser.add_argument("--cold-entries", type=int, default=100_000)
-    parser.add_argument("--cold-files", type=int, default=1000)
+    parser.add_argument(
+        "--cold-entries", type=int, default=100_000, help="(c) the longer history (and a tenth)"
+    )
+    parser.add_argument("--cold-files", type=int, default=1000, help="(c) files the history writes")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     if args.role == "sub-mesa":

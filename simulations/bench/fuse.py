@@ -5,7 +5,7 @@
 Starts an embedded nats-server under a temporary ``MESA_HOME`` (fsync on every write,
 as the default deployment), creates a repo, runs ``mesa mount`` in its own process,
 and measures on three roots in turn: a tmpfs directory, the FUSE floor
-(`simulations.fuse_floor`: a plain in-memory filesystem on the same pyfuse3 stack with the
+(`simulations.bench.fuse_floor`: a plain in-memory filesystem on the same pyfuse3 stack with the
 same options and cache timeouts, in its own process) and the mount:
 
 - a lookup round trip: ``lstat`` of names that do not exist, each once (on the mount
@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from simulations.fuse_floor import build_native_null
+from simulations.bench.fuse_floor import build_native_null
 
 ORG = "bench"
 REPO = "bench"
@@ -151,7 +151,7 @@ class MountProcess(FuseProcess):
 
 
 class NativeNullProcess(FuseProcess):
-    """`simulations.fuse_floor.NATIVE_NULL_C`, built here: a FUSE round trip without Python."""
+    """`fuse_floor.NATIVE_NULL_C`, built here: a FUSE round trip without Python."""
 
     def __init__(self, mountpoint: Path, program: Path) -> None:
         argv = [str(program), "-f", "-o", "default_permissions,fsname=mesa-null", str(mountpoint)]
@@ -172,10 +172,10 @@ def native_round_trip(work: Path) -> float | None:
 
 
 class FloorProcess(FuseProcess):
-    """`simulations.fuse_floor`: the same FUSE stack over a plain in-memory tree."""
+    """`simulations.bench.fuse_floor`: the same FUSE stack over a plain in-memory tree."""
 
     def __init__(self, mountpoint: Path, env: dict[str, str]) -> None:
-        argv = [sys.executable, "-m", "simulations.fuse_floor", str(mountpoint)]
+        argv = [sys.executable, "-m", "simulations.bench.fuse_floor", str(mountpoint)]
         super().__init__(mountpoint, argv, env)
 
 
@@ -198,10 +198,12 @@ def deployment(work: Path) -> Iterator[dict[str, str]]:
 
 async def _create_repo() -> None:
     from mesa import Mesa
+    from mesa.instruments import raw_transport
 
     mesa = Mesa(org=ORG)
     await mesa.repos.create(REPO)
-    aclose = getattr(mesa.transport, "aclose", None)
+    transport, _ = raw_transport(mesa)
+    aclose = getattr(transport, "aclose", None)
     if aclose is not None:
         await aclose()
 
@@ -423,7 +425,11 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table (and write JSON with ``--json``)."""
-    parser = argparse.ArgumentParser(prog="python -m simulations bench fuse", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations bench fuse",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--tmpfs", default="/dev/shm", help="a directory on tmpfs")
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--tree", default=os.path.dirname(os.__file__), help="tree to untar")

@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mesa import server
-from mesa._client import Mesa
-from mesa._fs import MesaFileSystem
-from mesa._types import WatchEvent
+from mesa import Mesa, MesaFileSystem, WatchEvent, server
+from mesa.instruments import folded_state
 
 ORG = "live"
 NAMES = ("a", "b", "c", "d")
@@ -122,13 +120,13 @@ async def _mount_loop(
                 rejected += 1
         await asyncio.sleep(1.0)  # let the last entries of every mount reach the log
         await fs.wait_synced()
-        state = fs._repos[repo].replica.state
+        state = folded_state(fs, repo)
         out[str(index)] = {
             "ops": ops,
             "rejected": rejected,
             "latencies_ns": latencies,
             "seq": state.seq,
-            "hash": state.tree.hash(),
+            "hash": state.tree_hash,
         }
 
 
@@ -166,7 +164,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.create_subprocess_exec(
                         sys.executable,
                         "-m",
-                        "simulations.live",
+                        "simulations.bench.live",
                         "--worker",
                         repo,
                         str(first),
@@ -220,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         repo, first, count, deadline, probe_ms = argv[1:6]
         asyncio.run(_worker(repo, int(first), int(count), float(deadline), int(probe_ms)))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m simulations live")
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations live",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--mounts", type=int, default=50)
     parser.add_argument("--duration", type=int, default=60, help="seconds of load")
     parser.add_argument("--procs", type=int, default=5, help="worker processes")
