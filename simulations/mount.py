@@ -1,9 +1,10 @@
 """A simulated mount: the production `Replica`, its in-flight appends and its snapshot.
 
 The mount holds no decision logic of its own: `engine.replica.Replica` checks and
-stamps ops (``issue``) and folds deliveries (``receive``), exactly as in the SDK's
-`RepoMount`. What the simulator adds is the shell around it: appends in flight
-(retried with the same op id, like ``RepoMount.submit``), the acknowledgement rule
+stamps ops (``issue``) and folds deliveries (``receive``), and `engine.driver` decides
+retries (`RetryPolicy`, the message id), and when to store a snapshot
+(`SnapshotCadence`), exactly as in the SDK's `RepoMount`. What the simulator adds is
+the shell around it: appends in flight, the acknowledgement rule
 (an op is acknowledged once its append was acked *and* the replica folded it),
 the latest snapshot, and crash/restart. Each incarnation has its own author id, so
 op ids never repeat across a restart.
@@ -13,15 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine import driver
 from engine.fold import ChangeState
 from engine.ops import Entry
-from engine.replica import Replica
+from engine.replica import Folded, Replica
 from engine.snapshot import decode_snapshot, encode_snapshot
-
-#: Attempts per append before the op fails (``mesa._mount.APPEND_ATTEMPTS``).
-APPEND_ATTEMPTS = 5
-#: First retry delay; it doubles per attempt (``mesa._mount.APPEND_BACKOFF_S``).
-APPEND_BACKOFF_MS = 50
 
 
 @dataclass(slots=True)
@@ -30,6 +27,7 @@ class InFlight:
 
     entry: Entry
     payload: bytes
+    first_ms: int  # when the first attempt started (the retry budget counts from it)
     attempts: int = 0
     seq: int | None = None  # set when an append was acked
 
@@ -53,7 +51,7 @@ class Link:
 class SimMount:
     """One mount of the change (see module docstring)."""
 
-    def __init__(self, index: int, window_ms: int) -> None:
+    def __init__(self, index: int, window_ms: int, snapshot_every: int | None = None) -> None:
         self.index = index
         self.window_ms = window_ms
         self.incarnation = 0
@@ -61,6 +59,8 @@ class SimMount:
         self.in_flight: dict[str, InFlight] = {}
         self.snapshot: bytes | None = None
         self.link = Link()
+        self.snapshot_every = snapshot_every
+        self.cadence = driver.SnapshotCadence(snapshot_every)
 
     @property
     def name(self) -> str:
@@ -76,6 +76,14 @@ class SimMount:
     def up(self) -> bool:
         """Whether the mount is running."""
         return self.replica is not None
+
+    def observe_folds(self, folded: list[Folded]) -> bool:
+        """Count folded entries; store a snapshot if the production cadence says so."""
+        assert self.replica is not None
+        if self.cadence.observe(folded, self.author):
+            self.take_snapshot()
+            return True
+        return False
 
     def take_snapshot(self) -> int:
         """Store a snapshot of the replica's state; return its sequence."""
@@ -100,6 +108,7 @@ class SimMount:
             else ChangeState(window_ms=self.window_ms)
         )
         self.replica = Replica(self.author, state)
+        self.cadence = driver.SnapshotCadence(self.snapshot_every, state.seq)
         return self.replica
 
     def acknowledge(self) -> list[tuple[str, InFlight]]:

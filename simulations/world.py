@@ -20,6 +20,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+from engine import driver
 from engine.codec import decode_entry, encode_entry
 from engine.errors import FsError
 from engine.ops import Logged
@@ -27,7 +28,7 @@ from simulations import checkers
 from simulations.checkers import PrefixHashes
 from simulations.faults import FaultPlan
 from simulations.known import Findings
-from simulations.mount import APPEND_ATTEMPTS, APPEND_BACKOFF_MS, InFlight, SimMount
+from simulations.mount import InFlight, SimMount
 from simulations.oracle import Oracle, describe_op
 from simulations.sequencer import Sequencer, Stored
 from simulations.trace import Trace
@@ -35,6 +36,11 @@ from simulations.workload import Mix, Workload
 
 T0_MS = 1_700_000_000_000
 DEDUPE_ESCAPE_MS = (121_000, 200_000)
+
+
+#: The snapshot cadence of the simulated mounts (`engine.driver.SnapshotCadence`): small,
+#: so a run of a few hundred steps stores several; mounts also snapshot at random acts.
+SNAPSHOT_EVERY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +131,7 @@ class World:
         self.sequencer = Sequencer()
         self.oracle = Oracle(window_ms, self.coverage, findings)
         self.prefix = PrefixHashes()
-        self.mounts = [SimMount(i, window_ms) for i in range(mounts)]
+        self.mounts = [SimMount(i, window_ms, SNAPSHOT_EVERY) for i in range(mounts)]
         self.acts = 0
         self.acked = 0
         self.faults_on = True
@@ -264,8 +270,9 @@ class World:
             return
         detail = describe_op(op)
         self.trace.record(self.now_ms, "issue", mount.name, entry.seen, entry.op_id, detail)
-        mount.in_flight[entry.op_id] = InFlight(entry, encode_entry(entry))
-        self._send_append(mount, entry.op_id)
+        op_id = driver.msg_id(entry)
+        mount.in_flight[op_id] = InFlight(entry, encode_entry(entry), self.now_ms)
+        self._send_append(mount, op_id)
 
     def _inject_faults(self) -> None:
         rng, plan = self.rng, self.plan
@@ -352,12 +359,14 @@ class World:
             in_flight.seq = event.seq
             self._acknowledge(mount)
             return
-        if in_flight.attempts >= APPEND_ATTEMPTS:
+        delay_ms = driver.DEFAULT_RETRY.delay_ms(
+            in_flight.attempts, self.now_ms - in_flight.first_ms
+        )
+        if delay_ms is None:
             del mount.in_flight[event.op_id]
             self.trace.record(self.now_ms, "give_up", mount.name, 0, event.op_id)
             return
         self.coverage["append_retry"] += 1
-        delay_ms = APPEND_BACKOFF_MS * 2 ** (in_flight.attempts - 1)
         if self.faults_on and self.rng.random() < self.plan.slow_retry_rate:
             delay_ms = self.rng.randint(*DEDUPE_ESCAPE_MS)
         self.schedule(self.now_ms + delay_ms, Retry(mount.index, mount.incarnation, event.op_id))
@@ -392,4 +401,6 @@ class World:
         tree_hash = replica.state.tree.hash()
         self.prefix.observe(mount.author, replica.seq, tree_hash)
         self.trace.record(self.now_ms, "fold", mount.name, replica.seq, "-", tree_hash)
+        if mount.observe_folds(folded):
+            self.trace.record(self.now_ms, "snapshot", mount.name, replica.seq, detail="cadence")
         self._acknowledge(mount)

@@ -87,4 +87,5 @@ def test_public_errors_say_when_they_are_raised() -> None:
     for name in mesa.__all__:
         value = getattr(mesa, name)
         if isinstance(value, type) and issubclass(value, Exception):
-            assert value.__doc__ and value.__doc__.startswith("Raised "), name
+            assert value.__doc__ is not None, name
+            assert value.__doc__.startswith("Raised "), name
