@@ -173,6 +173,33 @@ def key_scope(key: str) -> tuple[str, str]:
     return validate_org(parts[0]), validate_repo(parts[1])
 
 
+def authenticate(keyring: Keyring, now_ms: int, token: str, *, closed: bool = False) -> Claims:
+    """Check a call that names no repo (a KV key listing) and return the token's claims.
+
+    Whether the transport is closed first, then the token; `authorize` checks the same
+    way after the names, and the grant after the token.
+
+    Raises:
+        UnavailableError, TokenRejectedError: in that order of checks.
+    """
+    if closed:
+        raise UnavailableError("the transport is closed")
+    return keyring.verify(token, now_ms)
+
+
+def may_read_key(claims: Claims, key: str) -> bool:
+    """Return whether ``claims`` grant reading the repo of the KV key ``key``.
+
+    A listing leaves out the keys this is False for instead of refusing the call. A key
+    that does not start with a valid ``<org>.<repo>`` is not readable.
+    """
+    try:
+        check(claims, *key_scope(key), write=False)
+    except (InvalidNameError, PermissionDeniedError):
+        return False
+    return True
+
+
 def authorize(
     keyring: Keyring,
     now_ms: int,
@@ -194,9 +221,7 @@ def authorize(
     """
     validate_org(org)
     validate_repo(repo)
-    if closed:
-        raise UnavailableError("the transport is closed")
-    claims = keyring.verify(token, now_ms)
+    claims = authenticate(keyring, now_ms, token, closed=closed)
     check(claims, org, repo, write=write)
     return claims
 

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from engine.content import digest_of
-from transports.auth import Claims, Keyring, authorize, authorize_key, key_scope
+from transports.auth import (
+    Claims,
+    Keyring,
+    authenticate,
+    authorize,
+    authorize_key,
+    may_read_key,
+)
 from transports.base import (
     Appended,
     Clock,
@@ -40,7 +47,6 @@ from transports.base import (
     MissingError,
     PayloadTooLargeError,
     RevisionMismatchError,
-    UnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -334,16 +340,10 @@ class MemoryTransport:
         Raises:
             TokenRejectedError: the token is invalid or expired.
         """
-        claims = self._verify(token)
-        readable: list[str] = []
-        for key in sorted(self._kv):
-            if not key.startswith(prefix):
-                continue
-            org, repo = key_scope(key)
-            access = claims.access(repo)
-            if claims.org == org and access is not None:
-                readable.append(key)
-        return readable
+        claims = authenticate(self._keyring, self._clock.now_ms(), token, closed=self._closed)
+        return [
+            key for key in sorted(self._kv) if key.startswith(prefix) and may_read_key(claims, key)
+        ]
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -356,11 +356,6 @@ class MemoryTransport:
                     subscription.close_nowait()
 
     # -- internals ------------------------------------------------------------
-
-    def _verify(self, token: str) -> Claims:
-        if self._closed:
-            raise UnavailableError("the transport is closed")
-        return self._keyring.verify(token, self._clock.now_ms())
 
     def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
         return authorize(
