@@ -1,0 +1,301 @@
+"""`JetStreamTransport`: the `Transport` facade that checks every call and delegates it.
+
+Invariants:
+
+- Every call is checked with `transports.auth` before anything is sent (names first,
+  then whether the transport is closed, then the token, then the grant), exactly like
+  `transports.memory.MemoryTransport`, until a NATS auth callout exists. A refused
+  call sends nothing.
+- The injected clock only decides token expiry; entry times come from the server.
+- The work is done by one object per concern over one shared `_Connection`: `_Log`,
+  `_Blobs` and `_Kv`. This module holds no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from transports.auth import Claims, Keyring, authenticate, authorize, authorize_key
+from transports.base import Appended, Clock, KvEntry, LogId, SystemClock
+from transports.jetstream._blobs import _Blobs
+from transports.jetstream._connection import _Connection
+from transports.jetstream._kv import _Kv
+from transports.jetstream._log import _Log
+from transports.jetstream._subscription import JetStreamSubscription
+
+if TYPE_CHECKING:
+    from transports.base import Transport
+
+
+class JetStreamTransport:
+    """A `Transport` over NATS JetStream (see the `transports.jetstream` docstring).
+
+    Create it with `connect`.
+    """
+
+    max_payload_bytes: int
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        clock: Clock,
+        *,
+        replicas: int,
+        request_timeout_s: float,
+    ) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._conn = _Connection(replicas=replicas, request_timeout_s=request_timeout_s)
+        self.max_payload_bytes = 0
+        # Registration order is the order a reconnect drops their caches in.
+        self._log = _Log(self._conn)
+        self._blobs = _Blobs(self._conn)
+        self._kv = _Kv(self._conn)
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: Sequence[str] | str,
+        *,
+        keyring: Keyring,
+        clock: Clock | None = None,
+        replicas: int = 1,
+        connect_timeout_s: float = 5.0,
+        request_timeout_s: float = 5.0,
+        user: str | None = None,
+        password: str | None = None,
+        nats_token: str | None = None,
+        name: str = "mesafs",
+    ) -> JetStreamTransport:
+        """Connect to NATS and return a transport.
+
+        Args:
+            servers: NATS URLs (``nats://host:port``) of one server or of a cluster.
+            keyring: the API keys whose tokens are accepted.
+            clock: the clock deciding token expiry (default: the system clock).
+            replicas: ``num_replicas`` of the streams and buckets this transport creates.
+            connect_timeout_s: the most the initial connection may take.
+            request_timeout_s: the most one JetStream request may take.
+            user: NATS user name, with ``password``.
+            password: NATS password.
+            nats_token: NATS authentication token (not a mesa token).
+            name: the connection name shown by the server.
+
+        Raises:
+            UnavailableError: no server answered, or JetStream is not enabled, in time.
+            ValueError: an argument is out of range.
+        """
+        server_list = [servers] if isinstance(servers, str) else list(servers)
+        if not server_list:
+            raise ValueError("at least one NATS server URL is required")
+        if not 1 <= replicas <= 5:
+            raise ValueError(f"replicas must be between 1 and 5, got {replicas}")
+        if connect_timeout_s <= 0 or request_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        transport = cls(
+            keyring, clock or SystemClock(), replicas=replicas, request_timeout_s=request_timeout_s
+        )
+        await transport._conn.connect(
+            server_list,
+            connect_timeout_s,
+            name=name,
+            user=user,
+            password=password,
+            token=nats_token,
+        )
+        transport.max_payload_bytes = transport._conn.payload_limit()
+        return transport
+
+    # -- logs -----------------------------------------------------------------
+
+    async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
+        """Append ``payload`` to ``log``; deduplicated by ``msg_id``.
+
+        Args:
+            token: the caller's token; it must grant ``log``'s repo read-write.
+            log: the change's log.
+            payload: the entry's bytes, at most ``max_payload_bytes``.
+            msg_id: a non-empty id of at most `MAX_MSG_ID_BYTES` bytes without line
+                breaks; a repeat within the dedupe window appends nothing.
+
+        Returns:
+            The entry's sequence, or the original one for a repeat. ``time_ms`` is None:
+            the PubAck carries no time, and the entry's `Delivery` carries the server's.
+
+        Raises:
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: ``payload`` exceeds ``max_payload_bytes``.
+            ValueError: ``msg_id`` is empty or too long.
+            UnavailableError: the server did not answer in time (the append may have
+                happened: retry with the same ``msg_id``).
+        """
+        self._authorize(token, log.org, log.repo, write=True)
+        return await self._log.append(
+            log, payload, msg_id, max_payload_bytes=self.max_payload_bytes
+        )
+
+    async def last_seq(self, token: str, log: LogId) -> int:
+        """Return the sequence of the newest entry of ``log`` (0 when empty).
+
+        Raises:
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            UnavailableError: the server did not answer in time.
+        """
+        self._authorize(token, log.org, log.repo, write=False)
+        return await self._log.last_seq(log)
+
+    async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> JetStreamSubscription:
+        """Return an ordered subscription to ``log`` starting after ``after_seq``.
+
+        The token is checked once, when subscribing. ``after_seq`` should be 0 or the
+        sequence of an entry of this change: it becomes the first delivery's
+        ``prev_seq``.
+
+        Raises:
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            ValueError: ``after_seq`` is negative.
+            UnavailableError: the server did not answer in time.
+        """
+        self._authorize(token, log.org, log.repo, write=False)
+        return await self._log.subscribe(log, after_seq)
+
+    # -- blobs ----------------------------------------------------------------
+
+    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+        """Store ``data`` once and return its sha256 digest (idempotent).
+
+        Raises:
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            UnavailableError: the server did not answer in time.
+        """
+        self._authorize(token, org, repo, write=True)
+        return await self._blobs.put(org, repo, data)
+
+    async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
+        """Return the bytes stored under ``digest``.
+
+        Raises:
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            MissingError: no blob is stored under ``digest`` in this repo.
+            UnavailableError: the server did not answer in time.
+            TransportError: the stored bytes are corrupt.
+        """
+        self._authorize(token, org, repo, write=False)
+        return await self._blobs.get(org, repo, digest)
+
+    # -- KV -------------------------------------------------------------------
+
+    async def kv_get(self, token: str, key: str) -> KvEntry | None:
+        """Return the record at ``key``, or None.
+
+        Raises:
+            InvalidNameError: ``key`` is not ``<org>.<repo>[.<token>...]``.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo.
+            UnavailableError: the server did not answer in time.
+        """
+        self._authorize_key(token, key, write=False)
+        return await self._kv.get(key)
+
+    async def kv_put(
+        self, token: str, key: str, value: bytes, *, expected_revision: int | None = None
+    ) -> int:
+        """Store ``value`` at ``key`` and return the new revision.
+
+        Args:
+            token: the caller's token; it must grant the key's repo read-write.
+            key: ``<org>.<repo>[.<token>...]``.
+            value: the record, at most ``max_payload_bytes``.
+            expected_revision: None for an unconditional put, 0 for "must not exist",
+                otherwise the revision the key must currently have.
+
+        Raises:
+            InvalidNameError: ``key`` is not valid.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo read-write.
+            RevisionMismatchError: the key's revision is not ``expected_revision``.
+            PayloadTooLargeError: ``value`` exceeds ``max_payload_bytes``.
+            UnavailableError: the server did not answer in time.
+        """
+        self._authorize_key(token, key, write=True)
+        return await self._kv.put(
+            key, value, expected_revision, max_payload_bytes=self.max_payload_bytes
+        )
+
+    async def kv_delete(
+        self, token: str, key: str, *, expected_revision: int | None = None
+    ) -> None:
+        """Delete ``key``, as a compare-and-set when ``expected_revision`` is given.
+
+        A delete writes a delete marker, which consumes a revision, so a key re-created
+        later gets a higher revision than any it had before.
+
+        Raises:
+            InvalidNameError: ``key`` is not valid.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the key's repo read-write.
+            RevisionMismatchError: the key's revision is not ``expected_revision``.
+            MissingError: the key does not exist (and no CAS failed first).
+            UnavailableError: the server did not answer in time.
+        """
+        self._authorize_key(token, key, write=True)
+        await self._kv.delete(key, expected_revision)
+
+    async def kv_keys(self, token: str, prefix: str) -> list[str]:
+        """Return the keys that start with ``prefix`` and that the token may read, sorted.
+
+        Keys of repos the token does not grant are left out, not refused.
+
+        Raises:
+            TokenRejectedError: the token is invalid or expired.
+            UnavailableError: the server did not answer in time.
+        """
+        claims = authenticate(self._keyring, self._clock.now_ms(), token, closed=self._conn.closed)
+        return await self._kv.keys(claims, prefix)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """End every subscription and close the connection (idempotent).
+
+        Later calls raise `UnavailableError`.
+        """
+        await self._conn.aclose()
+
+    # -- internals ------------------------------------------------------------
+
+    @property
+    def _nc(self) -> Any:
+        """The nats-py client (tests/integration/mountproc.py reads ``connected_url``)."""
+        return self._conn.nc
+
+    def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
+        return authorize(
+            self._keyring,
+            self._clock.now_ms(),
+            token,
+            org,
+            repo,
+            write=write,
+            closed=self._conn.closed,
+        )
+
+    def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
+        authorize_key(
+            self._keyring, self._clock.now_ms(), token, key, write=write, closed=self._conn.closed
+        )
+
+
+if TYPE_CHECKING:
+
+    def _conforms(transport: JetStreamTransport) -> Transport:
+        """Let mypy prove that `JetStreamTransport` satisfies the `Transport` protocol."""
+        return transport
