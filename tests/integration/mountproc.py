@@ -82,9 +82,8 @@ async def connected_url(mesa: Mesa) -> str | None:
     transport: Any = mesa.transport
     if hasattr(transport, "get"):  # the lazily connected default transport
         transport = await transport.get()
-    nc = getattr(transport, "_nc", None)
-    url = getattr(nc, "connected_url", None) if nc is not None else None
-    return None if url is None else str(url.netloc)
+    server: str | None = transport.connected_server
+    return server
 
 
 class Agent:

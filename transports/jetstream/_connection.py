@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -33,8 +33,16 @@ from nats.aio.client import Client as _NatsClient
 from transports.base import PayloadTooLargeError, TransportError, UnavailableError
 from transports.jetstream._names import _JS_API, HEADER_RESERVE
 
-if TYPE_CHECKING:
-    from transports.jetstream._subscription import JetStreamSubscription
+
+class _Resumable(Protocol):
+    """What the connection needs of a subscription it tracks (`_subscription`)."""
+
+    def request_reset(self, reason: str) -> None:
+        """Re-create the consumer from the last delivered sequence."""
+
+    async def aclose(self) -> None:
+        """Stop the subscription."""
+
 
 _logger = logging.getLogger("transports.jetstream")
 
@@ -105,7 +113,7 @@ class _Connection:
         self.closed = False
         self.nc: Any = _NatsClient()
         self.js: Any = None
-        self.subscriptions: set[JetStreamSubscription] = set()
+        self.subscriptions: set[_Resumable] = set()
         self._reconnect_hooks: list[Callable[[], None]] = []
 
     def payload_limit(self) -> int:

@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from transports.auth import Claims, Keyring, authenticate, authorize, authorize_key
 from transports.base import Appended, Clock, KvEntry, LogId, SystemClock
@@ -270,12 +270,13 @@ class JetStreamTransport:
         """
         await self._conn.aclose()
 
-    # -- internals ------------------------------------------------------------
-
     @property
-    def _nc(self) -> Any:
-        """The nats-py client (tests/integration/mountproc.py reads ``connected_url``)."""
-        return self._conn.nc
+    def connected_server(self) -> str | None:
+        """``host:port`` of the server this transport is connected to now, or None."""
+        url = self._conn.nc.connected_url
+        return None if url is None else str(url.netloc)
+
+    # -- internals ------------------------------------------------------------
 
     def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
         return authorize(
