@@ -48,8 +48,11 @@ class GatewaySubscription:
     async def __anext__(self) -> Delivery:
         if self._deliveries is None:
             self._deliveries = self._sub.__aiter__()
-        with _mapped():
+        # The hot path of every delivery: a plain try, not a context manager.
+        try:
             return await self._deliveries.__anext__()
+        except TransportError as exc:
+            raise api_error(exc) from exc
 
     async def aclose(self) -> None:
         """Stop the subscription."""
@@ -71,8 +74,10 @@ class Gateway:
 
     async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
         """See `Transport.append`."""
-        with _mapped():
+        try:  # the hot path of every write: a plain try, not a context manager
             return await self.raw.append(token, log, payload, msg_id=msg_id)
+        except TransportError as exc:
+            raise api_error(exc) from exc
 
     async def last_seq(self, token: str, log: LogId) -> int:
         """See `Transport.last_seq`."""
