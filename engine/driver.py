@@ -9,12 +9,22 @@ values, so the SDK's `RepoMount` and the simulator's mount run the same rules:
   `RetryPolicy` says whether and when to try again after an attempt failed because
   the server could not be reached: a bounded number of attempts, doubling backoff, and
   no attempt started later than a budget after the first (a failing write is bounded).
+  A *persistent* writer (the FUSE mount's write-behind queue, whose bytes the kernel
+  was already told are written) never gives up while its mount lives: it retries the
+  same entry, under the same message id, with a backoff capped at ``max_backoff_ms``
+  (`RetryPolicy.persistent_delay_ms`), however long the server is away.
 - **Placement**: bytes up to `INLINE_THRESHOLD_BYTES` travel inside the entry; larger
   bytes go to the blob store first (`goes_inline`). When the server refuses an entry
   as too large (a server may allow less than the threshold), its inline segments are
   spilled to blobs (`inline_segments`, `spilled`) and the same op id goes again; the
   content keeps its identity (an inline segment and a blob of the same bytes have one
   digest), so the fold and the tree hash do not change.
+- **Renames over a file** (an editor's or agent's atomic save: write a temporary
+  file, rename it over the target): the moved bytes were composed when the temporary
+  file was written, not when it is renamed, so the rename carries the ``seen`` of the
+  write that produced them (`rename_seen`). A save that another author made to the
+  target after that, within the race window, then races the rename: both survive as
+  a conflict (docs/conflicts.md, rule 11).
 - **Switches**: moving a mount to another change keeps its op counter growing
   (`carry_counter`): op ids are message ids, deduplicated across a repo's stream.
 - **Snapshots**: `SnapshotCadence` counts folded entries; each time the count crosses
@@ -51,11 +61,13 @@ class RetryPolicy:
         attempts: attempts in all, the first included.
         first_backoff_ms: the wait after the first failure; it doubles after each.
         budget_ms: no attempt starts later than this after the first one started.
+        max_backoff_ms: the longest wait between attempts of a persistent writer.
     """
 
     attempts: int = 5
     first_backoff_ms: int = 50
     budget_ms: int = 10_000
+    max_backoff_ms: int = 5_000
 
     def delay_ms(self, failed: int, elapsed_ms: int) -> int | None:
         """Return how long to wait before the next attempt, or None to give up.
@@ -69,6 +81,13 @@ class RetryPolicy:
         if failed >= self.attempts or elapsed_ms >= self.budget_ms:
             return None
         return int(self.first_backoff_ms * 2 ** (failed - 1))
+
+    def persistent_delay_ms(self, failed: int) -> int:
+        """Return the wait before the next attempt of a writer that never gives up."""
+        if failed < 1:
+            raise ValueError(f"failed must be at least 1, not {failed}")
+        # Cap the exponent too: 2**failed grows without bound over a long outage.
+        return min(self.first_backoff_ms << min(failed - 1, 32), self.max_backoff_ms)
 
 
 #: The policy the SDK's mounts use.
@@ -109,6 +128,16 @@ def spilled(entry: Entry, refs: Sequence[BlobRef]) -> Entry:
     ]
     content = Content.from_segments(segments)
     return dataclasses.replace(entry, op=dataclasses.replace(op, content=content))
+
+
+def rename_seen(seen: int, bytes_seen: int | None) -> int:
+    """Return the ``seen`` of a rename over an existing file (module docstring).
+
+    ``seen`` is what the renaming mount has folded (or the caller's own seen);
+    ``bytes_seen`` is the ``seen`` of this mount's write that produced the moved file's
+    bytes, when the moved file still holds them (None otherwise).
+    """
+    return seen if bytes_seen is None else min(seen, bytes_seen)
 
 
 def carry_counter(old: Replica, new: Replica) -> Replica:

@@ -40,8 +40,10 @@ from engine.codec import encode_entry
 from engine.errors import FsError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
-from engine.ops import Entry, Op
+from engine.ops import Entry, Mv, Op, Write
+from engine.paths import RelPath
 from engine.replica import CorruptEntryError, Folded, Replica
+from engine.tree import FileNode
 from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
 from mesa._bookmarks import BookmarkFollower
@@ -62,6 +64,9 @@ from transports.auth import Claims
 from transports.base import Appended, LogId
 
 log = logging.getLogger("mesa")
+
+#: How many paths `RepoMount` remembers its last write of (for renames over a file).
+WRITTEN_PATHS_KEPT = 4096
 
 FoldListener = Callable[["RepoMount", list[Folded]], None]
 SwitchListener = Callable[["RepoMount"], None]
@@ -122,6 +127,9 @@ class RepoMount:
         self._drained.set()
         #: The newest sequence this mount appended to its change (folded or not yet).
         self._appended = 0
+        #: path -> (sequence, seen) of the last Write this mount appended there: what a
+        #: rename of that file over another carries as its seen (`engine.driver`).
+        self._written: dict[RelPath, tuple[int, int]] = {}
 
     @property
     def prefix(self) -> str:
@@ -252,6 +260,13 @@ class RepoMount:
     def _closed_error(self) -> OSError:
         return os_error(errno.EBADF, self.prefix, "the mount is closed")
 
+    def check_open(self) -> None:
+        """Raise if the mount is closed or its log is broken (not for an expired token)."""
+        if self._closed:
+            raise self._closed_error()
+        if self.broken is not None:
+            raise self.broken
+
     def check_alive(self) -> None:
         """Raise if the mount is closed, the token expired or the log is broken."""
         if self._closed:
@@ -294,7 +309,13 @@ class RepoMount:
         return seq
 
     async def publish(
-        self, ops: Sequence[Op], path: str, *, seen: int | None = None, checked: bool = True
+        self,
+        ops: Sequence[Op],
+        path: str,
+        *,
+        seen: int | None = None,
+        checked: bool = True,
+        unreachable: Callable[[MesaError], None] | None = None,
     ) -> int | None:
         """Issue and append ``ops`` in order; return once they are durable, not folded.
 
@@ -303,6 +324,11 @@ class RepoMount:
         the folded tree (see `engine.replica.Replica.issue`): the caller validated
         them against a view that includes ops it has not seen folded yet. Returns the
         last entry's sequence, or None when nothing was appended (every op a no-op).
+
+        With ``unreachable``, the append never gives up on an unreachable server while
+        the mount lives: each failed attempt calls ``unreachable(error)`` and the same
+        entry goes again, under the same message id (`engine.driver`, a persistent
+        writer); it stops only when the mount closes or breaks.
         """
         self.check_alive()
         if self.read_only:
@@ -315,20 +341,43 @@ class RepoMount:
         try:
             last: int | None = None
             for op in ops:
+                op_seen = self._rename_seen(op, seen) if isinstance(op, Mv) else seen
                 try:
-                    entry = self.replica.issue(op, seen=seen, checked=checked)
+                    entry = self.replica.issue(op, seen=op_seen, checked=checked)
                 except FsError as exc:
                     raise fs_error(exc, _abs(self.prefix, exc.path)) from None
                 if entry is not None:
-                    last = (await self._append(entry, path)).seq
+                    last = (await self._append(entry, path, unreachable)).seq
                     self._appended = max(self._appended, last)
+                    if isinstance(op, Write):
+                        self._remember_write(op.path, last, entry.seen)
             return last
         finally:
             self._writers -= 1
             if not self._writers:
                 self._drained.set()
 
-    async def _append(self, entry: Entry, path: str) -> Appended:
+    def _remember_write(self, path: RelPath, seq: int, seen: int) -> None:
+        self._written.pop(path, None)
+        self._written[path] = (seq, seen)
+        if len(self._written) > WRITTEN_PATHS_KEPT:
+            del self._written[next(iter(self._written))]
+
+    def _rename_seen(self, op: Mv, seen: int | None) -> int | None:
+        """The seen of a rename: a rename over a file races what its bytes had not seen."""
+        written = self._written.pop(op.src, None)
+        tree = self.replica.state.tree
+        if written is None or not isinstance(tree.lookup(op.dst), FileNode):
+            return seen
+        landed, bytes_seen = written
+        node = tree.lookup(op.src)
+        if not isinstance(node, FileNode) or not node.versions or node.versions[-1].seq != landed:
+            return seen  # the file no longer holds the bytes this mount wrote
+        return driver.rename_seen(self.replica.seq if seen is None else seen, bytes_seen)
+
+    async def _append(
+        self, entry: Entry, path: str, unreachable: Callable[[MesaError], None] | None = None
+    ) -> Appended:
         """Append ``entry``, retrying as `engine.driver.RetryPolicy` says (module docstring)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -351,10 +400,15 @@ class RepoMount:
                 refs = [await self.blobs.put(seg.data) for seg in inline]
                 entry = driver.spilled(entry, refs)
                 payload = encode_entry(entry)
-            except MesaConnectionError:
+            except MesaConnectionError as exc:
                 # A retry with the same op id is applied once (transport dedupe,
                 # and the fold skips an op id it has folded).
                 failed += 1
+                if unreachable is not None:
+                    unreachable(exc)
+                    await asyncio.sleep(driver.DEFAULT_RETRY.persistent_delay_ms(failed) / 1000)
+                    self.check_open()
+                    continue
                 elapsed_ms = int((loop.time() - started) * 1000)
                 delay_ms = driver.DEFAULT_RETRY.delay_ms(failed, elapsed_ms)
                 if delay_ms is None:

@@ -1102,3 +1102,48 @@ def test_mesa_sdk_is_an_alias_of_mesa() -> None:
     for name in mesa.__all__:
         assert getattr(mesa_sdk, name) is getattr(mesa, name)
     assert {"Mesa", "RepoConfig", "DiskCacheConfig", "InvalidOptionsError"} <= set(mesa_sdk.__all__)
+
+
+async def test_racing_atomic_saves_keep_both_sides(mesa: Mesa) -> None:
+    """Write a temporary file, rename it over the target, on two mounts at once.
+
+    Each rename is issued after the other save folded, but the bytes it moves were
+    written before: a rename over a file races the writes its bytes had not seen.
+    """
+    path = f"{P}/f.txt"
+    async with mesa.fs.mount(repos=["app"]) as a, mesa.fs.mount(repos=["app"]) as b:
+        await a.write(path, b"base\n")
+        await b.wait_synced()
+        await a.write(f"{P}/.t1", b"ONE\n")
+        await b.write(f"{P}/.t2", b"TWO\n")
+        await a.wait_synced()
+        await a.mv(f"{P}/.t1", path)
+        await b.wait_synced()  # b has folded a's save before it renames: still a race
+        await b.mv(f"{P}/.t2", path)
+        await a.wait_synced()
+        data = await a.read(path)
+        assert data == await b.read(path)
+        assert data in (
+            conflict_block(b"ONE\n", b"base\n", b"TWO\n"),
+            conflict_block(b"TWO\n", b"base\n", b"ONE\n"),
+        )
+        # The next save by a writer that has seen the conflict resolves it.
+        await b.write(f"{P}/.t3", b"THREE\n")
+        await b.mv(f"{P}/.t3", path)
+        await a.wait_synced()
+        assert await a.read(path) == b"THREE\n"
+
+
+async def test_a_rename_of_bytes_written_after_the_other_save_replaces_it(mesa: Mesa) -> None:
+    """The rule is about what the moved bytes had seen: a save composed after the other
+    one was folded is sequential, not a race."""
+    path = f"{P}/g.txt"
+    async with mesa.fs.mount(repos=["app"]) as a, mesa.fs.mount(repos=["app"]) as b:
+        await a.write(path, b"base\n")
+        await a.write(f"{P}/.t1", b"ONE\n")
+        await a.mv(f"{P}/.t1", path)
+        await b.wait_synced()
+        await b.write(f"{P}/.t2", b"TWO\n")
+        await b.mv(f"{P}/.t2", path)
+        await a.wait_synced()
+        assert await a.read(path) == await b.read(path) == b"TWO\n"
