@@ -27,13 +27,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.ids import is_change_id
 from mesa._types import RepoConfig
 from mesa.errors import MesaError
+from mesa.fuse import _registry as registry
+from mesa.fuse._registry import MountRecord
 
 log = logging.getLogger("mesa.fuse")
 
@@ -182,6 +186,7 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
 
     from mesa._client import Mesa
     from mesa.fuse._ops import operations
+    from mesa.fuse._writer import Failure
 
     pyfuse3.asyncio.enable()
     fuse: Any = pyfuse3
@@ -194,17 +199,32 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
             loop.add_signal_handler(sig, fuse.terminate)
         ops.notifier.start()
         names = ", ".join(f"{options.org}/{c.name}" for c in options.repos)
+        record = MountRecord(os.getpid(), options.mountpoint, options.log_file)
+        registry.write(record)
         ready(f"mounted {names} at {options.mountpoint} (pid {os.getpid()})")
+        lost: list[Failure] = []
         try:
             await fuse.main()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             # Write-behind: what was closed but not appended yet goes to the log now.
-            await ops.shutdown(SHUTDOWN_DRAIN_S)
-            ops.notifier.stop()
-            with contextlib.suppress(Exception):
-                fuse.close(unmount=True)
+            try:
+                lost = await ops.shutdown(SHUTDOWN_DRAIN_S)
+            finally:
+                ops.notifier.stop()
+                with contextlib.suppress(Exception):
+                    fuse.close(unmount=True)
+                record.finished = True
+                record.lost = [{"path": f.path, "reason": f.reason} for f in lost]
+                registry.write(record)
+    for failure in lost:
+        log.error("not published: %s: %s", failure.path, failure.reason)
+    if lost:
+        _say(f"mesa mount: {len(lost)} write(s) were not published:", err=True)
+        for failure in lost:
+            _say(f"  {failure.path}: {failure.reason}", err=True)
+        return 1
     return 0
 
 
@@ -225,9 +245,14 @@ def _fuse_options(options: MountOptions) -> set[str]:
 def _logging(options: MountOptions, *, foreground: bool) -> None:
     level = logging.DEBUG if options.debug else logging.WARNING
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if not options.log_file and not foreground:
+        # A daemon has no terminal: it logs under MESA_HOME unless told otherwise.
+        path = registry.default_log_file(options.mountpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options.log_file = str(path)
     if options.log_file:
         logging.basicConfig(filename=options.log_file, level=level, format=fmt)
-    elif foreground:
+    else:
         logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
 
 
@@ -278,9 +303,84 @@ def _detach_stdio() -> None:
     os.close(devnull)
 
 
-def unmount(mountpoint: str, *, lazy: bool = False) -> int:
-    """Unmount a FUSE mount, alive or left behind by a dead process; return the exit code."""
+def unmount(mountpoint: str, *, lazy: bool = False, wait_s: float | None = None) -> int:
+    """Unmount, wait for the mount process to drain, report what it could not publish.
+
+    Returns 0 when the mount is gone and every write reached the log; 1 when the
+    unmount failed, or the mount process reported writes it could not publish (each
+    printed with its reason), or it exited without reporting.
+    """
     target = os.path.abspath(mountpoint)
+    record = registry.read(target)
+    was_alive = record is not None and not record.finished and _alive(record.pid)
+    code = _detach(target, lazy=lazy)
+    if code != 0:
+        return code
+    if record is not None and not record.finished and not was_alive:
+        # A mount left behind by a process that died before this unmount: clearing it
+        # loses nothing more, but what that process had not published died with it.
+        registry.remove(target)
+        where = f" (its log: {record.log_file})" if record.log_file else ""
+        _say(
+            f"mesa unmount: warning: the mount process (pid {record.pid}) had died; "
+            f"writes it had not published were lost with it{where}",
+            err=True,
+        )
+        _say(f"unmounted {target}")
+        return 0
+    if record is None:
+        _say(f"unmounted {target}")
+        return 0
+    outcome = _wait_outcome(record, SHUTDOWN_DRAIN_S + 30.0 if wait_s is None else wait_s)
+    registry.remove(target)
+    if outcome is None:
+        where = f"; see {record.log_file}" if record.log_file else ""
+        _say(
+            f"mesa unmount: {target}: the mount process (pid {record.pid}) ended without "
+            f"reporting; writes it had queued may not be published{where}",
+            err=True,
+        )
+        return 1
+    if outcome.lost:
+        _say(f"mesa unmount: {target}: {len(outcome.lost)} write(s) were not published:", err=True)
+        for item in outcome.lost:
+            _say(f"  {item.get('path')}: {item.get('reason')}", err=True)
+        return 1
+    _say(f"unmounted {target}")
+    return 0
+
+
+def _wait_outcome(record: MountRecord, timeout_s: float) -> MountRecord | None:
+    """Wait for the mount process to finish; return its final record (None if it did not)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = registry.read(record.mountpoint)
+        if current is not None and current.pid == record.pid and current.finished:
+            return current
+        if not _alive(record.pid) or time.monotonic() >= deadline:
+            current = registry.read(record.mountpoint)
+            finished = current is not None and current.pid == record.pid and current.finished
+            return current if finished else None
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours (the test harness may be the parent) has exited.
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return False
+    return True
+
+
+def _detach(target: str, *, lazy: bool) -> int:
+    """Unmount ``target`` with fusermount3 (or umount as root); return the exit code."""
     attempts: list[list[str]] = []
     fusermount = shutil.which("fusermount3") or shutil.which("fusermount")
     if fusermount:
@@ -291,7 +391,6 @@ def unmount(mountpoint: str, *, lazy: bool = False) -> int:
     for argv in attempts:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode == 0:
-            _say(f"unmounted {target}")
             return 0
         errors.append(result.stderr.strip() or f"{argv[0]} exited {result.returncode}")
     if not attempts:

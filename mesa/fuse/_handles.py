@@ -2,12 +2,19 @@
 
 Close-to-open consistency: an open reads the file's current value once (unless
 ``O_TRUNC``); reads and writes through the handle work on that buffer. A flush (every
-``close``), fsync or release of a dirty buffer schedules the inode on the mount's
-log writer (`mesa.fuse._writer`), which publishes the bytes as ONE ``Write`` (with
-the mode and times set meanwhile), in order with the mount's other writes. Until
-that entry is folded the buffer stays *live*: this mount serves the file's size and
-bytes from it, so a later open here sees them at once; another mount sees them once
-it folds the entry. ``fsync`` waits for that.
+``close``), fsync or release of a dirty buffer **captures** the bytes the file holds at
+that moment and schedules the inode on the mount's log writer (`mesa.fuse._writer`),
+which publishes the captured bytes as ONE ``Write`` (with the mode and times set
+meanwhile), in order with the mount's other writes. A later write through a
+descriptor still open (``cmd > file`` closes one descriptor of the file and goes on
+writing through its duplicate) changes the buffer, not the capture: a version no
+close saw never reaches the log; a later close while the capture is still queued
+replaces it. The capture costs no copy until the buffer is written again (the copy
+is taken then, once). A file created here and published before any close is
+published empty (what the create returned). Until its entry is folded the buffer
+stays *live*: this mount serves the file's size, bytes and modification time from it,
+so a later open here sees them at once; another mount sees them once it folds the
+entry. ``fsync`` waits for that.
 
 The entry's ``seen`` is the sequence the buffer's bytes were read at (or last
 published and kept at), so a write another author made while the file was open races
@@ -30,6 +37,7 @@ import asyncio
 import errno
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +48,7 @@ from engine.ops import Chmod, Mkdir, Op, Utimes, Write
 from engine.paths import RelPath
 from engine.tree import DirNode, FileNode, SymlinkNode, merge_key
 from mesa._mount import RepoMount
+from mesa.errors import MesaError
 from mesa.fuse._inodes import Inode, InodeTable
 from mesa.fuse._writer import Published
 
@@ -55,8 +64,14 @@ class OpenFile:
         data: the bytes (a bytearray once written to).
         key: the merge key of the value ``data`` was read from or published as;
             None while it is unknown.
-        dirty: written since the last publish was appended.
+        dirty: written since the last capture.
         generation: bumped on every change (a publish only cleans what it sent).
+        captured: the generation a close captured and the writer has not published
+            yet, or None.
+        captured_bytes: the captured bytes once the buffer changed after the capture
+            (None while the buffer still holds exactly them).
+        mtime_ms: when the buffer was last written or truncated here (shown as the
+            file's modification time while the buffer is live), or None.
         handles: open handles on this buffer.
         inflight: publications appended and not folded yet.
         seen: the sequence of the change ``change_id`` whose state ``data`` was
@@ -76,11 +91,30 @@ class OpenFile:
     generation: int = 0
     handles: int = 0
     inflight: int = 0
+    captured: int | None = None
+    captured_bytes: bytes | None = None
+    mtime_ms: int | None = None
 
     @property
     def live(self) -> bool:
         """Whether this buffer, not the tree, has the file's bytes (module docstring)."""
-        return self.dirty or self.inflight > 0 or self.inode.pending
+        return self.dirty or self.captured is not None or self.inflight > 0 or self.inode.pending
+
+    def capture(self) -> bool:
+        """Capture the bytes for publication (a close); return whether there is anything."""
+        if self.dirty:
+            self.captured, self.captured_bytes, self.dirty = self.generation, None, False
+        return self.captured is not None
+
+    def take_capture(self) -> tuple[int, bytes] | None:
+        """Hand the captured bytes to the publisher (once); None if nothing is captured."""
+        if self.captured is None:
+            return None
+        generation, data = self.captured, self.captured_bytes
+        if data is None:
+            data = bytes(self.data)
+        self.captured = self.captured_bytes = None
+        return generation, data
 
     def write(self, offset: int, buf: bytes) -> int:
         """Write ``buf`` at ``offset`` (zero-filling a gap); return its length."""
@@ -104,6 +138,9 @@ class OpenFile:
         self._changed()
 
     def _writable(self) -> bytearray:
+        if self.captured is not None and self.captured_bytes is None:
+            # Copy on write: the capture keeps the bytes the close saw.
+            self.captured_bytes = bytes(self.data)
         if not isinstance(self.data, bytearray):
             self.data = bytearray(self.data)
         return self.data
@@ -112,6 +149,7 @@ class OpenFile:
         self.dirty = True
         self.generation += 1
         self.key = None
+        self.mtime_ms = time.time_ns() // 1_000_000
 
 
 @dataclass(eq=False)
@@ -166,7 +204,9 @@ class Handles:
                 del self._loading[inode.ino]
         if truncate:
             of.truncate(0)
-        keep = of.dirty or (of.key is not None and inode.page_key == of.key)
+        keep = (
+            of.dirty or of.captured is not None or (of.key is not None and inode.page_key == of.key)
+        )
         inode.page_key = of.key
         of.handles += 1
         fh = self._next_fh
@@ -205,7 +245,7 @@ class Handles:
         self._handles[fh] = Handle(of, writable=True)
         return fh
 
-    async def job(self, inode: Inode) -> Published:
+    async def job(self, inode: Inode, unreachable: Callable[[MesaError], None]) -> Published:
         """Append what this mount shows of ``inode`` and the tree lacks (`LogWriter`'s job).
 
         Entries, in order: ``Mkdir`` of a pending directory; ``Write`` of a live
@@ -214,9 +254,12 @@ class Handles:
         unchecked: they were validated against this mount's view, which is ahead of
         the tree.
         """
-        repo, node = inode.repo, inode.node
+        repo = inode.repo
         assert repo is not None
-        assert node is not None
+        # A repo root's node is looked up live (its times can be set too).
+        node = self._table.node_of(inode)
+        if node is None:
+            raise OSError(errno.ENOENT, "the node left the tree", inode.name)
         of = self._files.get(inode.ino)
         path = self._target(inode) if isinstance(node, FileNode) else self._table.path_of(inode)
         mode, times, attr_gen = inode.set_mode, inode.set_times, inode.attr_gen
@@ -224,6 +267,7 @@ class Handles:
             log.info("not publishing %s: it was removed", inode.name)
             if of is not None:
                 of.dirty = False
+                of.captured = of.captured_bytes = None
             return Published(None, functools.partial(self._settled, inode, None, None, attr_gen))
         where = self._table.abs_path(repo, path)
         ops: list[Op] = []
@@ -236,9 +280,17 @@ class Handles:
             node.mode, mode = mode, None
         if isinstance(node, DirNode) and creating:
             ops.append(Mkdir(path, mode=node.mode))
-        elif isinstance(node, FileNode) and of is not None and (of.dirty or creating):
-            generation, data = of.generation, bytes(of.data)
-            content = await content_of(repo, data, where)
+        elif isinstance(node, FileNode) and of is not None and (of.captured or creating):
+            # The bytes a close captured; a create published before any close is empty.
+            generation, data = of.take_capture() or (-1, b"")
+            # In flight from here: the buffer stays live (this mount shows its bytes)
+            # until the entry is folded, through every await below.
+            of.inflight += 1
+            try:
+                content = await content_of(repo, data, where)
+            except BaseException:
+                of.inflight -= 1
+                raise
             key = merge_key(Merge.resolved(content))
             if creating or key != merge_key(node.value):
                 ops.append(Write(path, content, mode=node.mode))
@@ -250,14 +302,19 @@ class Handles:
         # A pending node's times are not the log's yet (the fold stamps the sequencer's).
         if times is not None and (inode.pending or times != (node.atime_ms, node.mtime_ms)):
             ops.append(Utimes(path, *times))
-        seq = await repo.publish(ops, where, seen=seen, checked=False) if ops else None
+        seq = None
+        try:
+            if ops:
+                seq = await repo.publish(
+                    ops, where, seen=seen, checked=False, unreachable=unreachable
+                )
+        except BaseException:
+            if sent is not None:
+                sent[0].inflight -= 1
+                self._drop_if_idle(sent[0])
+            raise
         if creating:
             inode.published = True
-        if sent is not None:
-            of, generation, _ = sent
-            of.inflight += 1
-            if of.generation == generation:
-                of.dirty = False
         return Published(
             seq,
             functools.partial(self._settled, inode, path if creating else None, sent, attr_gen),
@@ -320,13 +377,13 @@ class Handles:
         return (*parent_path, inode.name)
 
     def release(self, fh: int) -> OpenFile | None:
-        """Drop a handle; return its buffer if it must be published (dirty, writable)."""
+        """Drop a handle; return its buffer if it must be published (captured, writable)."""
         handle = self._handles.pop(fh, None)
         if handle is None:
             return None
         of = handle.file
         of.handles -= 1
-        if of.dirty and handle.writable:
+        if handle.writable and of.dirty and of.capture():
             return of
         self._drop_if_idle(of)
         return None
@@ -336,8 +393,8 @@ class Handles:
         return len(self._handles)
 
     def dirty_inodes(self) -> list[Inode]:
-        """Every inode whose buffer has bytes not scheduled yet (for shutdown)."""
-        return [of.inode for of in self._files.values() if of.dirty]
+        """Every inode whose buffer has bytes not scheduled yet (captured now, for shutdown)."""
+        return [of.inode for of in self._files.values() if of.dirty and of.capture()]
 
 
 async def content_of(repo: RepoMount, data: bytes, where: str) -> Content:

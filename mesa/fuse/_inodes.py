@@ -79,6 +79,8 @@ class Inode:
         set_times: (atime ms, mtime ms) set here, likewise.
         attr_gen: bumped by every ``set_mode``/``set_times`` change.
         queued: the mount's writer has a job for this inode waiting to run.
+        write_error: why a write of this inode could not be published; the next
+            fsync of it raises ``EIO`` with it, once.
     """
 
     ino: int
@@ -96,6 +98,7 @@ class Inode:
     set_times: tuple[int, int] | None = None
     attr_gen: int = 0
     queued: bool = False
+    write_error: str | None = None
 
     @property
     def permanent(self) -> bool:
@@ -386,9 +389,30 @@ class InodeTable:
             current = parent
         return tuple(reversed(names))
 
+    def pending_dirs(self, ino: int) -> int:
+        """Count the directories made here under ``ino`` that the tree does not show yet."""
+        count = 0
+        parent = self.inodes.get(ino)
+        node = self.node_of(parent) if parent is not None else None
+        shown = node.children if isinstance(node, DirNode) else {}
+        for name, child_ino in self.pending.get(ino, {}).items():
+            child = self.inodes.get(child_ino)
+            if child is not None and isinstance(child.node, DirNode) and name not in shown:
+                count += 1
+        return count
+
     def abs_path(self, repo: RepoMount, path: RelPath) -> str:
         """Return the absolute mount path of ``path`` in ``repo`` (for error messages)."""
         return "/".join((repo.prefix, *path))
+
+    def describe(self, inode: Inode) -> str:
+        """Return the inode's absolute mount path, or its last known name (for reports)."""
+        if inode.repo is None:
+            return f"/{self.org}" if inode.ino != 1 else "/"
+        path = self.path_of(inode)
+        if path is not None:
+            return self.abs_path(inode.repo, path)
+        return f"{inode.repo.prefix}/.../{inode.name} (removed)"
 
 
 def _req(repo: RepoMount | None) -> RepoMount:

@@ -42,7 +42,7 @@ from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, merge_key
 from mesa._fs import MesaFileSystem
 from mesa._mount import RepoMount
 from mesa.fuse._errors import errno_of
-from mesa.fuse._handles import Handles, content_of
+from mesa.fuse._handles import Handles, OpenFile, content_of
 from mesa.fuse._inodes import ORG, ROOT, Inode, InodeTable, value_size
 from mesa.fuse._invalidate import (
     InvalEntry,
@@ -51,7 +51,7 @@ from mesa.fuse._invalidate import (
     Notification,
     Notifier,
 )
-from mesa.fuse._writer import LogWriter
+from mesa.fuse._writer import Failure, LogWriter, describe
 from mesa.fuse.tuning import BLKSIZE, DEFAULT_CACHE_TIMEOUT_S
 
 pyfuse3: Any = importlib.import_module("pyfuse3")
@@ -105,7 +105,7 @@ class Handlers:
         repos = list(fs.repo_mounts)
         self.table = InodeTable(fs.org, repos)
         self.handles = Handles(self.table, self._changed_under_kernel)
-        self.writer = LogWriter(self.handles.job)
+        self.writer = LogWriter(self.handles.job, self.table.describe)
         self.timeout = cache_timeout_s
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started_ns = time.time_ns()
@@ -122,14 +122,15 @@ class Handlers:
     def init(self) -> None:
         """Called by pyfuse3 before the first request."""
 
-    async def shutdown(self, timeout_s: float) -> None:
-        """Queue every buffer not published yet and drain the writer (unmount)."""
+    async def shutdown(self, timeout_s: float) -> list[Failure]:
+        """Queue every buffer not published yet, drain the writer; return what was lost."""
+        lost: list[Failure] = []
         for inode in self.handles.dirty_inodes():
             try:
                 self.writer.schedule(inode)
             except OSError as exc:
-                log.error("publishing %s at shutdown failed: %s", inode.name, exc)
-        await self.writer.close(timeout_s)
+                lost.append(Failure(self.table.describe(inode), describe(exc)))
+        return lost + await self.writer.close(timeout_s)
 
     def _changed_under_kernel(self, inode: Inode) -> None:
         """A published write came out differently (a race): correct the kernel's caches."""
@@ -233,15 +234,24 @@ class Handlers:
         if node is None and repo is not None:
             node = repo.replica.state.tree.root
         if node is None:
-            attr.st_mode, attr.st_nlink, attr.st_size = stat.S_IFDIR | 0o755, 2, 0
+            # The root holds the org; the org holds one directory per repo.
+            subdirs = 1 if ino == ROOT else len(self.table.repos)
+            attr.st_mode, attr.st_nlink, attr.st_size = stat.S_IFDIR | 0o755, 2 + subdirs, 0
             attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.started_ns
             return attr
+        live: OpenFile | None = None
         if isinstance(node, DirNode):
-            attr.st_mode, attr.st_nlink, attr.st_size = stat.S_IFDIR | node.mode, 2, 0
+            # As on a local filesystem: "." and the entry in its parent, plus each
+            # subdirectory's "..". O(children): the kernel caches it for the timeout.
+            subdirs = sum(1 for child in node.children.values() if isinstance(child, DirNode))
+            subdirs += self.table.pending_dirs(ino)
+            attr.st_mode, attr.st_size = stat.S_IFDIR | node.mode, 0
+            attr.st_nlink = 2 + subdirs
         elif isinstance(node, FileNode):
             assert repo is not None
             attr.st_mode, attr.st_nlink = stat.S_IFREG | node.mode, 1
             attr.st_size = await self._size(ino, repo, node)
+            live = self.handles.live(ino)
         else:
             attr.st_mode, attr.st_nlink = stat.S_IFLNK | 0o777, 1
             attr.st_size = len(node.target.encode("utf-8", "surrogateescape"))
@@ -251,6 +261,9 @@ class Handlers:
         atime_ms, mtime_ms = node.atime_ms, node.mtime_ms
         if isinstance(node, DirNode):
             mtime_ms = self.table.dir_mtimes.get(ino, mtime_ms)
+        if live is not None and live.mtime_ms is not None:
+            # Bytes written or truncated here and not folded yet: their time (make).
+            mtime_ms = max(mtime_ms, live.mtime_ms)
         inode = self.table.get(ino)
         if inode is not None:
             if inode.set_mode is not None and not isinstance(node, SymlinkNode):
@@ -358,7 +371,7 @@ class Handlers:
         of = self.handles.current(inode.ino)
         if of is not None:
             of.truncate(size)
-            if fh is None and of.dirty:
+            if fh is None and of.capture():
                 self.writer.schedule(inode)
             return
         repo = inode.repo
@@ -650,7 +663,7 @@ class Handlers:
     async def flush(self, fh: int) -> None:
         """close(2) of a descriptor: hand the bytes written through it to the log writer."""
         handle = self.handles.get(fh)
-        if handle.writable and handle.file.dirty:
+        if handle.writable and handle.file.capture():
             inode = handle.file.inode
             self.writer.schedule(inode)
             assert inode.repo is not None
@@ -658,11 +671,19 @@ class Handlers:
 
     @_guard
     async def fsync(self, fh: int, datasync: bool) -> None:  # noqa: FBT001
-        """Publish now; return once this and every earlier write is durable and folded."""
+        """Publish now; return once this and every earlier write is durable and folded.
+
+        ``EIO`` if a write of this file could not be published (once, with the
+        reason logged), or while the server is unreachable past the retry budget.
+        """
         await self.flush(fh)
-        repo = self.handles.get(fh).file.inode.repo
+        inode = self.handles.get(fh).file.inode
+        repo = inode.repo
         assert repo is not None
         await self.writer.barrier(repo)
+        if inode.write_error is not None:
+            reason, inode.write_error = inode.write_error, None
+            raise OSError(errno.EIO, f"a write of this file was not published: {reason}")
 
     @_guard
     async def release(self, fh: int) -> None:

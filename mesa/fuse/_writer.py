@@ -19,11 +19,26 @@ always sees this mount's earlier writes in the tree.
 
 Durability: as on a local filesystem, ``close`` is not a durability point and
 ``fsync`` is: fsync returns once everything this mount scheduled before it is
-durable in the log and folded here, and raises ``EIO`` while the writer is failing
-(the transport stayed unreachable through `RepoMount.publish`'s retries; the job is
-retried until it succeeds or the mount closes). A FUSE process killed before its
-queue drained loses what it had not appended, as a crash loses a page cache; an
-orderly unmount drains the queue first. ``MAX_QUEUED`` jobs per repo bound the
+durable in the log and folded here.
+
+Failures, never silent:
+
+- *The server is unreachable*: the job's entries are retried, each under its own
+  message id, however long the server is away (`RepoMount.publish` with
+  ``unreachable``; `engine.driver.RetryPolicy.persistent_delay_ms`), so they land
+  exactly once when it is back. Meanwhile a barrier (fsync, or an op that must wait
+  for the queue) waits up to the SDK's retry budget and then raises ``EIO`` ("the
+  server is unreachable"); the queue keeps its order and goes on by itself.
+- *A job fails for any other reason* (a refused append, a bug): that job is dropped,
+  the failure is logged with its reason and kept (`LogWriter.failures`), the next
+  fsync of that inode raises ``EIO`` once, and the queue goes on with the next job. A
+  failing job never wedges the queue.
+- *The mount closed or broke*: nothing more can be appended; what was queued is
+  reported as not published.
+
+A FUSE process killed before its queue drained loses what it had not appended, as a
+crash loses a page cache; an orderly unmount drains the queue first and reports every
+path it could not publish (`LogWriter.close`). ``MAX_QUEUED`` jobs per repo bound the
 queue: a syscall that would exceed it waits.
 """
 
@@ -31,21 +46,37 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from engine import driver
 from mesa._mount import RepoMount
+from mesa.errors import MesaError
 from mesa.fuse._inodes import Inode
 
 log = logging.getLogger("mesa.fuse")
 
 #: Jobs queued per repo before a scheduling syscall waits for the writer.
 MAX_QUEUED = 4096
-#: Backoff between attempts of a job whose append failed (seconds, doubling).
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 5.0
+#: How long a barrier waits on an unreachable server before it raises EIO.
+UNREACHABLE_EIO_S = driver.DEFAULT_RETRY.budget_ms / 1000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A write this mount could not publish: where, and why."""
+
+    path: str
+    reason: str
+
+
+def describe(exc: BaseException) -> str:
+    """Return a reason that is never empty: the type, and the message if there is one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -56,7 +87,9 @@ class Published:
     settle: Callable[[], None]
 
 
-Job = Callable[[Inode], Awaitable[Published]]
+#: A job appends what the mount shows of an inode; it reports an unreachable server
+#: through the callback (and keeps trying) and raises for anything else.
+Job = Callable[[Inode, Callable[[MesaError], None]], Awaitable[Published]]
 
 
 @dataclass(eq=False)
@@ -67,7 +100,9 @@ class _Queue:
     scheduled: int = 0
     appended: int = 0
     settled: int = 0
-    error: BaseException | None = None
+    #: The server is unreachable since this loop time (None: it is not).
+    unreachable: MesaError | None = None
+    unreachable_since: float = 0.0
     closed: BaseException | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,9 +118,12 @@ class _Queue:
 class LogWriter:
     """The write-behind queues of one FUSE mount (see module docstring)."""
 
-    def __init__(self, run: Job) -> None:
+    def __init__(self, run: Job, path_of: Callable[[Inode], str]) -> None:
         self._run = run
+        self._path_of = path_of
         self._queues: dict[int, _Queue] = {}
+        #: Jobs dropped because they failed for a reason other than the server.
+        self.failures: list[Failure] = []
 
     def _queue(self, repo: RepoMount) -> _Queue:
         q = self._queues.get(id(repo))
@@ -134,27 +172,56 @@ class LogWriter:
         if q is None:
             return
         target = q.scheduled
+        loop = asyncio.get_running_loop()
         while q.settled < target:
-            failure = q.closed or q.error
-            if failure is not None:
-                raise OSError(errno.EIO, f"writing to the log failed: {failure}")
+            if q.closed is not None:
+                raise OSError(errno.EIO, f"writing to the log failed: {describe(q.closed)}")
+            if q.unreachable is not None:
+                waited = loop.time() - q.unreachable_since
+                if waited >= UNREACHABLE_EIO_S:
+                    raise OSError(
+                        errno.EIO,
+                        f"the server is unreachable ({describe(q.unreachable)}); "
+                        "the writes stay queued and are published when it is back",
+                    )
+                progress = q.progress
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(progress.wait(), UNREACHABLE_EIO_S - waited)
+                continue
             await q.progress.wait()
 
-    async def close(self, timeout_s: float) -> None:
-        """Drain every queue (at most ``timeout_s``), then stop the workers."""
+    async def close(self, timeout_s: float) -> list[Failure]:
+        """Drain every queue (at most ``timeout_s``), stop the workers; return what was lost.
+
+        The list names every write that was not published: jobs dropped on a failure
+        (with their reason) and jobs still queued when the time ran out or the mount
+        closed. Empty when everything reached the log.
+        """
+        lost = list(self.failures)
         for q in list(self._queues.values()):
             try:
                 await asyncio.wait_for(self.barrier(q.repo), timeout_s)
             except (OSError, TimeoutError) as exc:
+                reason = describe(exc) if str(exc) else f"gave up after {timeout_s:g} s"
+                lost.extend(Failure(self._path_of(i), reason) for i in q.jobs if i is not _NOTHING)
                 left = q.scheduled - q.settled
-                log.error("%d writes to %s were not published: %s", left, q.repo.name, exc)
+                log.error("%d writes to %s were not published: %s", left, q.repo.name, reason)
             for task in q.tasks:
                 task.cancel()
             await asyncio.gather(*q.tasks, return_exceptions=True)
         self._queues.clear()
+        return lost
 
     async def _work(self, q: _Queue) -> None:
-        delay = RETRY_FIRST_S
+        loop = asyncio.get_running_loop()
+
+        def unreachable(exc: MesaError) -> None:
+            if q.unreachable is None:
+                q.unreachable_since = loop.time()
+                log.warning("%s: the server is unreachable, retrying: %s", q.repo.name, exc)
+            q.unreachable = exc
+            q.advance()
+
         while True:
             while not q.jobs:
                 q.wake.clear()
@@ -165,26 +232,29 @@ class LogWriter:
             else:
                 inode.queued = False
                 try:
-                    published = await self._run(inode)
+                    published = await self._run(inode, unreachable)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    inode.queued = True
                     if _final(q.repo):
+                        inode.queued = True
                         self._stop(q, exc)
                         return
-                    if q.error is None:
-                        log.warning("publishing %s failed (retrying): %s", inode.name, exc)
-                    q.error = exc
-                    q.advance()
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
-                    continue
-            delay = RETRY_FIRST_S
-            q.error = None
+                    self._failed(inode, exc)
+                    published = Published(None, _noop)
+            if q.unreachable is not None:
+                log.warning("%s: the server is reachable again", q.repo.name)
+                q.unreachable = None
             q.jobs.popleft()
             q.appended += 1
             q.folding.put_nowait((q.appended, published))
+
+    def _failed(self, inode: Inode, exc: Exception) -> None:
+        """A job failed for good: keep the reason, tell the next fsync, go on."""
+        failure = Failure(self._path_of(inode), describe(exc))
+        self.failures.append(failure)
+        inode.write_error = failure.reason
+        log.error("publishing %s failed, not retried: %s", failure.path, failure.reason)
 
     async def _settle(self, q: _Queue) -> None:
         while True:
@@ -199,8 +269,8 @@ class LogWriter:
                     return
             try:
                 published.settle()
-            except Exception:
-                log.exception("settling a published write failed")
+            except Exception as exc:
+                log.exception("settling a published write failed: %s", describe(exc))
             q.settled = ticket
             q.advance()
 
@@ -208,7 +278,10 @@ class LogWriter:
         """The mount is closed or broken: nothing more can be appended."""
         left = q.scheduled - q.settled
         if left:
-            log.error("%d writes to %s cannot be published: %s", left, q.repo.name, exc)
+            log.error("%d writes to %s cannot be published: %s", left, q.repo.name, describe(exc))
+        self.failures.extend(
+            Failure(self._path_of(i), describe(exc)) for i in q.jobs if i is not _NOTHING
+        )
         q.closed = exc
         q.jobs.clear()
         q.advance()

@@ -8,8 +8,13 @@ from typing import Any
 
 import pytest
 
+from mesa.errors import MesaConnectionError, MesaError
 from mesa.fuse._inodes import Inode
-from mesa.fuse._writer import LogWriter, Published
+from mesa.fuse._writer import Failure, LogWriter, Published
+
+
+def path_of(node: Inode) -> str:
+    return f"/acme/app/{node.name}"
 
 
 class FakeRepo:
@@ -41,17 +46,27 @@ def inode(repo: FakeRepo, ino: int) -> Inode:
 
 
 class Script:
-    """A job that appends one entry per run, or fails while ``failing`` is set."""
+    """A job that appends one entry per run.
+
+    While ``unreachable`` is set it behaves as `RepoMount.publish` does with a
+    persistent writer: it reports the error and tries again until the server is back.
+    ``failing`` makes it raise (a failure other than the server's).
+    """
 
     def __init__(self) -> None:
         self.ran: list[int] = []
         self.settled: list[int] = []
         self.failing: Exception | None = None
+        self.unreachable: MesaError | None = None
         self.seq = 0
 
-    async def __call__(self, node: Inode) -> Published:
+    async def __call__(self, node: Inode, unreachable: Any) -> Published:
+        while self.unreachable is not None:
+            unreachable(self.unreachable)
+            await asyncio.sleep(0.005)
         if self.failing is not None:
-            raise self.failing
+            failing, self.failing = self.failing, None
+            raise failing
         self.ran.append(node.ino)
         self.seq += 1
         return Published(self.seq, lambda: self.settled.append(node.ino))
@@ -67,7 +82,7 @@ async def wait_for(predicate: Any) -> None:
 
 async def test_jobs_run_in_order_once_each_and_settle_after_their_fold() -> None:
     repo, script = FakeRepo(), Script()
-    writer = LogWriter(script)
+    writer = LogWriter(script, path_of)
     a, b = inode(repo, 1), inode(repo, 2)
     writer.schedule(a)
     writer.schedule(b)
@@ -91,16 +106,16 @@ async def test_jobs_run_in_order_once_each_and_settle_after_their_fold() -> None
 async def test_a_failing_append_is_retried_and_barriers_report_eio_meanwhile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mesa.fuse._writer.RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr("mesa.fuse._writer.UNREACHABLE_EIO_S", 0.05)
     repo, script = FakeRepo(), Script()
-    writer = LogWriter(script)
-    script.failing = ConnectionError("server unreachable")
+    writer = LogWriter(script, path_of)
+    script.unreachable = MesaConnectionError("server unreachable")
     writer.schedule(inode(repo, 7))
     with pytest.raises(OSError, match="server unreachable") as caught:
         await asyncio.wait_for(writer.barrier(repo), 1)  # type: ignore[arg-type]
     assert caught.value.errno == errno.EIO
     assert script.ran == []
-    script.failing = None  # the server is back: the same job goes through
+    script.unreachable = None  # the server is back: the same job goes through
     await wait_for(lambda: script.ran == [7])
     repo.fold_to(1)
     await asyncio.wait_for(writer.barrier(repo), 1)  # type: ignore[arg-type]
@@ -110,14 +125,50 @@ async def test_a_failing_append_is_retried_and_barriers_report_eio_meanwhile(
 
 async def test_a_closed_mount_stops_the_writer_and_later_schedules_fail() -> None:
     repo, script = FakeRepo(), Script()
-    writer = LogWriter(script)
+    writer = LogWriter(script, path_of)
     repo.closed = True
     script.failing = OSError(errno.EBADF, "closed")
-    writer.schedule(inode(repo, 3))
+    node = inode(repo, 3)
+    writer.schedule(node)
     with pytest.raises(OSError, match="closed") as caught:
         await asyncio.wait_for(writer.barrier(repo), 1)  # type: ignore[arg-type]
     assert caught.value.errno == errno.EIO
     with pytest.raises(OSError, match="stopped") as again:
         writer.schedule(inode(repo, 4))
     assert again.value.errno == errno.EIO
-    await writer.close(1)
+    assert await writer.close(1) == [Failure(path_of(node), "OSError: [Errno 9] closed")]
+
+
+async def test_a_job_failing_for_another_reason_is_dropped_and_the_queue_goes_on() -> None:
+    """A bug or a refused append must never wedge the queue (issue 12, bug 1)."""
+    repo, script = FakeRepo(), Script()
+    writer = LogWriter(script, path_of)
+    bad, good = inode(repo, 5), inode(repo, 6)
+    script.failing = AssertionError()  # an empty message, as a bare assert gives
+    writer.schedule(bad)
+    writer.schedule(good)
+    await wait_for(lambda: script.ran == [6])
+    repo.fold_to(1)
+    await asyncio.wait_for(writer.barrier(repo), 1)  # type: ignore[arg-type]
+    assert script.settled == [6]
+    # The reason is never empty, and the next fsync of that inode is told, once.
+    assert writer.failures == [Failure(path_of(bad), "AssertionError")]
+    assert bad.write_error == "AssertionError"
+    assert good.write_error is None
+    assert await writer.close(1) == [Failure(path_of(bad), "AssertionError")]
+
+
+async def test_close_reports_every_write_still_queued_when_it_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mesa.fuse._writer.UNREACHABLE_EIO_S", 10.0)
+    repo, script = FakeRepo(), Script()
+    writer = LogWriter(script, path_of)
+    script.unreachable = MesaConnectionError("server unreachable")
+    first, second = inode(repo, 8), inode(repo, 9)
+    writer.schedule(first)
+    writer.schedule(second)
+    lost = await writer.close(0.1)
+    assert [f.path for f in lost] == [path_of(first), path_of(second)]
+    assert all(f.reason for f in lost)
+    assert script.ran == []

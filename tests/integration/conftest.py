@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -165,6 +166,10 @@ class MountProcess:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+#: MESA_HOME of every child process of the tests (a temp dir, never the user's).
+TEST_HOME = Path(tempfile.mkdtemp(prefix="mesa-test-home-"))
+
+
 @dataclass
 class Deployment:
     """What child processes need to reach the servers."""
@@ -179,7 +184,9 @@ class Deployment:
             MESA_NATS_URL=",".join(urls or self.urls),
             MESA_API_KEY=self.api_key,
             MESA_REPLICAS=str(self.replicas),
-            MESA_HOME=str(ROOT / ".no-embedded-server"),  # never touched: MESA_NATS_URL wins
+            # MESA_NATS_URL wins, so no embedded server starts here; mount processes
+            # keep their records (and default logs) under it.
+            MESA_HOME=str(TEST_HOME),
             PYTHONPATH=str(ROOT),
             PYTHONUNBUFFERED="1",
         )

@@ -1,0 +1,229 @@
+"""The edges real tools hit on a FUSE mount: nothing lost, nothing silent (issue 12).
+
+Each test mounts for real (``mesa mount`` processes on a shared nats-server), uses
+ordinary tools or syscalls, and checks what another mount and the log hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.fuse.conftest import StartFuse
+from tests.fuse.fuseutil import ORG, ROOT, FuseMount, create_repos, read_or_none, wait_until
+from tests.integration.conftest import Deployment
+from tests.integration.natsutil import NatsServer
+
+HISTORY = """
+import asyncio, json, sys
+from mesa import Mesa
+
+async def main():
+    mesa = Mesa(org=sys.argv[1])
+    out = []
+    async with mesa.fs.mount(repos=[sys.argv[2]]) as fs:
+        path = f"/{sys.argv[1]}/{sys.argv[2]}/{sys.argv[3]}"
+        for entry in await fs.changes.history(path):
+            if entry.op == "write":
+                out.append(len(await fs.read(path, at=entry.seq)))
+    print(json.dumps(out))
+    await mesa.transport.aclose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def repo_name(shared_server: NatsServer) -> str:
+    """A repo of its own for each test, on the module's server."""
+    name = f"e{uuid.uuid4().hex[:8]}"
+    create_repos(Deployment([shared_server.url]), name, race_window_ms=5_000)
+    return name
+
+
+@pytest.fixture
+def two(
+    shared_server: NatsServer, start_fuse: StartFuse, repo_name: str
+) -> tuple[FuseMount, FuseMount]:
+    deployment = Deployment([shared_server.url])
+    first = start_fuse(deployment, (repo_name,), name="m1")
+    second = start_fuse(deployment, (repo_name,), name="m2")
+    first.extra["deployment"] = deployment
+    return first, second
+
+
+def _history_sizes(deployment: Deployment, repo: str, rel: str) -> list[int]:
+    """The size of every version of ``rel`` the log holds (one per write entry)."""
+    out = subprocess.run(
+        [sys.executable, "-c", HISTORY, ORG, repo, rel],
+        cwd=ROOT,
+        env=deployment.env(),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    import json
+
+    sizes: list[int] = json.loads(out.stdout)
+    return sizes
+
+
+def _sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_setting_times_on_the_repo_root_keeps_the_mount_writing(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    m1, m2 = two
+    root = m1.repo
+    (root / "b.txt").write_text("b\n")
+    os.utime(root, (1_000_000, 1_000_000))  # touch of the repo root
+    time.sleep(0.3)
+    os.unlink(root / "b.txt")
+    (root / "after.txt").write_text("after\n")
+    fd = os.open(root / "after.txt", os.O_RDONLY)
+    try:
+        os.fsync(fd)  # EIO while the writer is wedged
+    finally:
+        os.close(fd)
+    wait_until(lambda: read_or_none(m2.repo / "after.txt") == b"after\n", what="after.txt on m2")
+    wait_until(lambda: not (m2.repo / "b.txt").exists(), what="b.txt gone on m2")
+    wait_until(lambda: int(os.stat(m2.repo).st_mtime) != 0, what="root times on m2")
+
+
+def test_tar_and_cp_a_into_the_repo_root(two: tuple[FuseMount, FuseMount], tmp_path: Path) -> None:
+    m1, m2 = two
+    src = tmp_path / "tree"
+    (src / "d" / "e").mkdir(parents=True)
+    (src / "d" / "e" / "f.txt").write_text("deep\n")
+    (src / "top.txt").write_text("top\n")
+    os.utime(src, (1_000_000, 1_000_000))
+    tarball = tmp_path / "t.tar"
+    subprocess.run(["tar", "-cf", str(tarball), "-C", str(src), "."], check=True)
+    result = _sh(
+        f"tar -xf {tarball} -C . && cp -a {src}/. ./copy-root-check/ 2>/dev/null; "
+        f"cp -a {src}/. . && sync",
+        m1.repo,
+    )
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: read_or_none(m2.repo / "d" / "e" / "f.txt") == b"deep\n", what="tar on m2")
+    assert read_or_none(m2.repo / "top.txt") == b"top\n"
+    (m1.repo / "later.txt").write_text("later\n")
+    wait_until(lambda: read_or_none(m2.repo / "later.txt") == b"later\n", what="later on m2")
+
+
+def test_a_redirect_publishes_no_torn_version(two: tuple[FuseMount, FuseMount]) -> None:
+    m1, m2 = two
+    result = _sh("head -c 3000000 /dev/urandom > f.bin", m1.repo)
+    assert result.returncode == 0, result.stderr
+    size_seen_on_m2: set[int] = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        data = read_or_none(m2.repo / "f.bin")
+        if data is not None:
+            size_seen_on_m2.add(len(data))
+            if len(data) == 3_000_000:
+                break
+        time.sleep(0.02)
+    assert size_seen_on_m2 <= {0, 3_000_000}, sorted(size_seen_on_m2)
+    assert 3_000_000 in size_seen_on_m2, sorted(size_seen_on_m2)
+    deployment: Deployment = m1.extra["deployment"]
+    sizes = _history_sizes(deployment, m1.extra["repo"], "f.bin")
+    assert set(sizes) <= {0, 3_000_000}, sizes
+    assert sizes[-1] == 3_000_000
+
+
+def test_racing_atomic_saves_keep_both_sides(two: tuple[FuseMount, FuseMount]) -> None:
+    m1, m2 = two
+    (m1.repo / "f.txt").write_text("base\n")
+    wait_until(lambda: read_or_none(m2.repo / "f.txt") == b"base\n", what="base on m2")
+
+    async def save(root: Path, tmp: str, text: str) -> None:
+        def run() -> None:
+            (root / tmp).write_text(text)
+            os.rename(root / tmp, root / "f.txt")
+
+        await asyncio.to_thread(run)
+
+    async def both() -> None:
+        await asyncio.gather(save(m1.repo, ".t1", "ONE\n"), save(m2.repo, ".t2", "TWO\n"))
+
+    asyncio.run(both())
+
+    def settled() -> bytes | None:
+        one, two_ = read_or_none(m1.repo / "f.txt"), read_or_none(m2.repo / "f.txt")
+        return one if one == two_ and one is not None and b"ONE" in one and b"TWO" in one else None
+
+    data = wait_until(settled, what="both saves in f.txt on both mounts")
+    assert b"<<<<<<< conflict 1 of 1" in data
+    assert b"base" in data
+
+
+def test_make_sees_the_time_of_a_truncate_on_the_writing_mount(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    m1, _ = two
+    (m1.repo / "Makefile").write_text("out: in\n\tcp in out\n")
+    (m1.repo / "in").write_text("v1\n")
+    time.sleep(1.1)
+    assert _sh("make -s", m1.repo).returncode == 0
+    time.sleep(1.1)
+    assert _sh("truncate -s 100 in", m1.repo).returncode == 0
+    result = _sh("make", m1.repo)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" not in result.stdout, result.stdout
+    assert (m1.repo / "out").stat().st_size == 100
+    time.sleep(1.1)
+    assert _sh("echo more >> in", m1.repo).returncode == 0
+    result = _sh("make", m1.repo)
+    assert "up to date" not in result.stdout, result.stdout
+    assert (m1.repo / "out").read_bytes().endswith(b"more\n")
+
+
+def test_a_directory_links_itself_and_its_subdirectories(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    m1, m2 = two
+    top = m1.repo / "top"
+    for name in ("a", "b", "c"):
+        (top / name).mkdir(parents=True)
+    (top / "file").write_text("x")
+    assert os.stat(top).st_nlink == 2 + 3
+    assert os.stat(top / "a").st_nlink == 2
+    wait_until(lambda: (m2.repo / "top" / "c").is_dir(), what="top on m2")
+    assert os.stat(m2.repo / "top").st_nlink == 5
+    assert os.stat(m1.mountpoint).st_nlink == 3
+    assert os.stat(m1.mountpoint / ORG).st_nlink == 3
+
+
+def test_unmount_waits_for_the_queue_and_exits_zero(
+    shared_server: NatsServer, start_fuse: StartFuse, repo_name: str
+) -> None:
+    deployment = Deployment([shared_server.url])
+    mount = start_fuse(deployment, (repo_name,), name="u1")
+    for i in range(50):
+        (mount.repo / f"f{i}.txt").write_text(f"{i}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mesa", "unmount", str(mount.mountpoint)],
+        cwd=ROOT,
+        env=deployment.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "unmounted" in result.stdout
+    mount.stop()
+    second = start_fuse(deployment, (repo_name,), name="u2")
+    assert sorted(os.listdir(second.repo)) == sorted(f"f{i}.txt" for i in range(50))
