@@ -58,6 +58,7 @@ class MountOptions:
     cache_timeout_s: float = 3600.0
     log_file: str | None = None
     debug: bool = False
+    unmount_timeout_s: float = 120.0
 
 
 def _say(message: str, *, err: bool = False) -> None:
@@ -94,7 +95,16 @@ def add_commands(commands: Any) -> None:
         default=3600.0,
         help="kernel entry/attribute cache timeout in seconds (changes invalidate it)",
     )
-    mount.add_argument("--log-file", help="log here (a daemon logs nowhere otherwise)")
+    mount.add_argument(
+        "--log-file", help="log here (default: stderr; a daemon: $MESA_HOME/logs/mount-*.log)"
+    )
+    mount.add_argument(
+        "--unmount-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="how long an unmount waits for queued writes to reach the log (default 120)",
+    )
     mount.add_argument("--debug", action="store_true", help="debug logging")
     unmount = commands.add_parser("unmount", help="unmount a `mesa mount` (also a dead one)")
     unmount.add_argument("mountpoint")
@@ -116,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             cache_timeout_s=args.cache_timeout,
             log_file=args.log_file,
             debug=args.debug,
+            unmount_timeout_s=args.unmount_timeout,
         )
     except ValueError as exc:
         _say(f"mesa mount: {exc}", err=True)
@@ -199,7 +210,9 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
             loop.add_signal_handler(sig, fuse.terminate)
         ops.notifier.start()
         names = ", ".join(f"{options.org}/{c.name}" for c in options.repos)
-        record = MountRecord(os.getpid(), options.mountpoint, options.log_file)
+        record = MountRecord(
+            os.getpid(), options.mountpoint, options.log_file, drain_s=options.unmount_timeout_s
+        )
         registry.write(record)
         ready(f"mounted {names} at {options.mountpoint} (pid {os.getpid()})")
         lost: list[Failure] = []
@@ -210,7 +223,7 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
                 loop.remove_signal_handler(sig)
             # Write-behind: what was closed but not appended yet goes to the log now.
             try:
-                lost = await ops.shutdown(SHUTDOWN_DRAIN_S)
+                lost = await ops.shutdown(options.unmount_timeout_s)
             finally:
                 ops.notifier.stop()
                 with contextlib.suppress(Exception):
@@ -226,10 +239,6 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
             _say(f"  {failure.path}: {failure.reason}", err=True)
         return 1
     return 0
-
-
-#: How long an unmount waits for the log writer to drain its queue.
-SHUTDOWN_DRAIN_S = 120.0
 
 
 def _fuse_options(options: MountOptions) -> set[str]:
@@ -331,7 +340,7 @@ def unmount(mountpoint: str, *, lazy: bool = False, wait_s: float | None = None)
     if record is None:
         _say(f"unmounted {target}")
         return 0
-    outcome = _wait_outcome(record, SHUTDOWN_DRAIN_S + 30.0 if wait_s is None else wait_s)
+    outcome = _wait_outcome(record, record.drain_s + 30.0 if wait_s is None else wait_s)
     registry.remove(target)
     if outcome is None:
         where = f"; see {record.log_file}" if record.log_file else ""

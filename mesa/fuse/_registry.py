@@ -46,6 +46,8 @@ class MountRecord:
     log_file: str | None
     finished: bool = False
     lost: list[dict[str, str]] = field(default_factory=list)
+    #: How long the process waits for its queue when unmounted (seconds).
+    drain_s: float = 120.0
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON values."""
@@ -55,6 +57,7 @@ class MountRecord:
             "log_file": self.log_file,
             "finished": self.finished,
             "lost": self.lost,
+            "drain_s": self.drain_s,
         }
 
 
@@ -78,6 +81,7 @@ def read(mountpoint: str) -> MountRecord | None:
             data.get("log_file"),
             bool(data.get("finished", False)),
             [dict(x) for x in data.get("lost", [])],
+            float(data.get("drain_s", 120.0)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -227,3 +227,70 @@ def test_unmount_waits_for_the_queue_and_exits_zero(
     mount.stop()
     second = start_fuse(deployment, (repo_name,), name="u2")
     assert sorted(os.listdir(second.repo)) == sorted(f"f{i}.txt" for i in range(50))
+
+
+def test_unmount_exits_nonzero_and_names_the_writes_it_could_not_publish(
+    nats_server: NatsServer, start_fuse: StartFuse
+) -> None:
+    deployment = Deployment([nats_server.url])
+    create_repos(deployment, "app")
+    mount = start_fuse(deployment, ("app",), "--unmount-timeout", "2", name="lost")
+    (mount.repo / "kept.txt").write_text("kept\n")
+    fd = os.open(mount.repo / "kept.txt", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    nats_server.stop()  # the server goes away; what is closed now stays queued
+    (mount.repo / "queued.txt").write_text("never published\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mesa", "unmount", str(mount.mountpoint)],
+        cwd=ROOT,
+        env=deployment.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "1 write(s) were not published" in result.stderr
+    assert f"/{ORG}/app/queued.txt" in result.stderr
+    assert "Traceback" not in result.stderr
+    mount.stop()
+
+
+def test_a_daemon_logs_under_mesa_home_without_log_file(
+    shared_server: NatsServer, repo_name: str, tmp_path: Path
+) -> None:
+    from tests.integration.conftest import TEST_HOME
+
+    deployment = Deployment([shared_server.url])
+    mountpoint = tmp_path / "daemon"
+    mountpoint.mkdir()
+    argv = [sys.executable, "-m", "mesa", "mount", str(mountpoint), "--org", ORG]
+    started = subprocess.run(
+        [*argv, "--repo", repo_name, "--daemonize", "--debug"],
+        cwd=ROOT,
+        env=deployment.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        (mountpoint / ORG / repo_name / "x.txt").write_text("x\n")
+        logs = list((TEST_HOME / "logs").glob("mount-*.log"))
+        assert logs, "no default log file"
+        assert any("pyfuse3" in log.read_text() or "mesa" in log.read_text() for log in logs)
+    finally:
+        done = subprocess.run(
+            [sys.executable, "-m", "mesa", "unmount", str(mountpoint)],
+            cwd=ROOT,
+            env=deployment.env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
