@@ -4,6 +4,7 @@ Layout under ``$MESA_HOME`` (default ``~/.local/share/mesa``)::
 
     admin.key     the admin API key (0600), created on first start
     nats.conf     the generated server config (0600: it holds the NATS password)
+    ports.json    {"port", "http_port"}: the home's address, kept across restarts
     server.json   {"pid", "url", "http_url", "started_at_ms"} of the running server
     server.lock   held (flock) while a process checks or starts the server
     server.log    the server's output
@@ -14,6 +15,16 @@ server recorded in ``server.json`` if it answers, and otherwise starts one, so t
 processes starting at the same moment end with one server. The server listens on
 loopback only; clients authenticate with a NATS password derived from the admin key,
 so only users who can read ``$MESA_HOME`` can connect.
+
+**The address of a home does not move.** Clients reconnect to the URL they first
+connected to, so a server that came back elsewhere would strand every live mount. The
+first start of a home lets nats-server pick a free client port and records it in
+``ports.json``; every later `ensure_running` starts the server on that port again, and
+fails with `MesaConnectionError` naming the port and the home if something else holds
+it (it never picks another). `run_foreground` (``mesa server``) listens where it is told
+and records that port as the home's address once the server listens. The monitoring
+port is recorded too, but it is not part of the address: if it is taken, another one
+is chosen (and recorded).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -32,15 +44,20 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from mesa.errors import MesaConnectionError
 
 NATS_USER = "mesa"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
+#: The file of a home that records its address (see the module docstring).
+PORTS_FILE = "ports.json"
+#: Ask nats-server to choose a free port (first start of a home).
+_ANY_PORT = -1
 
 
 def mesa_home() -> Path:
@@ -90,20 +107,31 @@ class ServerInfo:
 
 
 def admin_key(home: Path | None = None) -> str:
-    """Return the admin API key, creating it (0600) on first use."""
+    """Return the admin API key, creating it (0600) on first use.
+
+    The key is written to a private temporary file that is then hard-linked into
+    place, so a process reading ``admin.key`` while another creates it never sees it
+    empty or half written.
+    """
     home = home or mesa_home()
     home.mkdir(parents=True, exist_ok=True)
     path = home / "admin.key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_text().strip()
-        if not key:
-            raise MesaConnectionError(f"{path} is empty; remove it to create a new key") from None
-        return key
-    key = "mesa_" + secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+    if not path.exists():
+        key = "mesa_" + secrets.token_urlsafe(32)
+        tmp = home / f".admin.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+            os.link(tmp, path)
+            return key
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if not key:
+        raise MesaConnectionError(f"{path} is empty; remove it to create a new key")
     return key
 
 
@@ -122,6 +150,135 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    """Return whether a server could listen on 127.0.0.1:``port`` now.
+
+    ``SO_REUSEADDR`` like nats-server's own listener, so the connections of a server
+    that just stopped (TIME_WAIT) do not count as taking the port.
+    """
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_taken(home: Path, port: int) -> MesaConnectionError:
+    return MesaConnectionError(
+        f"cannot start the local server of {home}: its port 127.0.0.1:{port} is in use by "
+        f"another process. The server must come back on the port its clients know, so no "
+        f"other port is tried: free port {port}, or remove {home / PORTS_FILE} to let the "
+        f"next start choose a new port (running clients must then be restarted)"
+    )
+
+
+_CONF_PORT_RE = re.compile(r"^(listen|http): 127\.0\.0\.1:(\d+)$", re.MULTILINE)
+
+
+def recorded_ports(home: Path | None = None) -> tuple[int, int] | None:
+    """Return the (client, monitoring) ports recorded for ``home``, or None before its first start.
+
+    A home written by an older mesa has no ``ports.json``; its ``nats.conf`` names the
+    ports of its last start, and those are used.
+
+    Raises:
+        MesaConnectionError: ``ports.json`` exists but is not a valid record.
+    """
+    home = home or mesa_home()
+    path = home / PORTS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return _ports_from_config(home)
+    except (OSError, ValueError) as exc:
+        raise MesaConnectionError(
+            f"{path} is unreadable ({exc}); restore it or remove it to let the next start "
+            f"choose a new port (running clients must then be restarted)"
+        ) from exc
+    port = data.get("port") if isinstance(data, dict) else None
+    http_port = data.get("http_port") if isinstance(data, dict) else None
+    if _valid_port(port) and _valid_port(http_port):
+        return port, http_port
+    raise MesaConnectionError(
+        f"{path} does not hold valid ports ({data!r}); restore it or remove it to let "
+        f"the next start choose a new port (running clients must then be restarted)"
+    )
+
+
+def _valid_port(port: object) -> TypeGuard[int]:
+    return isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
+
+
+def _ports_from_config(home: Path) -> tuple[int, int] | None:
+    try:
+        text = (home / "nats.conf").read_text()
+    except OSError:
+        return None
+    found = {key: int(value) for key, value in _CONF_PORT_RE.findall(text)}
+    port, http_port = found.get("listen"), found.get("http")
+    if _valid_port(port) and _valid_port(http_port):
+        return port, http_port
+    return None
+
+
+def _record_ports(home: Path, port: int, http_port: int) -> None:
+    """Record the home's address (atomically: a reader sees the old record or the new)."""
+    path = home / PORTS_FILE
+    tmp = path.with_name(f".{PORTS_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps({"port": port, "http_port": http_port}) + "\n")
+    os.replace(tmp, path)
+
+
+def _ports_file(home: Path, binary: str, pid: int) -> Path:
+    """The file where nats-server ``pid`` reports its listening ports (``ports_file_dir``)."""
+    return home / f"{Path(binary).name}_{pid}.ports"
+
+
+def _listening_ports(ports_file: Path) -> tuple[int, int] | None:
+    """Return the (client, monitoring) ports a server reported, or None if not yet."""
+    try:
+        ports = json.loads(ports_file.read_text())
+        client, monitoring = ports["nats"][0], ports["monitoring"][0]
+        return int(client.rsplit(":", 1)[1]), int(monitoring.rsplit(":", 1)[1])
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _remove_stale_ports_files(home: Path, binary: str) -> None:
+    """Remove the ports files of servers that died without removing theirs (SIGKILL)."""
+    for path in home.glob(f"{Path(binary).name}_*.ports"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _wait_listening(
+    home: Path, binary: str, pid: int, alive: Callable[[], bool]
+) -> tuple[int, int] | None:
+    """Wait until server ``pid`` listens and answers; return its ports, or None if it died.
+
+    Raises:
+        MesaConnectionError: it neither listened nor died within `START_TIMEOUT_S`.
+    """
+    ports_file = _ports_file(home, binary, pid)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        ports = _listening_ports(ports_file)
+        if ports is not None and _answers(f"nats://127.0.0.1:{ports[0]}", 0.5):
+            return ports
+        if not alive():
+            return None
+        if time.monotonic() > deadline:
+            raise MesaConnectionError(
+                f"the local nats-server did not start within {START_TIMEOUT_S}s; "
+                f"see {home / 'server.log'}"
+            )
+        time.sleep(0.05)
 
 
 def _answers(url: str, timeout_s: float = 1.0) -> bool:
@@ -174,9 +331,11 @@ def write_config(
     store = home / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     config = f"""# generated by mesa; edits are overwritten on the next start
+# the ports of this home are recorded in {PORTS_FILE} (-1: nats-server picks a free one)
 server_name: mesa-local
 listen: 127.0.0.1:{port}
 http: 127.0.0.1:{http_port}
+ports_file_dir: {json.dumps(str(home))}
 max_payload: 1MB
 authorization {{
   user: {json.dumps(NATS_USER)}
@@ -195,34 +354,67 @@ jetstream {{
 
 
 def ensure_running(home: Path | None = None, *, sync_always: bool = True) -> ServerInfo:
-    """Return the host's local server, starting it in the background if needed."""
+    """Return the host's local server, starting it in the background if needed.
+
+    The server starts on the home's recorded port (the module docstring); the first
+    start of a home lets nats-server choose one and records it.
+
+    Raises:
+        MesaConnectionError: the recorded port is taken by another process, the record
+            is unreadable, or the server did not start (see ``server.log``).
+    """
     home = home or mesa_home()
     key = admin_key(home)
     with _locked(home):
         running = _running(home, key)
         if running is not None:
             return running
-        port, http_port = _free_port(), _free_port()
+        recorded = recorded_ports(home)
+        if recorded is None:
+            port, http_port = _ANY_PORT, _ANY_PORT
+        else:
+            port, http_port = recorded
+            if not _port_free(port):
+                state = _read_state(home)
+                pid = state.get("pid") if state else None
+                if isinstance(pid, int) and _alive(pid):
+                    raise MesaConnectionError(
+                        f"the local server of {home} (pid {pid}) holds its port {port} but "
+                        f"does not answer; see {home / 'server.log'}, or stop it with "
+                        f"`mesa server stop`"
+                    )
+                raise _port_taken(home, port)
+            if not _port_free(http_port):
+                http_port = _ANY_PORT  # monitoring only: no client knows this port
+        binary = nats_server_binary()
+        _remove_stale_ports_files(home, binary)
         conf = write_config(home, key, port, http_port, sync_always=sync_always)
-        pid = _spawn_detached(nats_server_binary(), conf, home / "server.log")
-        url = f"nats://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(url, 0.5):
-            if not _alive(pid) or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                raise MesaConnectionError(
-                    f"the local nats-server did not start; see {home / 'server.log'}"
-                )
-            time.sleep(0.05)
+        pid = _spawn_detached(binary, conf, home / "server.log")
+        try:
+            ports = _wait_listening(home, binary, pid, lambda: _alive(pid))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            raise
+        if ports is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if port != _ANY_PORT and not _port_free(port):
+                raise _port_taken(home, port)
+            raise MesaConnectionError(
+                f"the local nats-server did not start; see {home / 'server.log'}"
+            )
+        port, http_port = ports
+        _record_ports(home, port, http_port)
+        url, http_url = f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}"
         state = {
             "pid": pid,
             "url": url,
-            "http_url": f"http://127.0.0.1:{http_port}",
+            "http_url": http_url,
             "started_at_ms": time.time_ns() // 1_000_000,
         }
         (home / "server.json").write_text(json.dumps(state))
-        return ServerInfo(pid, url, f"http://127.0.0.1:{http_port}", key, home)
+        return ServerInfo(pid, url, http_url, key, home)
 
 
 def _spawn_detached(binary: str, conf: Path, log: Path) -> int:
@@ -267,19 +459,34 @@ def stop(home: Path | None = None) -> bool:
 
 
 def run_foreground(home: Path | None = None, port: int = 4222, http_port: int = 8222) -> int:
-    """Run the local server in the foreground (``mesa server``); return its exit code."""
+    """Run the local server in the foreground (``mesa server``); return its exit code.
+
+    It listens on ``port`` whatever the home recorded, and once it listens that port
+    becomes the home's address (later background starts reuse it).
+    """
     home = home or mesa_home()
     key = admin_key(home)
     with _locked(home):
         running = _running(home, key)
         if running is not None:
             raise MesaConnectionError(f"a local server is already running (pid {running.pid})")
+        binary = nats_server_binary()
+        _remove_stale_ports_files(home, binary)
         conf = write_config(home, key, port, http_port)
-        proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)])
+        proc = subprocess.Popen([binary, "-c", str(conf)])
+        try:
+            ports = _wait_listening(home, binary, proc.pid, lambda: proc.poll() is None)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if ports is None:
+            return proc.wait()  # it printed why (a taken port, a bad store) on the terminal
+        _record_ports(home, *ports)
         state = {
             "pid": proc.pid,
-            "url": f"nats://127.0.0.1:{port}",
-            "http_url": f"http://127.0.0.1:{http_port}",
+            "url": f"nats://127.0.0.1:{ports[0]}",
+            "http_url": f"http://127.0.0.1:{ports[1]}",
             "started_at_ms": time.time_ns() // 1_000_000,
         }
         (home / "server.json").write_text(json.dumps(state))

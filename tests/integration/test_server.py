@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mesa import server
+from mesa import MesaConnectionError, server
+from tests.integration.natsutil import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -78,4 +81,52 @@ def test_restart_after_the_server_died(home: Path) -> None:
     os.kill(first.pid, 9)
     second = server.ensure_running(home)
     assert second.pid != first.pid
+    assert second.url == first.url
     assert server.status(home) is not None
+
+
+def test_the_foreground_server_listens_where_told_and_that_becomes_the_address(
+    home: Path,
+) -> None:
+    background = server.ensure_running(home)
+    assert server.stop(home)
+    port, http_port = free_port(), free_port()
+    env = {**os.environ, "MESA_HOME": str(home)}
+    env.pop("MESA_NATS_URL", None)
+    argv = ["server", "--port", str(port), "--http-port", str(http_port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesa.cli", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (info := server.status(home)) is None:
+            assert proc.poll() is None, "mesa server exited"
+            assert time.monotonic() < deadline, "mesa server did not start"
+            time.sleep(0.1)
+        assert info.url == f"nats://127.0.0.1:{port}" != background.url
+        assert server.recorded_ports(home) == (port, http_port)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert server.status(home) is None
+    assert server.ensure_running(home).url == f"nats://127.0.0.1:{port}"
+
+
+def test_a_home_from_before_ports_json_keeps_the_port_of_its_config(home: Path) -> None:
+    # An older mesa wrote the ports of each start into nats.conf, and no ports.json.
+    port, http_port = free_port(), free_port()
+    server.write_config(home, server.admin_key(home), port, http_port)
+    assert server.ensure_running(home).url == f"nats://127.0.0.1:{port}"
+    assert server.recorded_ports(home) == (port, http_port)
+
+
+def test_an_unreadable_address_record_is_a_clear_error(home: Path) -> None:
+    server.ensure_running(home)
+    assert server.stop(home)
+    (home / server.PORTS_FILE).write_text("{not json")
+    with pytest.raises(MesaConnectionError, match=server.PORTS_FILE):
+        server.ensure_running(home)
+    assert server.status(home) is None
