@@ -240,6 +240,114 @@ def test_names_are_injective_and_safe_on_case_insensitive_file_systems() -> None
     assert stream_name(ORG, long_upper) != stream_name(ORG, "X" * 99)
 
 
+async def stored_payloads(server: NatsServer, log: LogId) -> list[bytes]:
+    """Every payload stored on ``log``'s subject, in order, read straight from the stream."""
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        stream = stream_name(log.org, log.repo)
+        last = (await js.stream_info(stream)).state.last_seq
+        messages = [await js.get_msg(stream, seq) for seq in range(1, last + 1)]
+        return [m.data or b"" for m in messages if m.subject == log_subject(log)]
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+async def test_a_retry_after_the_server_restarts_is_deduplicated(
+    server: NatsServer, transport: JetStreamTransport, token: str, how: str
+) -> None:
+    """JetStream rebuilds its msg-id window from the file store when a stream recovers."""
+    first = await transport.append(token, LOG, b"op", msg_id="mount.1")
+    if how == "kill":
+        server.kill()
+    await asyncio.to_thread(server.restart)
+    retry = await append_retrying(transport, token, LOG, b"op", "mount.1")
+    assert retry.seq == first.seq
+    assert await stored_payloads(server, LOG) == [b"op"]
+
+
+# -- while the server is away ------------------------------------------------------
+
+
+async def test_a_call_made_while_the_server_is_away_waits_for_it(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    await transport.append(token, LOG, b"one", msg_id="1")
+    await asyncio.to_thread(server.stop)
+    second = asyncio.create_task(transport.append(token, LOG, b"two", msg_id="2"))
+    await asyncio.sleep(0.5)
+    assert not second.done()
+    await asyncio.to_thread(server.start)
+    await asyncio.wait_for(second, DELIVERY_TIMEOUT_S)
+    assert await stored_payloads(server, LOG) == [b"one", b"two"]
+
+
+async def test_what_failed_while_the_server_was_away_never_lands_later(
+    server: NatsServer, keyring: Keyring, token: str
+) -> None:
+    """A call that timed out while disconnected was not sent, and is not sent later.
+
+    nats-py queues publishes made while disconnected and writes them after the
+    reconnect: a failed append and a failed compare-and-set would land then.
+    """
+    transport = await JetStreamTransport.connect([server.url], keyring=keyring, request_timeout_s=1)
+    key = f"{ORG}.{REPO}.k"
+    try:
+        await transport.append(token, LOG, b"before", msg_id="before")
+        revision = await transport.kv_put(token, key, b"v1")
+        await asyncio.to_thread(server.stop)
+        started = time.monotonic()
+        with pytest.raises(UnavailableError) as append_error:
+            await transport.append(token, LOG, b"ghost", msg_id="ghost")
+        assert time.monotonic() - started >= 0.9, "failed before the request timeout"
+        with pytest.raises(UnavailableError):
+            await transport.kv_put(token, key, b"ghost", expected_revision=revision)
+        message = str(append_error.value)
+        assert "not connected" in message
+        assert f"127.0.0.1:{server.port}" in message
+        assert "reconnecting" in message.lower()
+        await asyncio.to_thread(server.start)
+        await append_retrying(transport, token, LOG, b"after", "after")
+        assert await stored_payloads(server, LOG) == [b"before", b"after"]
+        entry = await transport.kv_get(token, key)
+        assert entry is not None
+        assert (entry.value, entry.revision) == (b"v1", revision)
+    finally:
+        await transport.aclose()
+
+
+async def test_what_nats_py_queued_before_the_disconnect_is_not_sent_after_it(
+    server: NatsServer, keyring: Keyring, token: str
+) -> None:
+    """A publish still queued in nats-py when the connection breaks is dropped.
+
+    White box: the publish is put in nats-py's queue (``_pending``) without waking its
+    flusher, as when the server goes away between a publish and the next flush. A
+    fresh connection sends no ping in its first 10 s, so nothing else flushes it.
+    """
+    transport = await JetStreamTransport.connect([server.url], keyring=keyring)
+    try:
+        await transport.append(token, LOG, b"before", msg_id="before")
+        nc = transport._conn.nc
+        command = b"PUB " + log_subject(LOG).encode() + b" 5\r\nghost\r\n"
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        await append_retrying(transport, token, LOG, b"after", "after")
+        assert await stored_payloads(server, LOG) == [b"before", b"after"]
+    finally:
+        await transport.aclose()
+
+
+def test_the_nats_py_internals_the_connection_relies_on_are_there() -> None:
+    """`_Connection._drop_unsent` empties nats-py's queue of unsent commands."""
+    client = nats.aio.client.Client()
+    assert isinstance(client._pending, list)
+    assert isinstance(client._pending_data_size, int)
+
+
 # -- subscriptions ---------------------------------------------------------------
 
 

@@ -62,10 +62,15 @@ Mapping (design.md §3):
   only decides token expiry; entry times come from the server.
 
 Connection: the initial connect must succeed within ``connect_timeout_s`` (else
-`UnavailableError`); afterwards nats-py reconnects forever, calls made while disconnected
-fail with `UnavailableError` after the request timeout, and subscriptions resume by
-themselves. An append that fails with `UnavailableError` may or may not have been stored:
-retry it with the same ``msg_id`` within the dedupe window.
+`UnavailableError`); afterwards nats-py reconnects to the same URLs forever, however long
+the servers are gone, and subscriptions resume by themselves from the last delivered
+sequence (a restarted server has lost their consumers: new ones are created). A call made
+while disconnected waits for the reconnect at most the request timeout, then fails with
+`UnavailableError` having sent nothing; nothing is queued to be sent on a later
+connection. An append that fails with `UnavailableError` after it was sent may or may not
+have been stored: retry it with the same ``msg_id`` within the dedupe window (2 min from
+the first attempt; JetStream rebuilds the window from its file store when a stream
+recovers, so it holds across a server restart).
 """
 
 from __future__ import annotations

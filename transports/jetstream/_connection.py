@@ -4,8 +4,21 @@ Invariants:
 
 - The initial connect must succeed within ``connect_timeout_s`` (else
   `UnavailableError`, saying whether JetStream is disabled or no server completed the
-  NATS handshake); afterwards nats-py reconnects forever (every 0.25 s), calls made
-  while disconnected fail with `UnavailableError` after the request timeout.
+  NATS handshake); afterwards nats-py reconnects to the same URLs forever (every
+  0.25 s) for as long as the connection is not closed, however long the servers are
+  gone.
+- **Nothing is sent on a later connection than the one it was made on.** A call made
+  while disconnected waits for the reconnect (`_Connection.ready`), at most the request
+  timeout, then fails with `UnavailableError` saying how long the connection has been
+  down and where it is reconnecting; it sent nothing. nats-py would otherwise queue
+  publishes made while disconnected (``pending_size``, 2 MiB by default) and write them
+  to the server after the reconnect, long after the caller gave up: an append or a
+  compare-and-set reported as failed would land later. So the connection has no such
+  queue (``pending_size=0``: a publish while disconnected raises at once), and what
+  nats-py had queued but not yet written when the connection broke is dropped
+  (`_Connection._drop_unsent`; subscriptions are replayed by nats-py from its own
+  table). A call that was sent before the connection broke may have been applied: its
+  caller sees `UnavailableError` and retries (an append with the same ``msg_id``).
 - After a reconnect the server may have lost or replaced streams and consumers: every
   cache registered with `_Connection.on_reconnected` is dropped, then every open
   subscription is told to replace its consumer.
@@ -23,8 +36,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 import nats.errors
 import nats.js.errors
@@ -73,6 +88,15 @@ _UNREACHABLE: Final[tuple[type[BaseException], ...]] = (
 _CONNECT_FAILURES: Final[tuple[type[BaseException], ...]] = (*_UNREACHABLE, nats.errors.Error)
 
 
+def _where(url: str) -> str:
+    """Return ``host:port`` of a NATS URL, without the credentials it may carry."""
+    try:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        return f"{parts.hostname}:{parts.port or 4222}"
+    except ValueError:
+        return "?"
+
+
 class _ApiError(TransportError):
     """A JetStream API error response."""
 
@@ -82,6 +106,13 @@ class _ApiError(TransportError):
         super().__init__(f"JetStream API error {code}/{err_code}: {description}")
 
 
+# nats-py errors that mean "not connected now": nothing was sent.
+_DISCONNECTED: Final[tuple[type[BaseException], ...]] = (
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionReconnectingError,
+)
+
+
 @contextlib.contextmanager
 def _nats_errors(what: str) -> Iterator[None]:
     """Translate nats-py exceptions raised inside the block into transport errors."""
@@ -89,6 +120,10 @@ def _nats_errors(what: str) -> Iterator[None]:
         yield
     except TransportError:
         raise
+    except _DISCONNECTED as exc:
+        raise UnavailableError(
+            f"{what}: the connection to NATS is down (reconnecting); this call was not sent"
+        ) from exc
     except _UNREACHABLE as exc:
         raise UnavailableError(f"{what}: {exc!r}") from exc
     except nats.errors.MaxPayloadError as exc:
@@ -115,6 +150,11 @@ class _Connection:
         self.js: Any = None
         self.subscriptions: set[_Resumable] = set()
         self._reconnect_hooks: list[Callable[[], None]] = []
+        self._servers: list[str] = []
+        # Set while connected (from the callbacks); `ready` waits on it.
+        self._up = asyncio.Event()
+        self._down_since: float | None = None
+        self.dropped_unsent = 0
 
     def payload_limit(self) -> int:
         """Return the largest payload a message may carry: ``max_payload`` less headers."""
@@ -137,6 +177,7 @@ class _Connection:
             UnavailableError: no server answered, or JetStream is not enabled, in time.
         """
         nc = self.nc
+        self._servers = [_where(url) for url in servers]
         try:
             async with asyncio.timeout(connect_timeout_s):
                 await nc.connect(
@@ -145,15 +186,19 @@ class _Connection:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=_RECONNECT_WAIT_S,
+                    # No queue of publishes made while disconnected (module docstring).
+                    pending_size=0,
                     ping_interval=10,
                     max_outstanding_pings=3,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
                     **options,
                 )
                 self.js = nc.jetstream(timeout=self.timeout)
                 await self.js.account_info()
+            self._up.set()
         except _CONNECT_FAILURES as exc:
             last = nc.last_error
             with contextlib.suppress(Exception):
@@ -173,17 +218,93 @@ class _Connection:
         _logger.debug("nats: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        self._up.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._drop_unsent()
         if not self.closed:
-            _logger.info("disconnected from NATS; reconnecting")
+            _logger.warning(
+                "disconnected from NATS; reconnecting to %s every %ss",
+                ", ".join(self._servers),
+                _RECONNECT_WAIT_S,
+            )
+
+    def _drop_unsent(self) -> None:
+        """Forget what nats-py queued on the broken connection but never wrote.
+
+        nats-py writes that queue to the next server after a reconnect (its
+        ``_pending``; checked by tests/transports/test_jetstream.py), so a request
+        whose caller already gave up would reach the server later. Subscriptions are
+        replayed from nats-py's own table and pings are reset on reconnect, so only
+        requests and publishes are lost here, which is the point (module docstring).
+        """
+        pending = getattr(self.nc, "_pending", None)
+        if isinstance(pending, list) and pending:
+            self.dropped_unsent += len(pending)
+            _logger.info("dropping %d NATS commands never sent before the disconnect", len(pending))
+            pending.clear()
+            self.nc._pending_data_size = 0
 
     async def _on_reconnected(self) -> None:
         url = self.nc.connected_url
-        _logger.info("reconnected to NATS at %s", url.netloc if url is not None else "?")
+        down = None if self._down_since is None else time.monotonic() - self._down_since
+        self._down_since = None
+        self._up.set()
+        _logger.warning(
+            "reconnected to NATS at %s after %s",
+            url.netloc if url is not None else "?",
+            "?" if down is None else f"{down:.1f}s",
+        )
         # The server may have lost or replaced streams and consumers: check again.
         for hook in self._reconnect_hooks:
             hook()
         for subscription in list(self.subscriptions):
             subscription.request_reset("reconnected")
+
+    async def _on_closed(self) -> None:
+        if not self.closed:
+            _logger.error(
+                "the NATS connection to %s was closed and will not reconnect (last error: %r)",
+                ", ".join(self._servers),
+                self.nc.last_error,
+            )
+
+    def down_for_s(self) -> float | None:
+        """Seconds since the connection went down, or None while it is up."""
+        return None if self._down_since is None else time.monotonic() - self._down_since
+
+    async def ready(self, what: str) -> None:
+        """Return once connected, waiting for a reconnect at most the request timeout.
+
+        Raises:
+            UnavailableError: not connected within the request timeout (nothing was
+                sent), or the connection was closed for good.
+        """
+        nc = self.nc
+        if nc.is_connected:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while not nc.is_connected:
+            if self.closed or nc.is_closed:
+                raise UnavailableError(
+                    f"{what}: the connection to NATS is closed (last error: {nc.last_error!r})"
+                )
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                down = self.down_for_s()
+                since = "" if down is None else f" for {down:.1f}s"
+                raise UnavailableError(
+                    f"{what}: not connected to NATS{since}, so this call sent nothing; "
+                    f"reconnecting to {', '.join(self._servers)} every {_RECONNECT_WAIT_S}s "
+                    f"for as long as this client runs (last error: {nc.last_error!r})"
+                )
+            if self._up.is_set():
+                # nats-py changed state before its callback ran: look again shortly.
+                await asyncio.sleep(min(remaining, 0.01))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._up.wait(), remaining)
 
     async def aclose(self) -> None:
         """End every subscription and close the connection (idempotent)."""

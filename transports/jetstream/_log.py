@@ -9,9 +9,11 @@ Invariants:
   ``allow_direct``. A stream found with another storage type is an error.
 - Append = ``js.publish`` with a ``Nats-Msg-Id`` header. A duplicate ack (same
   ``msg_id`` within the window, on any change of the repo) returns the original
-  sequence. The PubAck carries no time, so `Appended.time_ms` is None: the entry's
-  delivery carries the server's time. An append no stream takes (the stream vanished,
-  or the server was replaced) recreates the stream and is retried once.
+  sequence. The window counts from the original's store time and survives a server
+  restart (JetStream rebuilds it from the file store when the stream recovers). The
+  PubAck carries no time, so `Appended.time_ms` is None: the entry's delivery carries
+  the server's time. An append no stream takes (the stream vanished, or the server
+  was replaced) recreates the stream and is retried once.
 - Nothing larger than the server's ``max_payload`` minus `HEADER_RESERVE` is ever sent:
   NATS counts headers in ``max_payload`` and closes the connection of a client that
   exceeds it.

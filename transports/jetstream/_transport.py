@@ -7,6 +7,9 @@ Invariants:
   `transports.memory.MemoryTransport`, until a NATS auth callout exists. A refused
   call sends nothing.
 - The injected clock only decides token expiry; entry times come from the server.
+- An authorized call made while the connection is down waits for the reconnect at
+  most the request timeout, then raises `UnavailableError` having sent nothing
+  (`transports.jetstream._connection`): nothing is queued to be sent later.
 - The work is done by one object per concern over one shared `_Connection`: `_Log`,
   `_Blobs` and `_Kv`. This module holds no I/O of its own.
 """
@@ -22,6 +25,7 @@ from transports.jetstream._blobs import _Blobs
 from transports.jetstream._connection import _Connection
 from transports.jetstream._kv import _Kv
 from transports.jetstream._log import _Log
+from transports.jetstream._names import log_subject
 from transports.jetstream._subscription import JetStreamSubscription
 
 if TYPE_CHECKING:
@@ -132,6 +136,7 @@ class JetStreamTransport:
                 happened: retry with the same ``msg_id``).
         """
         self._authorize(token, log.org, log.repo, write=True)
+        await self._conn.ready(f"append to {log_subject(log)}")
         return await self._log.append(
             log, payload, msg_id, max_payload_bytes=self.max_payload_bytes
         )
@@ -145,6 +150,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         self._authorize(token, log.org, log.repo, write=False)
+        await self._conn.ready(f"last sequence of {log_subject(log)}")
         return await self._log.last_seq(log)
 
     async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> JetStreamSubscription:
@@ -161,6 +167,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         self._authorize(token, log.org, log.repo, write=False)
+        await self._conn.ready(f"subscribe to {log_subject(log)}")
         return await self._log.subscribe(log, after_seq)
 
     # -- blobs ----------------------------------------------------------------
@@ -175,6 +182,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         self._authorize(token, org, repo, write=True)
+        await self._conn.ready(f"put a blob of {org}/{repo}")
         return await self._blobs.put(org, repo, data)
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
@@ -189,6 +197,7 @@ class JetStreamTransport:
             TransportError: the stored bytes are corrupt.
         """
         self._authorize(token, org, repo, write=False)
+        await self._conn.ready(f"get blob {digest} of {org}/{repo}")
         return await self._blobs.get(org, repo, digest)
 
     # -- KV -------------------------------------------------------------------
@@ -203,6 +212,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         self._authorize_key(token, key, write=False)
+        await self._conn.ready(f"get {key}")
         return await self._kv.get(key)
 
     async def kv_put(
@@ -226,6 +236,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         self._authorize_key(token, key, write=True)
+        await self._conn.ready(f"put {key}")
         return await self._kv.put(
             key, value, expected_revision, max_payload_bytes=self.max_payload_bytes
         )
@@ -247,6 +258,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         self._authorize_key(token, key, write=True)
+        await self._conn.ready(f"delete {key}")
         await self._kv.delete(key, expected_revision)
 
     async def kv_keys(self, token: str, prefix: str) -> list[str]:
@@ -259,6 +271,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         claims = authenticate(self._keyring, self._clock.now_ms(), token, closed=self._conn.closed)
+        await self._conn.ready(f"list keys {prefix}*")
         return await self._kv.keys(claims, prefix)
 
     # -- lifecycle ------------------------------------------------------------
