@@ -5,7 +5,11 @@
 - ``MESA_NATS_URL=memory://`` — an in-process memory transport shared by the clients
   of this process only (no persistence; for trying things out and for tests).
 - unset — the embedded default: the host's local nats-server (mesa/server.py), started
-  on first use; without a key the client uses the server's admin key.
+  on first use; without a key the client uses the server's admin key. The server keeps
+  its address across restarts (``$MESA_HOME/ports.json``), so a client connected once
+  reconnects to it by itself after ``mesa server stop`` + ``start``. A connected client
+  does not start a stopped server again (``stop`` asked for it to be down); only a new
+  connection (the first use in another event loop) does.
 
 A client is built synchronously but a NATS connection is made inside an event loop, so
 the transport here connects on first use, once per event loop, and every client of the
@@ -191,6 +195,8 @@ def _embedded(home: Any, admin: str) -> tuple[Transport, Keyring, str | None]:
 
             try:
                 info = await asyncio.to_thread(server.ensure_running, home)
+            except MesaConnectionError:
+                raise  # already says what (a taken port names it and the home)
             except OSError as exc:
                 raise MesaConnectionError(f"cannot start the local server: {exc}") from exc
             return await JetStreamTransport.connect(
