@@ -211,11 +211,14 @@ class MesaFileSystem:
             if not self._inflight:
                 self._idle.set()
 
-    async def _content(self, repo: RepoMount, data: bytes, path: str) -> Content:
+    async def _content(self, repo: RepoMount, data: bytes | memoryview, path: str) -> Content:
+        """Inline bytes, or a blob streamed from ``data`` in pieces (never copied whole)."""
         if driver.goes_inline(len(data)):
-            return Content.of(data)
+            return Content.of(bytes(data))
         if repo.read_only:
             raise os_error(errno.EROFS, path)
+        if len(data) > repo.blobs.max_blob_bytes:
+            raise os_error(errno.EFBIG, path, f"larger than {repo.blobs.max_blob_bytes} bytes")
         return Content.from_segments([await repo.blobs.put(data)])
 
     # -- byte I/O ----------------------------------------------------------------------
@@ -551,10 +554,16 @@ def _dir_stat(mode: int, mtime_ms: int) -> FsStat:
     )
 
 
-def _as_bytes(content: bytes | bytearray | memoryview | str) -> bytes:
+def _as_bytes(content: bytes | bytearray | memoryview | str) -> bytes | memoryview:
+    """Return the bytes to write: ``bytes`` as is, a flat byte view of a buffer (no copy)."""
     if isinstance(content, str):
         return content.encode("utf-8")
-    if isinstance(content, bytes | bytearray | memoryview):
+    if isinstance(content, bytes):
+        return content
+    if isinstance(content, bytearray | memoryview):
+        view = memoryview(content)
+        if view.c_contiguous:
+            return view.cast("B") if view.format != "B" or view.ndim != 1 else view
         return bytes(content)
     raise TypeError(f"content must be bytes or str, not {type(content).__name__}")
 

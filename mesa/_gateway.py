@@ -7,7 +7,8 @@ an unreachable server is `MesaConnectionError`, a refused token
 missing key, blob or log `NotFoundError`, a lost compare-and-set `ConflictError`, an
 entry too large for the server `PayloadTooLargeError`, an invalid name
 `InvalidOptionsError`. Layers above catch those public types, never a transport's.
-Errors raised while iterating a subscription are mapped the same way.
+Errors raised while iterating a subscription or a blob stream, and by a blob put
+while it takes its chunks, are mapped the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections.abc import AsyncIterator, Iterator
 from mesa._errormap import api_error
 from transports.base import (
     Appended,
+    BlobStream,
+    Buffer,
+    ByteChunks,
     Delivery,
     KvEntry,
     LogId,
@@ -60,6 +64,34 @@ class GatewaySubscription:
             await self._sub.aclose()
 
 
+class GatewayBlobStream:
+    """A transport blob stream whose iteration raises public errors."""
+
+    def __init__(self, stream: BlobStream) -> None:
+        self._stream = stream
+        self._pieces: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> GatewayBlobStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._pieces is None:
+            self._pieces = self._stream.__aiter__()
+        with _mapped():
+            return await self._pieces.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading; release what the stream holds."""
+        with _mapped():
+            await self._stream.aclose()
+
+    async def __aenter__(self) -> GatewayBlobStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 class Gateway:
     """A transport seen by the SDK (see module docstring)."""
 
@@ -89,15 +121,39 @@ class Gateway:
         with _mapped():
             return GatewaySubscription(await self.raw.subscribe(token, log, after_seq=after_seq))
 
-    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
-        """See `Transport.put_blob`."""
+    @property
+    def max_blob_bytes(self) -> int:
+        """The largest blob the transport stores, in raw bytes."""
+        return self.raw.max_blob_bytes
+
+    async def put_blob(self, token: str, org: str, repo: str, data: Buffer) -> str:
+        """See `Transport.put_blob`; too large is `PayloadTooLargeError`."""
         with _mapped():
             return await self.raw.put_blob(token, org, repo, data)
+
+    async def put_blob_chunks(self, token: str, org: str, repo: str, chunks: ByteChunks) -> str:
+        """See `Transport.put_blob_chunks`; too large is `PayloadTooLargeError`.
+
+        An exception raised by ``chunks`` itself propagates unchanged.
+        """
+        with _mapped():
+            return await self.raw.put_blob_chunks(token, org, repo, chunks)
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
         """See `Transport.get_blob`."""
         with _mapped():
             return await self.raw.get_blob(token, org, repo, digest)
+
+    async def get_blob_chunks(
+        self, token: str, org: str, repo: str, digest: str
+    ) -> GatewayBlobStream:
+        """See `Transport.get_blob_chunks`; a missing blob is `NotFoundError`, raised here.
+
+        Use the stream as an async context manager (or ``aclose`` it) so that a reader
+        stopping early releases it; a corrupt blob raises `MesaError` by its end.
+        """
+        with _mapped():
+            return GatewayBlobStream(await self.raw.get_blob_chunks(token, org, repo, digest))
 
     async def kv_get(self, token: str, key: str) -> KvEntry | None:
         """See `Transport.kv_get`."""

@@ -29,7 +29,11 @@ from mesa import server
 from mesa.errors import InvalidOptionsError, MesaConnectionError, MissingCredentialError
 from transports.auth import ANY_ORG, Keyring
 from transports.base import (
+    MAX_BLOB_BYTES,
     Appended,
+    BlobStream,
+    Buffer,
+    ByteChunks,
     KvEntry,
     LogId,
     Subscription,
@@ -53,6 +57,7 @@ class LazyTransport:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Transport]]
         self._by_loop = weakref.WeakKeyDictionary()
         self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+        self.max_blob_bytes = MAX_BLOB_BYTES
 
     async def get(self) -> Transport:
         """Return this loop's connected transport, connecting if needed."""
@@ -66,6 +71,7 @@ class LazyTransport:
         except UnavailableError as exc:
             raise MesaConnectionError(str(exc)) from exc
         self.max_payload_bytes = transport.max_payload_bytes
+        self.max_blob_bytes = transport.max_blob_bytes
         return transport
 
     async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
@@ -80,13 +86,21 @@ class LazyTransport:
         """See `Transport.subscribe`."""
         return await (await self.get()).subscribe(token, log, after_seq=after_seq)
 
-    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+    async def put_blob(self, token: str, org: str, repo: str, data: Buffer) -> str:
         """See `Transport.put_blob`."""
         return await (await self.get()).put_blob(token, org, repo, data)
+
+    async def put_blob_chunks(self, token: str, org: str, repo: str, chunks: ByteChunks) -> str:
+        """See `Transport.put_blob_chunks`."""
+        return await (await self.get()).put_blob_chunks(token, org, repo, chunks)
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
         """See `Transport.get_blob`."""
         return await (await self.get()).get_blob(token, org, repo, digest)
+
+    async def get_blob_chunks(self, token: str, org: str, repo: str, digest: str) -> BlobStream:
+        """See `Transport.get_blob_chunks`."""
+        return await (await self.get()).get_blob_chunks(token, org, repo, digest)
 
     async def kv_get(self, token: str, key: str) -> KvEntry | None:
         """See `Transport.kv_get`."""

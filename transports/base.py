@@ -13,8 +13,12 @@ contract suite in tests/transports:
   change (``prev_seq``), so a receiver can prove it missed nothing. ``after_seq``
   must be 0 or the sequence of an entry of that change (the first delivery's
   ``prev_seq`` is then ``after_seq``).
-- Blobs are content addressed: ``put_blob`` returns the sha256 of the raw bytes;
-  ``get_blob`` returns exactly those bytes or raises `MissingError`.
+- Blobs are content addressed: ``put_blob`` and ``put_blob_chunks`` return the sha256
+  of the raw bytes, however they were chunked; ``get_blob`` returns exactly those bytes
+  or raises `MissingError`, and ``get_blob_chunks`` streams them in pieces of at most
+  `BLOB_CHUNK_BYTES`, checking the digest by the end of the stream. A blob holds at
+  most ``max_blob_bytes`` (default `MAX_BLOB_BYTES`); a bigger one raises
+  `PayloadTooLargeError` and stores nothing, as does a put whose chunks raise.
 - KV keys hold small records with a revision; ``kv_put`` with ``expected_revision``
   is a compare-and-set (0 means "must not exist") and raises `RevisionMismatchError` on a lost race.
 - Every call takes the caller's token and raises `TokenRejectedError` when it is invalid or
@@ -26,15 +30,29 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol, TypeAlias
 
 from engine.ids import validate_change_id
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 _ORG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 _KV_KEY_RE = re.compile(r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")
+
+#: The largest blob, in raw bytes, a transport stores by default (1 TiB). A JetStream
+#: server without a ``max_file_store`` limit stores at most 1 TB in all (its default),
+#: and incompressible bytes take their own size there; a bigger blob could never be
+#: stored on the embedded server. Also the largest file a FUSE mount writes
+#: (`mesa.fuse._spool.MAX_FILE_BYTES`).
+MAX_BLOB_BYTES: Final = 1 << 40
+#: The most raw bytes one piece of ``get_blob_chunks`` holds (1 MiB).
+BLOB_CHUNK_BYTES: Final = 1 << 20
+
+#: Bytes a caller hands over: read, never kept (a transport copies what it stores).
+Buffer: TypeAlias = bytes | bytearray | memoryview
+#: The chunks of one blob, in order, from a plain or an async iterable, of any sizes.
+ByteChunks: TypeAlias = Iterable[Buffer] | AsyncIterable[Buffer]
 
 
 class TransportError(Exception):
@@ -155,10 +173,54 @@ class Subscription(Protocol):
         ...
 
 
+class BlobStream(Protocol):
+    """The raw bytes of one blob, in order; close it with ``aclose`` when stopping early.
+
+    Iteration raises `TransportError` (by the end at the latest) when the stored bytes
+    do not hash to the digest: a reader keeps nothing of a stream that raised.
+    """
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None:
+        """Stop reading and release what the stream holds."""
+        ...
+
+
+async def blob_pieces(
+    chunks: ByteChunks, size: int = BLOB_CHUNK_BYTES
+) -> AsyncIterator[memoryview]:
+    """Yield the bytes of ``chunks`` as byte memoryviews of at most ``size`` bytes, no copies.
+
+    Empty chunks are skipped. Each view is valid until the next one is asked for: the
+    caller's buffer is read in place, so it must not change while a put consumes it.
+    """
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            for piece in _split(chunk, size):
+                yield piece
+    else:
+        for chunk in chunks:
+            for piece in _split(chunk, size):
+                yield piece
+
+
+def _split(chunk: Buffer, size: int) -> Iterator[memoryview]:
+    if not isinstance(chunk, bytes | bytearray | memoryview):
+        raise TypeError(f"blob chunks must be bytes-like, not {type(chunk).__name__}")
+    view = memoryview(chunk)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
+
+
 class Transport(Protocol):
     """The I/O seam (see module docstring)."""
 
     max_payload_bytes: int
+    #: The largest blob ``put_blob``/``put_blob_chunks`` accept, in raw bytes.
+    max_blob_bytes: int
 
     async def append(self, token: str, log: LogId, payload: bytes, *, msg_id: str) -> Appended:
         """Append ``payload`` to ``log``; deduplicated by ``msg_id``."""
@@ -172,12 +234,23 @@ class Transport(Protocol):
         """Return an ordered subscription to ``log`` starting after ``after_seq``."""
         ...
 
-    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+    async def put_blob(self, token: str, org: str, repo: str, data: Buffer) -> str:
         """Store ``data`` once and return its sha256 digest."""
+        ...
+
+    async def put_blob_chunks(self, token: str, org: str, repo: str, chunks: ByteChunks) -> str:
+        """Store the concatenated ``chunks`` once, consuming them as they come; return the digest.
+
+        The token is checked before the first chunk is taken.
+        """
         ...
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
         """Return the bytes stored under ``digest``."""
+        ...
+
+    async def get_blob_chunks(self, token: str, org: str, repo: str, digest: str) -> BlobStream:
+        """Return a stream of the bytes stored under ``digest`` (missing: raised here)."""
         ...
 
     async def kv_get(self, token: str, key: str) -> KvEntry | None:

@@ -20,16 +20,20 @@ Invariants:
   after ``after_seq`` exactly once, in order, with no polling.
 - KV revisions come from one counter per transport (like a KV bucket's stream sequence),
   so a key's revisions increase strictly, even across a delete and a re-create.
+- A blob is kept as its pieces of at most `BLOB_CHUNK_BYTES` (no whole-blob copy is
+  ever made to store or stream it); a put is stored only once its last chunk was
+  taken and its size checked against ``max_blob_bytes``. A blob stream checks, before
+  each piece, that the transport is still open.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from engine.content import digest_of
 from transports.auth import (
     Claims,
     Keyring,
@@ -39,7 +43,10 @@ from transports.auth import (
     may_read_key,
 )
 from transports.base import (
+    MAX_BLOB_BYTES,
     Appended,
+    Buffer,
+    ByteChunks,
     Clock,
     Delivery,
     KvEntry,
@@ -47,6 +54,8 @@ from transports.base import (
     MissingError,
     PayloadTooLargeError,
     RevisionMismatchError,
+    UnavailableError,
+    blob_pieces,
 )
 
 if TYPE_CHECKING:
@@ -124,6 +133,9 @@ class MemoryTransport:
         clock: the sequencer's clock: token expiry, entry timestamps, dedupe window.
         max_payload_bytes: the largest entry payload accepted (JetStream ``max_payload``).
         dedupe_window_ms: how long a ``msg_id`` deduplicates appends in its stream.
+
+    ``max_blob_bytes`` (default `MAX_BLOB_BYTES`) is the largest blob accepted; set it
+    lower to refuse smaller blobs.
     """
 
     def __init__(
@@ -139,12 +151,14 @@ class MemoryTransport:
         if dedupe_window_ms < 0:
             raise ValueError("dedupe_window_ms must not be negative")
         self.max_payload_bytes = max_payload_bytes
+        self.max_blob_bytes: int = MAX_BLOB_BYTES
         self.dedupe_window_ms = dedupe_window_ms
         self._keyring = keyring
         self._clock = clock
         self._closed = False
         self._streams: dict[tuple[str, str], _Stream] = {}
-        self._blobs: dict[tuple[str, str], dict[str, bytes]] = {}
+        # (org, repo) -> digest -> the blob's pieces.
+        self._blobs: dict[tuple[str, str], dict[str, tuple[bytes, ...]]] = {}
         self._kv: dict[str, _KvRecord] = {}
         self._kv_revision = 0
 
@@ -244,17 +258,47 @@ class MemoryTransport:
 
     # -- blobs ----------------------------------------------------------------
 
-    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+    async def put_blob(self, token: str, org: str, repo: str, data: Buffer) -> str:
         """Store ``data`` once and return its sha256 digest (idempotent).
 
         Raises:
             InvalidNameError: ``org`` or ``repo`` is not a valid name.
             TokenRejectedError: the token is invalid or expired.
             PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: ``data`` exceeds ``max_blob_bytes``.
+        """
+        return await self.put_blob_chunks(token, org, repo, (data,))
+
+    async def put_blob_chunks(self, token: str, org: str, repo: str, chunks: ByteChunks) -> str:
+        """Store the concatenated ``chunks`` once and return their sha256 digest (idempotent).
+
+        The token is checked before the first chunk is taken; the blob is stored once
+        the last one was. An exception raised by ``chunks`` propagates and stores
+        nothing.
+
+        Raises:
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: the chunks exceed ``max_blob_bytes`` (taken no further).
+            TypeError: a chunk is not bytes-like.
         """
         self._authorize(token, org, repo, write=True)
-        digest = digest_of(data)
-        self._blobs.setdefault((org, repo), {}).setdefault(digest, bytes(data))
+        hasher = hashlib.sha256()
+        pieces: list[bytes] = []
+        size = 0
+        async for piece in blob_pieces(chunks):
+            size += len(piece)
+            if size > self.max_blob_bytes:
+                raise PayloadTooLargeError(
+                    f"blob of more than {self.max_blob_bytes} bytes exceeds the maximum"
+                )
+            hasher.update(piece)
+            pieces.append(bytes(piece))
+        digest = hasher.hexdigest()
+        if self._closed:
+            raise UnavailableError("the transport was closed during the put")
+        self._blobs.setdefault((org, repo), {}).setdefault(digest, tuple(pieces))
         return digest
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
@@ -266,11 +310,37 @@ class MemoryTransport:
             PermissionDeniedError: the token does not grant the repo.
             MissingError: no blob is stored under ``digest`` in this repo.
         """
+        pieces = self._pieces(token, org, repo, digest)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def get_blob_chunks(
+        self, token: str, org: str, repo: str, digest: str
+    ) -> AsyncGenerator[bytes, None]:
+        """Return a stream of the bytes stored under ``digest``, in stored pieces.
+
+        The token is checked here, once; each piece is at most `BLOB_CHUNK_BYTES`.
+
+        Raises:
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            MissingError: no blob is stored under ``digest`` in this repo.
+            UnavailableError: (while iterating) the transport was closed meanwhile.
+        """
+        return self._stream(self._pieces(token, org, repo, digest))
+
+    async def _stream(self, pieces: tuple[bytes, ...]) -> AsyncGenerator[bytes, None]:
+        for piece in pieces:
+            if self._closed:
+                raise UnavailableError("the transport is closed")
+            yield piece
+
+    def _pieces(self, token: str, org: str, repo: str, digest: str) -> tuple[bytes, ...]:
         self._authorize(token, org, repo, write=False)
-        data = self._blobs.get((org, repo), {}).get(digest)
-        if data is None:
+        pieces = self._blobs.get((org, repo), {}).get(digest)
+        if pieces is None:
             raise MissingError(f"no blob {digest!r} in {org}/{repo}")
-        return data
+        return pieces
 
     # -- KV -------------------------------------------------------------------
 

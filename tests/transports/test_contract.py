@@ -10,14 +10,17 @@ import asyncio
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from engine.ids import change_id_from_bytes
 from transports.auth import Claims, sign
 from transports.base import (
+    BLOB_CHUNK_BYTES,
+    MAX_BLOB_BYTES,
     Appended,
+    BlobStream,
     Delivery,
     InvalidNameError,
     KvEntry,
@@ -313,6 +316,171 @@ async def test_get_blob_of_a_missing_digest_raises_not_found(transport_env: Tran
         await env.transport.get_blob(token, env.org, REPO, hashlib.sha256(b"never").hexdigest())
 
 
+async def read_stream(stream: BlobStream) -> list[bytes]:
+    """Every piece of a blob stream, each arriving in time."""
+    pieces: list[bytes] = []
+    it = aiter(stream)
+    while True:
+        try:
+            pieces.append(await asyncio.wait_for(anext(it), TIMEOUT_S))
+        except StopAsyncIteration:
+            return pieces
+
+
+async def async_chunks(*chunks: bytes | bytearray | memoryview) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        await asyncio.sleep(0)
+        yield bytes(chunk)
+
+
+class Untouched:
+    """An iterable that fails the test if anything takes a chunk from it."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise AssertionError("a refused put must not take any chunk")
+
+
+async def test_chunked_puts_are_content_addressed_whatever_the_chunking(
+    transport_env: TransportEnv,
+) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    data = os.urandom(3 * BLOB_CHUNK_BYTES + 12_345) + bytes(2 * BLOB_CHUNK_BYTES)
+    expected = hashlib.sha256(data).hexdigest()
+    view = memoryview(data)
+    cut = [view[:1], bytearray(view[1:70_000]), b"", view[70_000:]]
+    assert await t.put_blob_chunks(token, env.org, REPO, cut) == expected
+    assert await t.put_blob_chunks(token, env.org, REPO, [data]) == expected
+    assert await t.put_blob_chunks(token, env.org, REPO, async_chunks(*cut)) == expected
+    assert await t.put_blob(token, env.org, REPO, data) == expected
+    assert await t.get_blob(token, env.org, REPO, expected) == data
+    pieces = await read_stream(await t.get_blob_chunks(token, env.org, REPO, expected))
+    assert b"".join(pieces) == data
+    assert all(0 < len(piece) <= BLOB_CHUNK_BYTES for piece in pieces)
+    # A blob put whole streams back the same.
+    small = b"put whole"
+    digest = await t.put_blob(token, env.org, REPO, bytearray(small))
+    assert digest == hashlib.sha256(small).hexdigest()
+    assert await read_stream(await t.get_blob_chunks(token, env.org, REPO, digest)) == [small]
+
+
+async def test_an_empty_chunked_blob_round_trips(transport_env: TransportEnv) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    digest = await t.put_blob_chunks(token, env.org, REPO, [])
+    assert digest == hashlib.sha256(b"").hexdigest()
+    assert await t.get_blob(token, env.org, REPO, digest) == b""
+    assert await read_stream(await t.get_blob_chunks(token, env.org, REPO, digest)) == []
+
+
+async def test_compressible_blobs_stream_in_bounded_pieces(transport_env: TransportEnv) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    zeros = bytes(24 * BLOB_CHUNK_BYTES)  # compresses ~30,000:1 on JetStream
+    digest = await t.put_blob_chunks(token, env.org, REPO, [zeros[:5], zeros[5:]])
+    stream = await t.get_blob_chunks(token, env.org, REPO, digest)
+    total = 0
+    async for piece in stream:
+        assert 0 < len(piece) <= BLOB_CHUNK_BYTES
+        assert not any(piece)
+        total += len(piece)
+    assert total == len(zeros)
+
+
+async def test_a_reader_may_stop_early(transport_env: TransportEnv) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    data = os.urandom(3 * BLOB_CHUNK_BYTES)
+    digest = await t.put_blob_chunks(token, env.org, REPO, [data])
+    stream = await t.get_blob_chunks(token, env.org, REPO, digest)
+    first = await asyncio.wait_for(anext(aiter(stream)), TIMEOUT_S)
+    assert data.startswith(first)
+    await stream.aclose()
+    assert (
+        b"".join(await read_stream(await t.get_blob_chunks(token, env.org, REPO, digest))) == data
+    )
+
+
+async def test_a_failing_chunk_source_stores_nothing(transport_env: TransportEnv) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    head = os.urandom(BLOB_CHUNK_BYTES + 1)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield head
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        await t.put_blob_chunks(token, env.org, REPO, broken())
+    with pytest.raises(MissingError):
+        await t.get_blob_chunks(token, env.org, REPO, hashlib.sha256(head).hexdigest())
+    with pytest.raises(TypeError):
+        await t.put_blob_chunks(token, env.org, REPO, [b"ok", "not bytes"])  # type: ignore[list-item]
+
+
+async def test_blobs_over_the_maximum_are_refused_and_store_nothing(
+    transport_env: TransportEnv,
+) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    assert t.max_blob_bytes == MAX_BLOB_BYTES
+    t.max_blob_bytes = 2 * BLOB_CHUNK_BYTES
+    exact = os.urandom(t.max_blob_bytes)
+    over = exact + os.urandom(300_000)
+    taken: list[int] = []
+
+    def source() -> Iterator[bytes]:
+        for start in range(0, len(over), 100_000):
+            taken.append(start)
+            yield over[start : start + 100_000]
+
+    with pytest.raises(PayloadTooLargeError):
+        await t.put_blob_chunks(token, env.org, REPO, source())
+    # Refused at the chunk holding the byte too many, and nothing taken after it.
+    assert taken[-1] == t.max_blob_bytes // 100_000 * 100_000
+    with pytest.raises(PayloadTooLargeError):
+        await t.put_blob(token, env.org, REPO, exact + b"!")
+    for refused in (over, exact + b"!"):
+        with pytest.raises(MissingError):
+            await t.get_blob(token, env.org, REPO, hashlib.sha256(refused).hexdigest())
+    digest = await t.put_blob_chunks(token, env.org, REPO, [exact])
+    assert await t.get_blob(token, env.org, REPO, digest) == exact
+
+
+async def test_a_missing_blob_is_refused_before_streaming(transport_env: TransportEnv) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw", OTHER_REPO: "rw"})
+    digest = await t.put_blob_chunks(token, env.org, REPO, [b"only in main"])
+    for repo, name in [(OTHER_REPO, digest), (REPO, hashlib.sha256(b"never").hexdigest())]:
+        with pytest.raises(MissingError):
+            await t.get_blob_chunks(token, env.org, repo, name)
+    with pytest.raises(MissingError):
+        await t.get_blob_chunks(token, env.org, REPO, "not-a-digest")
+
+
+async def test_concurrent_chunked_puts_of_the_same_bytes_agree(transport_env: TransportEnv) -> None:
+    env = transport_env
+    t = env.transport
+    token = env.sign({REPO: "rw"})
+    data = os.urandom(2 * BLOB_CHUNK_BYTES + 7)
+    digests = await asyncio.gather(
+        *(
+            t.put_blob_chunks(token, env.org, REPO, async_chunks(data[:9], data[9:]))
+            for _ in range(3)
+        ),
+        t.put_blob(token, env.org, REPO, data),
+    )
+    assert set(digests) == {hashlib.sha256(data).hexdigest()}
+    assert await t.get_blob(token, env.org, REPO, digests[0]) == data
+
+
 # -- KV --------------------------------------------------------------------------
 
 
@@ -437,6 +605,10 @@ async def test_expired_token_is_refused_and_writes_nothing(transport_env: Transp
     with pytest.raises(TokenRejectedError):
         await t.put_blob(token, env.org, REPO, b"late blob")
     with pytest.raises(TokenRejectedError):
+        await t.put_blob_chunks(token, env.org, REPO, Untouched())
+    with pytest.raises(TokenRejectedError):
+        await t.get_blob_chunks(token, env.org, REPO, hashlib.sha256(b"late blob").hexdigest())
+    with pytest.raises(TokenRejectedError):
         await t.kv_put(token, key, b"late")
     with pytest.raises(TokenRejectedError):
         await t.kv_get(token, key)
@@ -462,6 +634,8 @@ async def test_token_signed_with_an_unknown_key_is_refused(transport_env: Transp
     with pytest.raises(TokenRejectedError):
         await t.put_blob(forged, env.org, REPO, b"forged")
     with pytest.raises(TokenRejectedError):
+        await t.put_blob_chunks(forged, env.org, REPO, Untouched())
+    with pytest.raises(TokenRejectedError):
         await t.kv_put(forged, key, b"forged")
     with pytest.raises(TokenRejectedError):
         await t.kv_get("not-a-jwt", key)
@@ -486,6 +660,10 @@ async def test_token_for_another_repo_is_denied(transport_env: TransportEnv) -> 
         await t.put_blob(token, env.org, REPO, b"x")
     with pytest.raises(PermissionDeniedError):
         await t.get_blob(token, env.org, REPO, hashlib.sha256(b"x").hexdigest())
+    with pytest.raises(PermissionDeniedError):
+        await t.put_blob_chunks(token, env.org, REPO, Untouched())
+    with pytest.raises(PermissionDeniedError):
+        await t.get_blob_chunks(token, env.org, REPO, hashlib.sha256(b"x").hexdigest())
     with pytest.raises(PermissionDeniedError):
         await t.kv_put(token, key, b"x")
     with pytest.raises(PermissionDeniedError):
@@ -516,12 +694,16 @@ async def test_read_only_grant_reads_but_cannot_write(transport_env: TransportEn
     assert await take(aiter(sub), 1) == [expect(entry, 0, b"by-root")]
     await sub.aclose()
     assert await t.get_blob(reader, env.org, REPO, digest) == b"root blob"
+    stream = await t.get_blob_chunks(reader, env.org, REPO, digest)
+    assert await read_stream(stream) == [b"root blob"]
     assert await t.kv_get(reader, key) == KvEntry(key, b"root value", rev)
 
     with pytest.raises(PermissionDeniedError):
         await t.append(reader, log_a(env), b"by-reader", msg_id="w1")
     with pytest.raises(PermissionDeniedError):
         await t.put_blob(reader, env.org, REPO, b"reader blob")
+    with pytest.raises(PermissionDeniedError):
+        await t.put_blob_chunks(reader, env.org, REPO, Untouched())
     with pytest.raises(PermissionDeniedError):
         await t.kv_put(reader, key, b"reader value")
     with pytest.raises(PermissionDeniedError):
@@ -554,6 +736,10 @@ async def test_invalid_names_are_refused_by_blob_and_kv_calls(transport_env: Tra
         await t.put_blob(root, "Acme!", REPO, b"x")
     with pytest.raises(InvalidNameError):
         await t.get_blob(root, env.org, "bad repo", hashlib.sha256(b"x").hexdigest())
+    with pytest.raises(InvalidNameError):
+        await t.put_blob_chunks(root, "Acme!", REPO, Untouched())
+    with pytest.raises(InvalidNameError):
+        await t.get_blob_chunks(root, env.org, "bad repo", hashlib.sha256(b"x").hexdigest())
     for key in ["Acme!.main.k", f"{env.org}.{REPO}.bad key", f"{env.org}", f"{env.org}..k", ""]:
         with pytest.raises(InvalidNameError):
             await t.kv_put(root, key, b"x")

@@ -9,6 +9,8 @@ mapping of streams and buckets.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,11 +18,21 @@ from pathlib import Path
 
 import nats
 import pytest
+import zstandard
+from nats.js import api
 
 from engine.ids import change_id_from_bytes
 from tests.integration.natsutil import NatsServer, free_port, start_nats
 from transports.auth import Claims, Keyring, sign
-from transports.base import Appended, Delivery, LogId, PayloadTooLargeError, UnavailableError
+from transports.base import (
+    BLOB_CHUNK_BYTES,
+    Appended,
+    Delivery,
+    LogId,
+    PayloadTooLargeError,
+    TransportError,
+    UnavailableError,
+)
 from transports.jetstream import (
     HEADER_RESERVE,
     MAX_MSG_ID_BYTES,
@@ -441,3 +453,142 @@ async def test_many_entries_arrive_in_order_without_gaps(
         assert {d.payload[:6] for d in got} == {b"%06d" % i for i in range(count)}
     finally:
         await subscription.aclose()
+
+
+# -- blobs: the stored format and streaming ----------------------------------------
+
+
+async def raw_chunks(nc: nats.NATS, repo: str, digest: str) -> list[bytes]:
+    """The chunk messages of a stored blob object, straight from its stream."""
+    bucket = blob_bucket(ORG, repo)
+    info = await (await nc.jetstream().object_store(bucket)).get_info(digest)
+    sub = await nc.jetstream().subscribe(
+        f"$O.{bucket}.C.{info.nuid}", stream=f"OBJ_{bucket}", ordered_consumer=True
+    )
+    try:
+        return [(await sub.next_msg(DELIVERY_TIMEOUT_S)).data for _ in range(info.chunks)]
+    finally:
+        await sub.unsubscribe()
+
+
+def frame_ends(stored: bytes) -> list[tuple[int, int]]:
+    """(offset where each zstd frame ends, its raw size) along the stored bytes."""
+    ends: list[tuple[int, int]] = []
+    offset = 0
+    while offset < len(stored):
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        raw = frame.decompress(stored[offset:])
+        assert frame.eof
+        offset = len(stored) - len(frame.unused_data)
+        ends.append((offset, len(raw)))
+    return ends
+
+
+async def test_a_blob_is_stored_as_frames_that_no_chunk_straddles(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    data = os.urandom(2 * BLOB_CHUNK_BYTES + 5) + bytes(40 * BLOB_CHUNK_BYTES) + b"tail"
+    digest = await transport.put_blob_chunks(token, ORG, REPO, [data[:3], data[3:]])
+    nc = await nats.connect(server.url)
+    try:
+        chunks = await raw_chunks(nc, REPO, digest)
+        # nats-py's own reader accepts the object (its digest and size are right).
+        store = await nc.jetstream().object_store(blob_bucket(ORG, REPO))
+        assert (await store.get(digest)).data == b"".join(chunks)
+    finally:
+        await nc.close()
+    ends = frame_ends(b"".join(chunks))
+    assert all(raw <= BLOB_CHUNK_BYTES for _, raw in ends)
+    assert sum(raw for _, raw in ends) == len(data)
+    # Each frame is cut in 128 KiB chunks of its own: no chunk holds bytes of two frames.
+    expected: list[int] = []
+    begin = 0
+    for end, _ in ends:
+        expected += [min(128 * 1024, end - at) for at in range(begin, end, 128 * 1024)]
+        begin = end
+    assert [len(chunk) for chunk in chunks] == expected
+
+
+async def test_a_blob_of_the_earlier_format_still_reads(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    """Objects written whole (one zstd frame, by nats-py's put) stream in bounded pieces."""
+    data = bytes(3 * BLOB_CHUNK_BYTES) + os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    await transport.put_blob(token, ORG, REPO, b"creates the bucket")
+    nc = await nats.connect(server.url)
+    try:
+        store = await nc.jetstream().object_store(blob_bucket(ORG, REPO))
+        compressed = zstandard.ZstdCompressor(level=3).compress(data)
+        meta = api.ObjectMeta(name=digest, options=api.ObjectMetaOptions(max_chunk_size=128 * 1024))
+        await store.put(digest, compressed, meta=meta)
+    finally:
+        await nc.close()
+    assert await transport.get_blob(token, ORG, REPO, digest) == data
+    pieces = [piece async for piece in await transport.get_blob_chunks(token, ORG, REPO, digest)]
+    assert b"".join(pieces) == data
+    assert all(len(piece) <= BLOB_CHUNK_BYTES for piece in pieces)
+    # Every read, whole or streamed, deleted its consumer.
+    nc = await nats.connect(server.url)
+    try:
+        assert await nc.jetstream().consumers_info(f"OBJ_{blob_bucket(ORG, REPO)}") == []
+    finally:
+        await nc.close()
+
+
+async def test_a_corrupt_blob_fails_its_stream_by_the_end(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    data = os.urandom(BLOB_CHUNK_BYTES * 2)
+    wrong = hashlib.sha256(b"other bytes").hexdigest()
+    await transport.put_blob(token, ORG, REPO, b"creates the bucket")
+    nc = await nats.connect(server.url)
+    try:
+        store = await nc.jetstream().object_store(blob_bucket(ORG, REPO))
+        await store.put(wrong, zstandard.ZstdCompressor().compress(data))
+        await store.put(hashlib.sha256(data).hexdigest(), b"not zstd at all")
+    finally:
+        await nc.close()
+    with pytest.raises(TransportError, match="corrupt"):
+        await transport.get_blob(token, ORG, REPO, wrong)
+    stream = await transport.get_blob_chunks(token, ORG, REPO, wrong)
+    with pytest.raises(TransportError, match="hash differently"):
+        async for _ in stream:
+            pass
+    with pytest.raises(TransportError, match="corrupt"):
+        await transport.get_blob(token, ORG, REPO, hashlib.sha256(data).hexdigest())
+
+
+async def test_a_refused_or_failed_put_leaves_no_chunks(
+    server: NatsServer, transport: JetStreamTransport, token: str
+) -> None:
+    bucket = blob_bucket(ORG, REPO)
+    await transport.put_blob(token, ORG, REPO, b"creates the bucket")
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        before = (await js.stream_info(f"OBJ_{bucket}")).state.messages
+        transport.max_blob_bytes = 3 * BLOB_CHUNK_BYTES
+        with pytest.raises(PayloadTooLargeError):
+            await transport.put_blob_chunks(token, ORG, REPO, [os.urandom(BLOB_CHUNK_BYTES)] * 4)
+
+        async def broken() -> AsyncIterator[bytes]:
+            yield os.urandom(2 * BLOB_CHUNK_BYTES)
+            raise RuntimeError("the source broke")
+
+        with pytest.raises(RuntimeError):
+            await transport.put_blob_chunks(token, ORG, REPO, broken())
+        # A put of bytes already stored sends its chunks, then drops them.
+        again = os.urandom(BLOB_CHUNK_BYTES)
+        await transport.put_blob(token, ORG, REPO, again)
+        stored = (await js.stream_info(f"OBJ_{bucket}")).state.messages
+        await transport.put_blob_chunks(token, ORG, REPO, [again])
+        assert (await js.stream_info(f"OBJ_{bucket}")).state.messages == stored
+        assert stored > before
+        # Nothing of the refused puts is left: only the last blob's chunks and meta.
+        assert (
+            stored - before
+            == len(await raw_chunks(nc, REPO, hashlib.sha256(again).hexdigest())) + 1
+        )
+    finally:
+        await nc.close()

@@ -11,7 +11,8 @@ Modules:
         subscribe.
     _subscription: `JetStreamSubscription`, the ordered push consumer that logs and
         blob reads use.
-    _blobs: the Object Store bucket of a repo, zstd, digests.
+    _blobs: the Object Store bucket of a repo: streamed puts, pulled reads.
+    _blobformat: a blob's stored format (1 MiB zstd frames), digests, its threads.
     _kv: the KV bucket, compare-and-set, key listings.
 
 Mapping (design.md §3):
@@ -48,9 +49,13 @@ Mapping (design.md §3):
   the first delivery's predecessor instead of the true one).
 - **Blobs.** One Object Store bucket per repo, ``mesa_<org>_<repo'>_blobs``; the
   object name is the sha256 hex digest of the raw bytes; the object holds the bytes
-  zstd-compressed (level 3) in chunks of at most 128 KiB and at most the server's
-  ``max_payload`` minus `HEADER_RESERVE`; put skips an existing object; get
-  decompresses and checks the digest. Chunks are read with the ordered consumer above.
+  cut in pieces of at most 1 MiB, each a zstd frame (level 3), stored in chunks of at
+  most 128 KiB and at most the server's ``max_payload`` minus `HEADER_RESERVE`, no
+  chunk holding bytes of two frames. Puts stream (hash and compress piece by piece,
+  the object's meta published last, nothing left by a refused or failed put); the
+  whole-bytes put skips an existing object. Reads pull the chunks a few at a time
+  through an ephemeral pull consumer and check the digest by the end of the stream.
+  A blob holds at most ``max_blob_bytes`` (1 TiB by default).
 - **KV.** One bucket, ``mesa_kv`` (history `KV_HISTORY`), keys as given
   (``<org>.<repo>...``). Revisions are the bucket stream's sequences. Compare-and-set
   uses ``Nats-Expected-Last-Subject-Sequence``; reads go to the stream leader
@@ -75,7 +80,7 @@ recovers, so it holds across a server restart).
 
 from __future__ import annotations
 
-from transports.jetstream._blobs import ZSTD_LEVEL
+from transports.jetstream._blobformat import ZSTD_LEVEL
 from transports.jetstream._kv import KV_HISTORY
 from transports.jetstream._log import DUPLICATE_WINDOW_S
 from transports.jetstream._names import (

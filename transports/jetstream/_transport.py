@@ -16,11 +16,20 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING
 
 from transports.auth import Claims, Keyring, authenticate, authorize, authorize_key
-from transports.base import Appended, Clock, KvEntry, LogId, SystemClock
+from transports.base import (
+    MAX_BLOB_BYTES,
+    Appended,
+    Buffer,
+    ByteChunks,
+    Clock,
+    KvEntry,
+    LogId,
+    SystemClock,
+)
 from transports.jetstream._blobs import _Blobs
 from transports.jetstream._connection import _Connection
 from transports.jetstream._kv import _Kv
@@ -35,10 +44,12 @@ if TYPE_CHECKING:
 class JetStreamTransport:
     """A `Transport` over NATS JetStream (see the `transports.jetstream` docstring).
 
-    Create it with `connect`.
+    Create it with `connect`. ``max_blob_bytes`` (default `MAX_BLOB_BYTES`) is the
+    largest blob accepted; set it lower to refuse smaller blobs.
     """
 
     max_payload_bytes: int
+    max_blob_bytes: int
 
     def __init__(
         self,
@@ -52,6 +63,7 @@ class JetStreamTransport:
         self._clock = clock
         self._conn = _Connection(replicas=replicas, request_timeout_s=request_timeout_s)
         self.max_payload_bytes = 0
+        self.max_blob_bytes = MAX_BLOB_BYTES
         # Registration order is the order a reconnect drops their caches in.
         self._log = _Log(self._conn)
         self._blobs = _Blobs(self._conn)
@@ -172,18 +184,37 @@ class JetStreamTransport:
 
     # -- blobs ----------------------------------------------------------------
 
-    async def put_blob(self, token: str, org: str, repo: str, data: bytes) -> str:
+    async def put_blob(self, token: str, org: str, repo: str, data: Buffer) -> str:
         """Store ``data`` once and return its sha256 digest (idempotent).
 
         Raises:
             InvalidNameError: ``org`` or ``repo`` is not a valid name.
             TokenRejectedError: the token is invalid or expired.
             PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: ``data`` exceeds ``max_blob_bytes``.
             UnavailableError: the server did not answer in time.
         """
         self._authorize(token, org, repo, write=True)
         await self._conn.ready(f"put a blob of {org}/{repo}")
-        return await self._blobs.put(org, repo, data)
+        return await self._blobs.put(org, repo, data, max_bytes=self.max_blob_bytes)
+
+    async def put_blob_chunks(self, token: str, org: str, repo: str, chunks: ByteChunks) -> str:
+        """Store the concatenated ``chunks`` once, streaming, and return their sha256 digest.
+
+        The token is checked before the first chunk is taken. An exception raised by
+        ``chunks`` propagates and stores nothing.
+
+        Raises:
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo read-write.
+            PayloadTooLargeError: the chunks exceed ``max_blob_bytes`` (taken no further).
+            UnavailableError: the server did not answer in time.
+            TypeError: a chunk is not bytes-like.
+        """
+        self._authorize(token, org, repo, write=True)
+        await self._conn.ready(f"put a blob of {org}/{repo}")
+        return await self._blobs.put_chunks(org, repo, chunks, max_bytes=self.max_blob_bytes)
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
         """Return the bytes stored under ``digest``.
@@ -199,6 +230,26 @@ class JetStreamTransport:
         self._authorize(token, org, repo, write=False)
         await self._conn.ready(f"get blob {digest} of {org}/{repo}")
         return await self._blobs.get(org, repo, digest)
+
+    async def get_blob_chunks(
+        self, token: str, org: str, repo: str, digest: str
+    ) -> AsyncGenerator[bytes, None]:
+        """Return a stream of the bytes stored under ``digest``, at most 1 MiB a piece.
+
+        The token is checked here, once. Close the stream (``aclose``) when stopping
+        early: it holds a consumer on the server until then.
+
+        Raises:
+            InvalidNameError: ``org`` or ``repo`` is not a valid name.
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: the token does not grant the repo.
+            MissingError: no blob is stored under ``digest`` in this repo.
+            UnavailableError: the server did not answer in time (here or while iterating).
+            TransportError: (while iterating) the stored bytes are corrupt.
+        """
+        self._authorize(token, org, repo, write=False)
+        await self._conn.ready(f"get blob {digest} of {org}/{repo}")
+        return await self._blobs.get_chunks(org, repo, digest)
 
     # -- KV -------------------------------------------------------------------
 
