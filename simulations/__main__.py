@@ -15,6 +15,9 @@
   (simulations/bench/realtime.py).
 - ``bench fuse [options]`` is the FUSE benchmark: a real ``mesa mount`` beside tmpfs
   and the FUSE floor (simulations/bench/fuse.py; needs ``mesafs[fuse]``).
+- ``bench memory [--sizes 10M,100M,1G]`` is the large-file memory benchmark: peak RSS
+  of writing and reading a file through the SDK beside a child that only holds its
+  bytes (simulations/bench/memory.py).
 
 ``live`` and ``bench NAME`` hand the rest of the command line to their module
 unchanged, so each parses its own options (``-h`` included) and its child roles.
@@ -75,10 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     # live and bench are dispatched before parsing (see main); these parsers only
     # describe them in -h and report a missing benchmark name.
     sub.add_parser("live", help="load run with real processes: live [options] (live -h for them)")
-    bench = sub.add_parser("bench", help="live benchmarks: bench realtime|fuse [options]")
-    names = bench.add_subparsers(dest="name", required=True, metavar="{realtime,fuse}")
+    bench = sub.add_parser("bench", help="live benchmarks: bench realtime|fuse|memory [options]")
+    names = bench.add_subparsers(dest="name", required=True, metavar="{realtime,fuse,memory}")
     names.add_parser("realtime", help="latency, writes/s and cold mounts beside bare NATS")
     names.add_parser("fuse", help="a FUSE mount beside tmpfs and the FUSE floor")
+    names.add_parser("memory", help="peak RSS of large files beside holding their bytes")
     for p in (one, many):
         p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
         p.add_argument("--faults", choices=PROFILES, default=DEFAULT_PROFILE)
@@ -103,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulations.bench import fuse
 
         return fuse.main(argv[2:])
+    if argv[:2] == ["bench", "memory"]:
+        from simulations.bench import memory
+
+        return memory.main(argv[2:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
