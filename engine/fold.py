@@ -280,11 +280,18 @@ class _Folder:
         if any(map(self._unseen_recent, node.versions)):
             seen = node.value_at(self.entry.seen)
             value = before.plus_diff(new, seen if seen is not None else ABSENT)
-            if len(value.adds) > len(before.adds) + 1:
-                # The terms this writer saw are gone from the value (an append or a
-                # copy rewrote them), so nothing cancelled: re-adding them as sides
-                # would bring replaced contents back. A racing write adds one side.
-                value = before.plus_diff(new, ABSENT)
+            if new.is_resolved():
+                if len(value.adds) > len(before.adds) + 1:
+                    # The terms this writer saw are gone from the value (an append or
+                    # a copy rewrote them), so nothing cancelled: re-adding them as
+                    # sides would bring replaced contents back. A racing write adds one.
+                    value = before.plus_diff(new, ABSENT)
+            elif seen is None or len(value.adds) > len(before.adds) + len(new.adds):
+                # A conflict moved or copied here, racing what the mover had not seen
+                # or can no longer cancel: its sides join the file's, each over an
+                # empty base, except those the file holds (the same writes, seen
+                # through a copy of this file).
+                value = _join(before, new)
             node.value = value
         else:
             node.value = _edit(before, new)
@@ -445,6 +452,19 @@ def _aside_name(parent: DirNode, name: str, *, want_dir: bool) -> str:
         if existing is None or (want_dir and isinstance(existing, DirNode)):
             return candidate
         n += 1
+
+
+def _join(before: Merge, new: Merge) -> Merge:
+    """Return ``before`` plus each side of ``new`` it does not hold, over an empty base.
+
+    For a conflicted value moved or copied onto a file it races (docs/conflicts.md,
+    rule 11): at most the moved value's sides are added, and none the file holds.
+    """
+    added: list[Content | None] = []
+    for side in new.adds:
+        if side not in before.adds and side not in added:
+            added.append(side)
+    return Merge((*before.adds, *added), (*before.removes, *[None] * len(added))).simplify()
 
 
 def _concat(value: Content | None, tail: Content) -> Content:

@@ -17,6 +17,17 @@ For each write ``E`` to a followed file the model decides, from the log alone:
 - ``E`` **raced** when it has a witness and ``S != X`` (it had not seen the value
   it overwrites).
 
+**Forgetting** (docs/conflicts.md, "Vocabulary"): a file remembers the versions
+stamped within the window of its newest one, the newest older one, and, once older
+ones are gone, a stub of the one before (sequence, time and author, but not the value
+before it); at most `MAX_VERSIONS`. The model keeps the same list per followed file
+(`_File.kept`). Only remembered versions can be witnesses (after a backward clock
+jump a forgotten version may be stamped within the window again), and when ``E.seen``
+is older than the stub, ``S`` is forgotten: the fold's base is then empty (never a
+guess), which cancels nothing, so ``E`` raced whenever it has a witness, even if the
+file holds again exactly what ``E`` had seen (a conflict block written back, or a
+forward clock jump that puts every earlier version outside the window at once).
+
 Then: raced => the file is a conflict after ``E`` with ``E``'s bytes as a side,
 unless ``X`` already is exactly ``E``'s bytes (equal sides are one) or has them as a
 base (they were replaced by someone who had seen them: jj's algebra cancels them);
@@ -24,16 +35,13 @@ not raced and not a conflict block written back => the file holds exactly ``E``'
 bytes.
 An append leaves exactly ``X`` with its bytes appended to every term.
 
-The fold keeps at most 64 versions per file (docs/conflicts.md); the model checks
-only writes with fewer than 63 other versions after their ``seen``, where that limit
-cannot matter.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine import conflicts
 from engine.content import EMPTY, Content
@@ -60,6 +68,23 @@ class _Change:
 class _File:
     history: list[_Change]
     value: Merge | None
+    # (seq, time) of the versions the fold remembers; the first is a stub once `floor`
+    # is set: the value at a sequence before ``floor`` is forgotten.
+    kept: list[tuple[int, int]] = field(default_factory=list)
+    floor: int = 0
+
+    def remember(self, seq: int, time_ms: int, window_ms: int) -> None:
+        """Record a version; forget what docs/conflicts.md says a file forgets."""
+        kept = self.kept
+        kept.append((seq, time_ms))
+        cutoff = time_ms - window_ms
+        older = 0  # index of the newest version stamped before the window
+        while older + 1 < len(kept) and kept[older + 1][1] < cutoff:
+            older += 1
+        older = max(older, len(kept) - MAX_VERSIONS)
+        if older > 0:
+            del kept[: older - 1]  # the one before the newest older one stays, as a stub
+            self.floor = kept[0][0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,22 +179,26 @@ class SimpleFiles:
             self._check_write(logged, op, before, after, followed)
         changed = before is None or _key(after) != _key(before)
         followed.history.append(_Change(logged.seq, logged.time_ms, entry.author, changed, after))
+        followed.remember(logged.seq, logged.time_ms, self.window_ms)
         followed.value = after
 
     def _check_write(
         self, logged: Logged, op: Write, before: Merge, after: Merge, followed: _File
     ) -> None:
         entry = logged.entry
-        unseen = [c for c in followed.history if c.seq > entry.seen]
-        if len(unseen) >= MAX_VERSIONS - 1:
-            return  # the fold may have dropped versions this write races (docs/conflicts.md)
-        others = [c for c in unseen if c.author != entry.author]
-        witnesses = [c for c in others if abs(logged.time_ms - c.time_ms) <= self.window_ms]
+        others = [c for c in followed.history if c.seq > entry.seen and c.author != entry.author]
+        remembered = {seq for seq, _ in followed.kept}
+        witnesses = [
+            c
+            for c in others
+            if c.seq in remembered and abs(logged.time_ms - c.time_ms) <= self.window_ms
+        ]
         seen_value = None
         for change in followed.history:
             if change.seq <= entry.seen:
                 seen_value = change.value
-        raced = bool(witnesses) and _key(seen_value) != _key(before)
+        forgotten = entry.seen < followed.floor  # the fold's base is empty (module docstring)
+        raced = bool(witnesses) and (forgotten or _key(seen_value) != _key(before))
         written_back = not before.is_resolved() and _is_block(op.content, len(before.adds))
         where = f"write {entry.op_id} at seq {logged.seq} to {to_str(op.path)!r}"
         self.checked += 1

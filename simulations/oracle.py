@@ -81,7 +81,6 @@ class Oracle:
         self.findings = findings
         # (inode, tag) -> the entries that put the tag's bytes in that file (see _carry)
         self.carriers: dict[tuple[int, int], tuple[Witness, ...]] = {}
-        self.value_entries = 0
         self.op_ids: set[str] = set()
         # path -> (seq, keys of the sides there from that seq on), when they changed
         self.path_sides: dict[RelPath, list[tuple[int, frozenset[str]]]] = {}
@@ -124,12 +123,10 @@ class Oracle:
                     " twice) but folding it changed the tree: the op took effect twice",
                 )
             return self.tree.hash()
-        if isinstance(entry.op, Write | Append | Mv | Cp):
-            self.value_entries += 1
         self._note_origins(logged)
         self._carry(logged, before, after)
         self._note_path_sides(logged.seq, after)
-        self._check_side_count(logged, after)
+        self._check_side_count(logged, before, after)
         self._check_conflicts(logged, before, after)
         if model_before is not None:
             self.simple.after(logged, self.tree, model_before)
@@ -312,16 +309,44 @@ class Oracle:
                 " sides without racing any write",
             )
 
-    def _check_side_count(self, logged: Logged, after: Census) -> None:
-        """A file cannot have more sides than there were writes: more means terms came back."""
+    def _check_side_count(self, logged: Logged, before: Census, after: Census) -> None:
+        """Checker d's bound: how many sides one entry may give a file.
+
+        A write adds at most one side (rule 5), an append none (rule 8), an ``mv``/``cp``
+        onto a file at most the moved value's sides (rule 11); nothing else adds any.
+        More means terms came back (bug 2: a stale writer re-added replaced contents).
+        """
+        op = logged.entry.op
+        dst_sides = moved_sides = 0
+        if isinstance(op, Mv | Cp):
+            dst_ino = before.file_paths.get(op.dst)
+            dst_sides = len(before.files[dst_ino][1].adds) if dst_ino is not None else 0
+            moved_sides = max(
+                (
+                    len(before.files[ino][1].adds)
+                    for path, ino in before.file_paths.items()
+                    if is_ancestor(op.src, path)
+                ),
+                default=0,
+            )
         for ino in sorted(after.files):
             path, value = after.files[ino]
-            if len(value.adds) > self.value_entries + 1:
+            old = before.files.get(ino)
+            sides = len(old[1].adds) if old is not None else 0
+            if isinstance(op, Write):
+                limit = sides + 1
+            elif isinstance(op, Append):
+                limit = max(sides, 1)
+            elif isinstance(op, Mv | Cp):
+                limit = (sides if old is not None else moved_sides) + dst_sides
+            else:
+                limit = sides
+            if len(value.adds) > limit:
                 raise CheckFailedError(
                     "d:conflict-iff-race",
                     f"after seq {logged.seq} ({describe(logged.entry)} by {logged.entry.author},"
                     f" seen {logged.entry.seen}) {to_str(path)!r} has {len(value.adds)} sides,"
-                    f" more than the {self.value_entries} writes, moves and copies so far",
+                    f" more than the {limit} this entry may leave (it had {sides})",
                 )
 
     # -- coverage ------------------------------------------------------------------

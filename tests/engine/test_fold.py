@@ -269,3 +269,72 @@ def test_rm_dir_events_are_recursive_and_mv_names_both_paths() -> None:
     assert log.add("a", Mv(("d",), ("e",))) == [Event(("d",), True), Event(("e",), True)]
     assert log.add("a", Rm(("e",), recursive=True)) == [Event(("e",), True)]
     assert log.state.tree.root.children == {}
+
+
+# -- found by the simulator (docs/simulations.md, "Bugs found") -----------------------
+
+
+def _fold_at(steps: list[tuple[int, str, int, int, Op]]) -> ChangeState:
+    """Fold (time offset ms, author, counter, seen, op) at seq 1, 2, ..."""
+    state = ChangeState()
+    for seq, (dt_ms, author, counter, seen, op) in enumerate(steps, 1):
+        fold(state, Logged(seq, T0 + dt_ms, Entry(op, author, counter, seen)))
+    return state
+
+
+def test_a_racer_whose_view_the_file_forgot_gets_an_empty_base() -> None:
+    # Seeds 20271 and 20538 (the second across a forward clock jump): "a" writes back
+    # what "c" had seen, more than a window after b's writes, so the file forgets the
+    # value before them; "c" races a's write and its base is empty, never a guess.
+    seen, w = c(b"seen\n"), c(b"w\n")
+    for gap_ms, expected in [
+        (500, Merge.resolved(w)),  # every version in the window: the base is known
+        (3_000, Merge((seen, w), (None,))),  # a stale racer
+        (178_000, Merge((seen, w), (None,))),  # the server's clock jumped forward
+    ]:
+        state = _fold_at(
+            [
+                (0, "a", 1, 0, Write(("f",), seen)),
+                (10, "b", 1, 1, Write(("f",), c(b"y\n"))),
+                (20, "b", 2, 2, Write(("f",), c(b"z\n"))),
+                (gap_ms, "a", 2, 3, Write(("f",), seen)),
+                (gap_ms + 16, "c", 1, 1, Write(("f",), w)),  # had seen seq 1 only
+            ]
+        )
+        node = state.tree.lookup(("f",))
+        assert isinstance(node, FileNode)
+        assert node.value == expected, gap_ms
+
+
+def test_a_racing_copy_of_a_conflict_adds_no_side_the_file_holds() -> None:
+    # Seed 20625: copies of one conflict copied back and forth, racing, doubled its
+    # sides each time (179 sides, 65 distinct): the same writes seen through a copy.
+    a, b, c3 = c(b"A\n"), c(b"B\n"), c(b"C\n")
+    state = _fold_at(
+        [
+            (10, "a", 1, 0, Write(("f",), a)),
+            (20, "b", 1, 0, Write(("f",), b)),  # add/add: A | B
+            (30, "a", 2, 2, Cp(("f",), ("g",))),  # g: A | B
+            (40, "c", 1, 0, Write(("f",), c3)),  # f: A | B | C
+            (50, "d", 1, 0, Cp(("g",), ("f",))),  # races c's write; f holds A and B
+        ]
+    )
+    assert state.tree.lookup(("f",)).value == Merge((a, b, c3), (None, None))  # type: ignore[union-attr]
+
+
+def test_a_racing_copy_of_an_older_conflict_keeps_every_content_once() -> None:
+    # Seed 20800: the copy holds the conflict as it was before an append; racing, both
+    # survive, each content once (four sides from two writes, an append and a copy).
+    a, b, x = c(b"A\n"), c(b"B\n"), c(b"x\n")
+    state = _fold_at(
+        [
+            (10, "a", 1, 0, Write(("f",), a)),
+            (20, "b", 1, 0, Write(("f",), b)),
+            (30, "a", 2, 2, Cp(("f",), ("g",))),
+            (40, "b", 2, 3, Append(("f",), x)),  # f: A+x | B+x, base x
+            (50, "c", 1, 0, Cp(("g",), ("f",))),  # c had seen nothing of f
+        ]
+    )
+    node = state.tree.lookup(("f",))
+    assert isinstance(node, FileNode)
+    assert node.value.adds == (a.concat(x), b.concat(x), a, b)

@@ -12,12 +12,20 @@ checker's exact rule does not regress.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
+from engine import fold as fold_module
 from engine.content import Content
 from engine.fold import ChangeState, Event, fold
-from engine.ops import Append, Chmod, Entry, Logged, Mv, Op, Rm, Utimes, Write
+from engine.merge import Merge
+from engine.ops import Append, Chmod, Cp, Entry, Logged, Mv, Op, Rm, Utimes, Write
 from engine.tree import FileNode
+from simulations.failure import CheckFailedError
+from simulations.known import Findings
+from simulations.model import SimpleFiles
+from simulations.oracle import Oracle
 from simulations.runner import RunConfig, run
 
 T0 = 1_700_000_000_000
@@ -115,6 +123,133 @@ def test_mover_cannot_clobber_bytes_it_carried_unseen(last: Op) -> None:
     assert c(b"new from b\n") in node.value.adds
 
 
+# -- bug 4: a racing copy of a conflict added the sides the file held again (fixed) -------
+
+
+def test_seed_20625_a_racing_copy_of_a_conflict_adds_no_side_twice() -> None:
+    # python -m simulations run --seed 20625 --mounts 2 --steps 200 --faults swarm
+    # failed checker d's bound: "after seq 163 (cp 'g' 'a' by m1x0, seen 36) 'a' has 179
+    # sides" (65 distinct): copies of one conflict copied back and forth, racing.
+    # Minimal engine test: tests/engine/test_fold.py,
+    # test_a_racing_copy_of_a_conflict_adds_no_side_the_file_holds.
+    result = run(RunConfig(20625, 2, 200, "swarm"))
+    assert result.ok, result.report()
+
+
+def test_a_racing_copy_of_copies_stays_bounded() -> None:
+    steps: list[tuple[str, int, int, Op]] = [
+        ("a", 1, 0, Write(("f",), c(b"A\n"))),
+        ("b", 1, 0, Write(("f",), c(b"B\n"))),  # add/add: A | B
+    ]
+    # Two authors copy the conflict back and forth, each racing the other.
+    for i in range(6):
+        src, dst = (("f",), ("g",)) if i % 2 == 0 else (("g",), ("f",))
+        steps.append(("ab"[i % 2], 2 + i, 0, Cp(src, dst)))
+    state, _ = fold_steps(steps)
+    for path in (("f",), ("g",)):
+        node = state.tree.lookup(path)
+        assert isinstance(node, FileNode)
+        assert sorted(v.inline_bytes() or b"" for v in node.value.adds if v) == [b"A\n", b"B\n"]
+
+
+# -- the model forgets what the fold forgets (checker d false alarms, seeds 20271, 20538) --
+
+
+def _model_fold(logs: list[Logged]) -> None:
+    model, state = SimpleFiles(1000, Counter()), ChangeState()
+    for logged in logs:
+        pending = model.before(logged, state.tree)
+        fold(state, logged)
+        if pending is not None:
+            model.after(logged, state.tree, pending)
+
+
+def test_the_model_gives_a_racer_whose_view_was_forgotten_an_empty_base() -> None:
+    # The file forgot its value at seq 1 (b's versions are more than a window older than
+    # a's write-back), so c's racing write gets an empty base: a conflict, although the
+    # file holds again what c had seen. The model predicted "not raced" (S == X).
+    for gap_ms in (3_000, 178_000):  # a stale racer; a forward clock jump (seed 20538)
+        steps = [
+            (0, "a", 1, 0, b"seen\n"),
+            (10, "b", 1, 1, b"y\n"),
+            (20, "b", 2, 2, b"z\n"),
+            (gap_ms, "a", 2, 3, b"seen\n"),
+            (gap_ms + 16, "c", 1, 1, b"w\n"),
+        ]
+        _model_fold(
+            [
+                Logged(seq, T0 + dt, Entry(Write(("f",), c(data)), author, n, seen))
+                for seq, (dt, author, n, seen, data) in enumerate(steps, 1)
+            ]
+        )
+
+
+def test_the_model_still_requires_the_conflict_when_the_base_is_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fold that, not knowing the base, drops the racer's bytes must still fail.
+    monkeypatch.setattr(fold_module.FileNode, "value_at", lambda self, seen: self.value)
+    steps = [
+        (0, "a", 1, 0, b"seen\n"),
+        (10, "b", 1, 1, b"y\n"),
+        (20, "b", 2, 2, b"z\n"),
+        (3_000, "a", 2, 3, b"seen\n"),
+        (3_016, "c", 1, 1, b"w\n"),
+    ]
+    logs = [
+        Logged(seq, T0 + dt, Entry(Write(("f",), c(data)), author, n, seen))
+        for seq, (dt, author, n, seen, data) in enumerate(steps, 1)
+    ]
+    with pytest.raises(CheckFailedError, match="raced seq 4 by a"):
+        _model_fold(logs)
+
+
+# -- checker d's bound counts what a copy brings (false alarm, seed 20800) ---------------
+
+
+def _oracle_fold(steps: list[tuple[str, int, int, Op]]) -> None:
+    oracle = Oracle(1000, Counter(), Findings())
+    for seq, (author, counter, seen, op) in enumerate(steps, 1):
+        oracle.observe(Logged(seq, T0 + 10 * seq, Entry(op, author, counter, seen)))
+
+
+def test_the_bound_lets_a_racing_copy_bring_the_moved_sides() -> None:
+    # f: A+x | B+x after an append; g: A | B copied before it. A racing copy of g onto f
+    # keeps all four (two writes, an append, a copy): the old bound ("no more sides
+    # than writes, moves and copies") called that terms coming back.
+    _oracle_fold(
+        [
+            ("a", 1, 0, Write(("f",), c(b"@@w1@@\n"))),
+            ("b", 1, 0, Write(("f",), c(b"@@w2@@\n"))),
+            ("a", 2, 2, Cp(("f",), ("g",))),
+            ("b", 2, 3, Append(("f",), c(b"@@a3@@\n"))),
+            ("c", 1, 0, Cp(("g",), ("f",))),
+        ]
+    )
+
+
+def test_the_bound_catches_a_write_that_adds_two_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bug 2's shape: a racing write that re-adds a replaced content beside its own.
+    def resurrecting(before: Merge, new: Merge, seen: Merge) -> Merge:
+        return Merge((*before.adds, *new.adds, c(b"ghost\n")), (*before.removes, None, None))
+
+    real = Merge.plus_diff
+    monkeypatch.setattr(
+        Merge,
+        "plus_diff",
+        lambda self, new, old: (
+            resurrecting(self, new, old) if old.adds == (None,) else real(self, new, old)
+        ),
+    )
+    with pytest.raises(CheckFailedError, match="more than the 2 this entry may leave"):
+        _oracle_fold(
+            [
+                ("a", 1, 0, Write(("f",), c(b"@@w1@@\n"))),
+                ("b", 1, 0, Write(("f",), c(b"@@w2@@\n"))),  # add/add, empty base
+            ]
+        )
+
+
 # -- checker false alarms (simulator bugs), pinned so the exact rules stay exact ---------
 
 
@@ -132,6 +267,9 @@ def test_mover_cannot_clobber_bytes_it_carried_unseen(last: Op) -> None:
         (1864, 4, 120, "swarm", 1000, "d: mv of a conflict block over the conflict: rule 6"),
         (1977, 5, 120, "swarm", 1000, "d: mv of a conflict block over the conflict: rule 6"),
         (3871, 2, 120, "swarm", 1000, "d: racing bytes equal to a base cancel it"),
+        (20271, 2, 200, "swarm", 1000, "d: a racer whose view the file forgot: empty base"),
+        (20538, 2, 200, "swarm", 1000, "d: the same, across a forward clock jump"),
+        (20800, 2, 200, "swarm", 1000, "d bound: a racing copy brings the moved value's sides"),
     ],
 )
 def test_checker_false_alarm_stays_fixed(
