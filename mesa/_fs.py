@@ -29,13 +29,13 @@ from engine.errors import FsError
 from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
+from mesa._args import content_arg, mode_arg, path_arg, time_arg
 from mesa._errormap import os_error
 from mesa._fsbookmarks import FsBookmarks
 from mesa._history import FsChanges, read_at
 from mesa._mount import RepoMount
 from mesa._mounted import MountedRepos
 from mesa._types import FsStat, WatchEvent
-from mesa.errors import InvalidOptionsError
 
 log = logging.getLogger("mesa")
 
@@ -138,14 +138,24 @@ class MesaFileSystem:
 
     # -- resolution ----------------------------------------------------------------
 
-    def _resolve(self, path: str, *, follow: bool, missing_ok: bool = False) -> _Resolved:
+    def _resolve(
+        self, path: str, *, follow: bool, missing_ok: bool = False, dir_check: bool = True
+    ) -> _Resolved:
         """Resolve ``path`` physically (see module docstring).
 
-        With ``missing_ok`` the last component may be missing (node None).
+        With ``missing_ok`` the last component may be missing (node None). With
+        ``dir_check`` a path in directory form (``x/``) to anything but a directory is
+        ENOTDIR; without it the caller checks that in its own order (rename(2)).
         """
         self._check()
-        if not isinstance(path, str):
-            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        path_arg(path)
+        if not path.startswith("/"):
+            raise os_error(
+                errno.ENOENT, path, "not an absolute path: mount paths are /<org>/<repo>/..."
+            )
+        # A trailing "/" (or a last "." or "..") names a directory, as for the kernel:
+        # anything else there (a file, or a symlink not followed) is ENOTDIR.
+        dir_syntax = _dir_syntax(path)
         # "." stays in the queue: like the kernel, "x/." needs x to be a directory.
         queue = deque(p for p in path.split("/") if p)
         parts: list[str] = []
@@ -191,6 +201,8 @@ class MesaFileSystem:
         repo = self._repos.get(parts[1]) if len(parts) >= 2 else None
         # Look the node up again: after a trailing ".." the last one looked up is a child.
         node = repo.replica.state.tree.lookup(tuple(parts[2:])) if repo is not None else None
+        if dir_check and dir_syntax and node is not None and not isinstance(node, DirNode):
+            raise os_error(errno.ENOTDIR, path)
         return _Resolved(parts, repo, node)
 
     def _in_repo(self, r: _Resolved, path: str, *, root_errno: int = errno.EPERM) -> RepoMount:
@@ -238,11 +250,24 @@ class MesaFileSystem:
 
     async def write(self, path: str, content: bytes | bytearray | memoryview | str) -> None:
         """Replace a file's contents, creating it if missing; its parent must exist."""
-        await self._put(path, content, append=False)
+        self._check_file_path(path)
+        await self._put(path, content_arg(content), append=False)
 
     async def append(self, path: str, content: bytes | bytearray | memoryview | str) -> None:
         """Append bytes to a file, creating it if missing."""
-        await self._put(path, content, append=True)
+        self._check_file_path(path)
+        await self._put(path, content_arg(content), append=True)
+
+    def _check_file_path(self, path: str) -> None:
+        """A file cannot be written at a path that names a directory (``x/``): EISDIR."""
+        if isinstance(path, str) and _dir_syntax(path):
+            # open(2) with O_CREAT: the parents must resolve (ENOENT, ENOTDIR), then a
+            # name in directory form is EISDIR whatever is there.
+            stem = path.rstrip("/")
+            if _last_is_dot(stem):
+                stem = stem.rsplit("/", 1)[0] + "/"
+            self._resolve(stem or "/", follow=True, missing_ok=not stem.endswith("/"))
+            raise os_error(errno.EISDIR, path)
 
     async def _put(
         self, path: str, content: bytes | bytearray | memoryview | str, *, append: bool
@@ -340,6 +365,10 @@ class MesaFileSystem:
 
     async def mkdir(self, path: str, recursive: bool | None = None) -> None:  # noqa: FBT001 (spec)
         """Create a directory; ``recursive`` creates parents and accepts an existing directory."""
+        if not path_arg(path).startswith("/"):
+            raise os_error(
+                errno.ENOENT, path, "not an absolute path: mount paths are /<org>/<repo>/..."
+            )
         if recursive:
             await self._mkdir_parents(path)
             return
@@ -384,6 +413,8 @@ class MesaFileSystem:
         force: bool | None = None,  # noqa: FBT001
     ) -> None:
         """Remove a file or directory (``recursive``: non-empty too; ``force``: ignore missing)."""
+        if _last_is_dot(path_arg(path)):
+            raise os_error(errno.EINVAL, path, "refusing to remove '.' or '..'")
         try:
             r = self._resolve(path, follow=False, missing_ok=True)
         except FileNotFoundError:
@@ -403,6 +434,10 @@ class MesaFileSystem:
         if rs.is_dir and not recursive:
             # The source is checked before the destination is looked at (cp(1), copyfile).
             raise os_error(errno.EISDIR, src)
+        if not rs.is_dir and _dir_syntax(path_arg(dest, "dest")):
+            # A file cannot land at a path that names a directory (cp(1): ENOTDIR).
+            self._resolve(dest, follow=True, missing_ok=True)
+            raise os_error(errno.ENOTDIR, dest)
         # A file is written through a symlink at ``dest`` (open(2)); a directory copy
         # makes ``dest`` as mkdir(2) does, so a symlink there, even dangling, is EEXIST.
         rd = self._resolve(dest, follow=not rs.is_dir, missing_ok=True)
@@ -439,10 +474,19 @@ class MesaFileSystem:
         """Move or rename with rename(2) semantics (``EXDEV`` across repos)."""
         # rename(2) looks up both parents before the source itself: a bad destination
         # directory is reported even when the source is missing.
-        rs = self._resolve(src, follow=False, missing_ok=True)
-        rd = self._resolve(dest, follow=False, missing_ok=True)
+        rs = self._resolve(src, follow=False, missing_ok=True, dir_check=False)
+        rd = self._resolve(dest, follow=False, missing_ok=True, dir_check=False)
+        for value in (src, dest):
+            # After both parents resolve and before the source is looked up (rename(2)).
+            if _last_is_dot(value):
+                raise os_error(errno.EBUSY, value, "cannot rename '.' or '..'")
         if rs.node is None and len(rs.parts) >= 3:
             raise os_error(errno.ENOENT, src)
+        if not rs.is_dir:
+            # A non-directory cannot be named, or renamed to, in directory form.
+            for value in (src, dest):
+                if _dir_syntax(value):
+                    raise os_error(errno.ENOTDIR, value)
         src_repo = self._in_repo(rs, src, root_errno=errno.EBUSY)
         dst_repo = self._in_repo(rd, dest, root_errno=errno.EBUSY)
         if src_repo is not dst_repo:
@@ -451,8 +495,7 @@ class MesaFileSystem:
 
     async def chmod(self, path: str, mode: int) -> None:
         """Set permission bits, such as ``0o755``."""
-        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-            raise InvalidOptionsError(f"mode must be an int in 0..0o7777, not {mode!r}")
+        mode = mode_arg(mode)
         r = self._resolve(path, follow=True)
         repo = r.repo
         if repo is None:
@@ -461,22 +504,25 @@ class MesaFileSystem:
 
     async def symlink(self, target: str, path: str) -> None:
         """Create a symlink at ``path``; relative targets resolve against its parent when read."""
-        if not isinstance(target, str):
-            raise TypeError("target must be a str")
+        path_arg(target, "target")
+        if isinstance(path, str) and _dir_syntax(path):
+            raise os_error(errno.ENOENT, path, "a symlink cannot be made at a directory path")
         r = self._resolve(path, follow=False, missing_ok=True)
         if r.node is not None or len(r.parts) < 3:
             raise os_error(errno.EEXIST, path)
         await self._submit(self._in_repo(r, path), Symlink(r.rel, target), path)
 
     async def utimes(self, path: str, atime_ms: float, mtime_ms: float) -> None:
-        """Set access and modification times, in milliseconds since the epoch."""
-        for value in (atime_ms, mtime_ms):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-                raise InvalidOptionsError(f"times are numbers of milliseconds, not {value!r}")
+        """Set access and modification times, in milliseconds since the epoch.
+
+        Times are limited to what a 64-bit nanosecond timestamp holds (`mesa._args`).
+        """
+        atime = time_arg(atime_ms, "atime_ms")
+        mtime = time_arg(mtime_ms, "mtime_ms")
         r = self._resolve(path, follow=True)
         if r.repo is None:
             raise os_error(errno.EPERM, path)
-        await self._submit(r.repo, Utimes(r.rel, int(atime_ms), int(mtime_ms)), path)
+        await self._submit(r.repo, Utimes(r.rel, atime, mtime), path)
 
     async def link(self, existing_path: str, new_path: str) -> None:
         """Hard links are not supported: always raises `NotImplementedError`."""
@@ -541,6 +587,17 @@ class MesaFileSystemSubscription:
         self._fs._remove_subscription(self)
         self._queue.put_nowait(None)
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _dir_syntax(path: str) -> bool:
+    """Whether ``path`` names a directory by its form: a trailing "/", "." or ".."."""
+    return path.endswith("/") or _last_is_dot(path)
+
+
+def _last_is_dot(path: str) -> bool:
+    """Whether the last component of ``path`` is "." or ".." (trailing slashes ignored)."""
+    parts = [p for p in path.split("/") if p]
+    return bool(parts) and parts[-1] in (".", "..")
 
 
 def _dir_stat(mode: int, mtime_ms: int) -> FsStat:
