@@ -22,7 +22,14 @@ __all__ = ["nats_server", "spawn_mount"]
 _REASON = fuse_unusable()
 #: The modules that mount for real (test_planner.py needs no kernel).
 MOUNTING = frozenset(
-    {"test_posix.py", "test_tools.py", "test_realtime.py", "test_bench.py", "test_edges.py"}
+    {
+        "test_posix.py",
+        "test_tools.py",
+        "test_realtime.py",
+        "test_bench.py",
+        "test_edges.py",
+        "test_torture.py",
+    }
 )
 
 
