@@ -112,6 +112,7 @@ class FsChanges:
             InvalidOptionsError: both or neither of ``bookmark`` and ``change_id``.
             OSError: EROFS for a read-only repo.
         """
+        _check_message(message)
         rm = self._repos.writable(repo)
         with fs_errors(rm.prefix):
             source = await resolve_source(rm.store, bookmark, change_id)
@@ -120,7 +121,13 @@ class FsChanges:
                 child = await _changes.create_child(
                     rm.store, source, folded, message=message or "", author=rm.mount_id
                 )
-                await rm.switch_locked(child.change_id, follow=None)
+                try:
+                    await rm.switch_locked(child.change_id, follow=None)
+                except BaseException:
+                    # Nothing points at the new change yet: it goes again, so a call
+                    # that raises leaves no change behind.
+                    await _changes.delete_change(rm.store, child.change_id)
+                    raise
         return child.change_id
 
     async def edit(
@@ -168,6 +175,7 @@ class FsChanges:
             InvalidOptionsError: no bookmark points at the current change.
             ConflictError: a bookmark moved concurrently (retry).
         """
+        _check_message(message)
         rm = self._repos.writable(repo)
         store = rm.store
         async with rm.exclusive():
@@ -183,15 +191,21 @@ class FsChanges:
                     f"checkpoint needs a bookmark on the current change {saved}; "
                     "create one with fs.bookmarks.create"
                 )
-            if message is not None:
-                await _changes.describe(store, saved, message, rm.ctx.clock.now_ms())
             saved_oid = _changes.commit_oid(saved, rm.replica.state.tree)
             # Sealing encodes the state before its first await: nothing folds in between.
             child = await _changes.create_child(
                 store, saved, Folded(rm.replica.state, rm.entries), message="", author=rm.mount_id
             )
-            await _move_all(store, names, child)
-            await rm.switch_locked(child.change_id, follow=rm.bookmark)
+            old_message = (await _changes.require_change(store, saved)).message
+            moved: list[str] = []
+            try:
+                if message is not None:
+                    await _changes.describe(store, saved, message, rm.ctx.clock.now_ms())
+                await _move_all(store, names, child, moved)
+                await rm.switch_locked(child.change_id, follow=rm.bookmark)
+            except BaseException:
+                await _undo_checkpoint(store, saved, old_message, message, child, moved)
+                raise
             active_oid = _changes.commit_oid(child.change_id, rm.replica.state.tree)
         return CheckpointResult(saved_oid, active_oid, saved, child.change_id)
 
@@ -225,21 +239,64 @@ async def _fold_of(rm: RepoMount, change_id: str) -> Folded:
     return await _changes.current_state(rm.store, change_id)
 
 
-async def _move_all(store: RepoStore, names: list[tuple[str, int]], child: ChangeRecord) -> None:
+async def _move_all(
+    store: RepoStore, names: list[tuple[str, int]], child: ChangeRecord, moved: list[str]
+) -> None:
     """Move every bookmark to ``child`` by compare-and-set, in name order.
 
-    The first lost race raises `ConflictError`; if no bookmark had moved yet, the new
-    change is deleted again (nothing points at it).
+    Each bookmark moved is added to ``moved`` (for `_undo_checkpoint`). The first lost
+    race raises `ConflictError`.
     """
-    moved = 0
-    try:
-        for name, revision in sorted(names):
-            await _bookmarks.cas_move(store, name, child.change_id, revision)
-            moved += 1
-    except ConflictError:
-        if not moved:
-            await _changes.delete_change(store, child.change_id)
-        raise
+    for name, revision in sorted(names):
+        await _bookmarks.cas_move(store, name, child.change_id, revision)
+        moved.append(name)
+
+
+async def _undo_checkpoint(
+    store: RepoStore,
+    saved: str,
+    old_message: str,
+    message: str | None,
+    child: ChangeRecord,
+    moved: list[str],
+) -> None:
+    """Put back what a failed checkpoint wrote: bookmarks, the message, the new change.
+
+    Each step is a compare-and-set against what the checkpoint itself wrote, so a
+    concurrent writer's later change is never overwritten. What cannot be put back is
+    raised (never only logged), with the original failure as its context. Snapshot
+    records sealed on the way stay: they are caches of states the log holds.
+    """
+    leftovers: list[str] = []
+    for name in moved:
+        try:
+            found = await _bookmarks.get_record(store, name)
+            if found is None or found[0].change_id != child.change_id:
+                leftovers.append(f"bookmark {name!r} moved on meanwhile")
+                continue
+            await _bookmarks.cas_move(store, name, saved, found[1])
+        except Exception as exc:
+            leftovers.append(f"bookmark {name!r} still points at {child.change_id}: {exc}")
+    if message is not None and message != old_message:
+        try:
+            current = await _changes.require_change(store, saved)
+            if current.message == message:
+                await _changes.describe(store, saved, old_message, current.updated_at_ms)
+        except Exception as exc:
+            leftovers.append(f"the message of {saved} stays {message!r}: {exc}")
+    if not leftovers:
+        # Only this call knew the new change's id: once the bookmarks it moved are
+        # back, nothing can point at it.
+        await _changes.delete_change(store, child.change_id)
+    if leftovers:
+        raise ConflictError(
+            "checkpoint failed and could not be undone entirely: " + "; ".join(leftovers)
+        )
+
+
+def _check_message(message: object) -> None:
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"message must be a str or None, not {type(message).__name__}")
 
 
 def _touches(op: Op, rel: paths.RelPath) -> bool:
