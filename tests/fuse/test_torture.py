@@ -18,17 +18,26 @@ How it runs (`run_torture`):
 4. At the end: (a) the three mounts converge to one tree (bounded wait), then each
    ``mesa unmount`` exits 0 and a fresh mount shows that same tree; (b) every write a
    worker recorded is in the final tree (a conflict side counts) or in a version the
-   log holds; (c) no file of the final tree and no version in the log is torn (a
-   record cut short or a batch partly present); (d) ``git fsck`` and ``git status``
-   pass in every worker's git repository on the fresh mount and every recorded commit
-   is in HEAD's history; (e) every private file holds what its writer last wrote;
-   (f) no worker read back a torn file or missed its own write, and no operation failed
-   outside the server-restart and mount-kill windows.
+   log holds at its path (or where a rename took it); (c) no file of the final tree and
+   no version in the log is torn (a record cut short, a batch partly present, NULs where
+   no tool wrote any); (d) ``git fsck`` and ``git status`` pass in every worker's git
+   repository on the fresh mount and every recorded commit is in HEAD's history; (e)
+   every private file holds what its writer last wrote; (f) no worker read back a torn
+   file or missed its own write, and no operation failed outside the server-restart
+   and mount-kill windows; (g) no file grew far beyond the bytes written to it.
+
+   What a local filesystem does too is not a failure: two workers appending to
+   ``shared/log.txt`` through one mount may publish each other's append halfway (a
+   close publishes the shared buffer), and two ``cmd > shared/out.txt`` at once on one
+   mount may cut each other (O_TRUNC) or leave NULs; through *different* mounts, or
+   for a worker alone on its mount, neither is allowed.
 
 Every failure names the write (id, op, worker, mount), what was expected and what was
-found, and the seed. ``MESA_TORTURE_SEED`` replays a seed; ``MESA_TORTURE_DEBUG=1``
-runs the mounts with ``--debug`` (logs: ``<tmp>/m*.log``, the killed one
-``m3.killed.log``).
+found, and the seed. ``MESA_TORTURE_SEED`` replays a seed (every worker's script and
+bytes; the interleaving is the machine's); ``MESA_TORTURE_WEIGHTS=append_shared:3,
+peek:1`` runs only some operations; ``MESA_TORTURE_DEBUG=1`` runs the mounts with
+``--debug``. Logs and journals stay in the test's tmp dir: ``m*.log`` (the killed one
+``m3.killed.log``), ``w*.jsonl``, ``log.json`` (the whole log, writes base64).
 """
 
 from __future__ import annotations
@@ -385,7 +394,10 @@ def _fresh_mount_checks(
     """Walk a fresh mount (the final tree), compare it, and check git there (d)."""
     fresh = FuseMount.start(run.tmp / "fresh", run.deployment, (REPO,), *run.mount_args())
     run.mounts["fresh"] = fresh
-    final = torture.walk(fresh.repo)
+    unreadable: dict[str, str] = {}
+    final = torture.walk(fresh.repo, unreadable)
+    for rel, error in sorted(unreadable.items())[:10]:
+        run.fail(f"(a) reading {rel} on a fresh mount failed: {error} (see fresh.log)")
     for name, tree in trees.items():
         diff = torture.tree_diff(tree, final)
         if diff:
@@ -470,32 +482,32 @@ def _check_journals(
     excused = 0
     reported: dict[str, set[str]] = defaultdict(set)
     repeats: dict[str, list[int]] = defaultdict(list)
-    for e in entries:
-        if e.data is None:
+    for v in entries:
+        if v.data is None:
             continue
-        parsed = torture.parse(e.data, torture.nuls_allowed(e.path))
+        parsed = torture.parse(v.data, torture.nuls_allowed(v.path))
         for wid in parsed.whole():
-            in_log[wid].append(e)
+            in_log[wid].append(v)
         problems = parsed.problems()
-        if problems and e.path in torture.IN_PLACE_SHARED:
+        if problems and v.path in torture.IN_PLACE_SHARED:
             # Two writers of this file on one mount: a close of one publishes the other's
             # write halfway, as a local filesystem's page cache would (and two `cmd >
             # out.txt` at once leave NULs where one truncated under the other).
-            loose = e.path == "shared/out.txt" and mounts.get(e.author, "?") in crowded
+            loose = v.path == "shared/out.txt" and mounts.get(v.author, "?") in crowded
             left = parsed.problems(skip=shares_mount, garbage=not loose)
             excused += len(left) < len(problems)
             problems = left
         # A torn version is reported once; the versions that inherit it are counted.
         keys = {torture.OFFSET.sub("", p) for p in problems}
-        new = [p for p in problems if torture.OFFSET.sub("", p) not in reported[e.path]]
+        new = [p for p in problems if torture.OFFSET.sub("", p) not in reported[v.path]]
         if problems and not new:
-            repeats[e.path].append(e.seq)
+            repeats[v.path].append(v.seq)
         if new:
-            reported[e.path] |= keys
+            reported[v.path] |= keys
             run.fail(
-                f"(c) torn version in the log: seq {e.seq}, {e.op} of {e.path} by "
-                f"{mounts.get(e.author, 'an unknown mount')} (mount id {e.author[:12]}, seen "
-                f"{e.seen}; {torture.describe(e.data)}): " + "; ".join(new)
+                f"(c) torn version in the log: seq {v.seq}, {v.op} of {v.path} by "
+                f"{mounts.get(v.author, 'an unknown mount')} (mount id {v.author[:12]}, seen "
+                f"{v.seen}; {torture.describe(v.data)}): " + "; ".join(new)
             )
     for path, seqs in repeats.items():
         run.fail(
@@ -504,7 +516,7 @@ def _check_journals(
         )
     _check_growth(run, final, entries)
     run.notes.append(
-        f"log: {len(entries)} entries, {sum(e.op == 'write' for e in entries)} writes "
+        f"log: {len(entries)} entries, {sum(v.op == 'write' for v in entries)} writes "
         f"({excused} of them in-place shared files caught halfway by another writer on the "
         f"same mount); final tree: {sum(v is not None for v in final.values())} files"
     )
@@ -564,9 +576,9 @@ def _check_growth(
             if e["kind"] == "write":
                 written[e["path"]] += e["size"]
     biggest: dict[str, torture.LogEntry] = {}
-    for e in entries:
-        if e.data is not None and len(e.data) > len(getattr(biggest.get(e.path), "data", b"")):
-            biggest[e.path] = e
+    for v in entries:
+        if v.data is not None and len(v.data) > len(getattr(biggest.get(v.path), "data", b"")):
+            biggest[v.path] = v
     for path, total in sorted(written.items()):
         bound = GROWTH_FACTOR * total + GROWTH_SLACK
         top = biggest.get(path)

@@ -3,20 +3,22 @@
 - **Content.** Every write puts a *batch* of records in a file; one record is one line
   ``<id>:<k>/<n>:<len>:<payload>:<id>END\\n`` where ``<id>`` (``w<worker>-<counter>``)
   is unique to that write and ``k`` of ``n`` numbers the record in the batch. A file's
-  bytes are valid when they are a sequence of whole records, NUL runs (``truncate``
-  extending a file), bare newlines and jj conflict marker lines (docs/conflicts.md),
-  and every batch that shows up is whole (all ``n`` records). A version cut short (a
-  torn ``cmd > file``, a close publishing half of what was written) breaks one of these.
+  bytes are valid when they are a sequence of whole records, bare newlines and jj
+  conflict marker lines (docs/conflicts.md), NUL runs only where a tool legitimately
+  leaves them (`nuls_allowed`), and every batch that shows up is whole (all ``n``
+  records). A version cut short (a torn ``cmd > file``, a close publishing half of what
+  was written, a write at the wrong offset) breaks one of these.
 - **Workers** (``python -m tests.fuse.torture worker CONFIG``) each run a seeded script
   of real tools against one mount: atomic saves racing on shared files, ``cmd > file``
-  and ``>>``, ``tar -x`` and ``cp -a`` into the repo root and a subdirectory,
-  ``git add/commit``, ``truncate -s`` shrink and extend, renames of files still open.
+  and ``>>`` (private files, and shared ones from every mount at once), ``tar -x`` and
+  ``cp -a`` into the repo root and a subdirectory, ``git add/commit``, ``truncate -s``
+  shrink and extend, renames of files still open, reads of what the other mounts wrote.
   Each appends to its journal (JSON lines): an ``op`` line before each operation, a
   ``write`` line for each write it completed (``close``, or on the mount that will be
   killed ``fsync``, returned 0), ``error`` and ``anomaly`` lines, and at the end the
   ``model``: what it expects each of its private files to hold.
-- **The log** (``python -m tests.fuse.torture dumplog OUT REPO``): every entry of the
-  repo's change through the SDK, with the bytes of every write.
+- **The log** (`dump_log`): every entry of the repo's change, read through the SDK in
+  a short process, with the bytes of every write.
 """
 
 from __future__ import annotations
@@ -199,10 +201,12 @@ IN_PLACE_SHARED = ("shared/log.txt", "shared/out.txt")
 # -- trees --------------------------------------------------------------------------
 
 
-def walk(root: Path) -> dict[str, bytes | None]:
+def walk(root: Path, errors: dict[str, str] | None = None) -> dict[str, bytes | None]:
     """Every file (its bytes) and directory (None) under ``root``, by relative path.
 
-    Symlinks map to ``b"->" + target``. Raises OSError if the tree cannot be read.
+    Symlinks map to ``b"->" + target``. Raises OSError if the tree cannot be read,
+    unless ``errors`` is given: then each file that cannot be read is left out and
+    recorded there with its error.
     """
     out: dict[str, bytes | None] = {}
     stack = [root]
@@ -218,8 +222,13 @@ def walk(root: Path) -> dict[str, bytes | None]:
                 out[rel] = None
                 stack.append(Path(entry.path))
             else:
-                with open(entry.path, "rb") as f:
-                    out[rel] = f.read()
+                try:
+                    with open(entry.path, "rb") as f:
+                        out[rel] = f.read()
+                except OSError as exc:
+                    if errors is None:
+                        raise
+                    errors[rel] = f"{type(exc).__name__}: {exc}"
     return out
 
 
@@ -444,8 +453,9 @@ class Worker:
         if data is not None:
             problems = parse(data, nuls_allowed(rel)).problems()
             if problems:
+                found = f"{describe(data)}: {'; '.join(problems)}"
                 self.log(
-                    "anomaly", what="torn read-back", path=rel, found=problems, index=self.op_index
+                    "anomaly", what="torn read-back", path=rel, found=found, index=self.op_index
                 )
         self.model[rel] = data
 
@@ -453,13 +463,14 @@ class Worker:
         if self.rel(path) in IN_PLACE_SHARED and not self.cfg.alone:
             return  # another worker on this mount may be appending to it right now
         with contextlib.suppress(FileNotFoundError):
-            problems = parse(path.read_bytes(), nuls_allowed(self.rel(path))).problems()
+            data = path.read_bytes()
+            problems = parse(data, nuls_allowed(self.rel(path))).problems()
             if problems:
                 self.log(
                     "anomaly",
                     what="torn read-back",
                     path=self.rel(path),
-                    found=problems,
+                    found=f"{describe(data)}: {'; '.join(problems)}",
                     index=self.op_index,
                 )
 
