@@ -27,12 +27,18 @@ never raises for concurrent divergence; the rules (docs/conflicts.md) are:
   move of a directory into its own subtree does nothing.
 
 The tree is mutated in place (see engine/tree.py); the returned events name every
-path whose observable state changed, with ``recursive`` for subtrees.
+path whose observable state changed, with ``recursive`` for subtrees. Folding an entry
+is all or nothing: every change it makes to a node that existed before it is journaled,
+and if applying it raises, the journal is undone and the state (sequence, applied ops,
+tree, versions, inode counter) is as it was before the entry. Every walk of a subtree
+(rm -r, mv, cp -r) uses an explicit stack, so no tree is too deep to fold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine import conflicts
 from engine.content import EMPTY, Content
@@ -67,6 +73,8 @@ from engine.tree import (
 
 DEFAULT_WINDOW_MS = 1000
 ABSENT = Merge.resolved(None)
+#: In the journal: the directory had no child of that name.
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +124,35 @@ class ChangeState:
 
 
 def fold(state: ChangeState, logged: Logged) -> list[Event]:
-    """Apply ``logged`` to ``state`` in place and return the events, in order."""
+    """Apply ``logged`` to ``state`` in place and return the events, in order.
+
+    All or nothing: if applying the entry raises, ``state`` is exactly as it was
+    before (sequence, applied ops, tree) and the exception propagates.
+    """
     assert logged.seq > state.seq, f"fold out of order: {logged.seq} after {state.seq}"
-    state.seq = logged.seq
     entry = logged.entry
     if state.applied.contains(entry.author, entry.counter):
+        state.seq = logged.seq
         return []
-    state.applied.add(entry.author, entry.counter)
     folder = _Folder(state.tree, logged, state.window_ms)
-    folder.apply()
+    try:
+        folder.apply()
+    except BaseException:
+        folder.rollback()
+        raise
+    state.applied.add(entry.author, entry.counter)
+    state.seq = logged.seq
     return folder.events
 
 
 class _Folder:
-    """Applies one entry; a fresh instance per entry keeps the fold re-entrant."""
+    """Applies one entry; a fresh instance per entry keeps the fold re-entrant.
+
+    Every change to a node that existed before the entry goes through `_set`,
+    `_put_child` or `_del_child`, which journal the value they replace, so `rollback`
+    can undo the entry. Nodes the entry creates are changed directly: until attached
+    (a journaled change) nothing reaches them.
+    """
 
     def __init__(self, tree: Tree, logged: Logged, window_ms: int) -> None:
         self.tree = tree
@@ -139,6 +162,42 @@ class _Folder:
         self.window_ms = window_ms
         self.events: list[Event] = []
         self._seen_events: set[Event] = set()
+        #: (node, attribute, old value) or (children dict, name, old child or _MISSING).
+        self._undo: list[tuple[Any, str, Any]] = []
+        self._next_ino = tree.next_ino
+
+    # -- the journal -----------------------------------------------------------------
+
+    def _set(self, node: AnyNode, name: str, value: object) -> None:
+        self._undo.append((node, name, getattr(node, name)))
+        setattr(node, name, value)
+
+    def _put_child(self, parent: DirNode, name: str, node: AnyNode) -> None:
+        children = parent.children
+        self._undo.append((children, name, children.get(name, _MISSING)))
+        children[name] = node
+
+    def _del_child(self, parent: DirNode, name: str) -> None:
+        children = parent.children
+        self._undo.append((children, name, children[name]))
+        del children[name]
+
+    def rollback(self) -> None:
+        """Undo every journaled change, newest first: the tree is as before the entry.
+
+        A child removed and put back goes to the end of its directory's dict; nothing
+        reads that order (every walk, hash and snapshot sorts names).
+        """
+        for target, name, old in reversed(self._undo):
+            if isinstance(target, dict):
+                if old is _MISSING:
+                    del target[name]
+                else:
+                    target[name] = old
+            else:
+                setattr(target, name, old)
+        self._undo.clear()
+        self.tree.next_ino = self._next_ino
 
     def apply(self) -> None:
         op = self.entry.op
@@ -154,13 +213,14 @@ class _Folder:
             node = self.tree.lookup(op.path)
             mode = op.mode & MODE_MASK
             if node is not None and not isinstance(node, SymlinkNode) and node.mode != mode:
-                node.mode = mode
+                self._set(node, "mode", mode)
                 self._event(op.path)
         elif isinstance(op, Utimes):
             node = self.tree.lookup(op.path)
             times = (op.atime_ms, op.mtime_ms)
             if node is not None and (node.atime_ms, node.mtime_ms) != times:
-                node.atime_ms, node.mtime_ms = times
+                self._set(node, "atime_ms", op.atime_ms)
+                self._set(node, "mtime_ms", op.mtime_ms)
                 self._event(op.path)
         else:
             assert isinstance(op, Symlink)
@@ -172,15 +232,17 @@ class _Folder:
                 atime_ms=self.time_ms,
                 target=op.target,
             )
-            self._record(node, None)
+            self._record(node, None, fresh=True)
             self._place(parent, parent_path, op.path[-1], node)
 
     # -- helpers -------------------------------------------------------------------
 
     def _event(self, path: RelPath, *, recursive: bool = False) -> None:
         event = Event(path, recursive)
-        if event not in self._seen_events:
-            self._seen_events.add(event)
+        seen = self._seen_events
+        known = len(seen)
+        seen.add(event)  # hashes the path once (a deep path is long)
+        if len(seen) > known:
             self.events.append(event)
 
     def _drop_event(self, event: Event) -> None:
@@ -200,15 +262,16 @@ class _Folder:
         """Whether a removal by this entry must keep ``node`` (add wins)."""
         return not isinstance(node, DirNode) and any(map(self._unseen_recent, node.versions))
 
-    def _record(self, node: AnyNode, before: Merge | None) -> None:
+    def _record(self, node: AnyNode, before: Merge | None, *, fresh: bool = False) -> None:
         """Add this entry's version to ``node`` and drop what races no longer need.
 
         Kept: the versions inside the window (at most `MAX_VERSIONS`) and the newest
         one before it. The newest dropped version stays as a stub without its value,
         so a racing author whose ``seen`` is older gets an empty base, not a guess.
+        The node gets a new list (the old one is journaled unless ``fresh``: the node
+        was created by this entry).
         """
-        versions = node.versions
-        versions.append(Version(self.seq, self.time_ms, self.entry.author, before))
+        versions = [*node.versions, Version(self.seq, self.time_ms, self.entry.author, before)]
         cutoff = self.time_ms - self.window_ms
         drop = 0
         while drop + 1 < len(versions) and versions[drop + 1].time_ms < cutoff:
@@ -217,6 +280,10 @@ class _Folder:
         if drop > 0:
             del versions[: drop - 1]
             versions[0] = _stub(versions[0])
+        if fresh:
+            node.versions = versions
+        else:
+            self._set(node, "versions", versions)
 
     def _record_move(self, node: AnyNode) -> None:
         """Record this move on every file and symlink ``node`` carries to a new path.
@@ -224,14 +291,17 @@ class _Folder:
         Whoever had not seen the move had seen nothing of them at the new path, so
         their values before the move are forgotten (an empty base for such a racer);
         their sequences, times and authors stay, so a change the mover had not seen
-        still races.
+        still races. Walked with an explicit stack, in sorted pre-order.
         """
-        if isinstance(node, DirNode):
-            for name in sorted(node.children):
-                self._record_move(node.children[name])
-            return
-        node.versions[:] = map(_stub, node.versions)
-        self._record(node, None)
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, DirNode):
+                children = current.children
+                stack.extend(children[name] for name in sorted(children, reverse=True))
+                continue
+            self._set(current, "versions", list(map(_stub, current.versions)))
+            self._record(current, None)
 
     def _new_dir(self, mode: int = DEFAULT_DIR_MODE) -> DirNode:
         node = DirNode(
@@ -240,34 +310,40 @@ class _Folder:
             mtime_ms=self.time_ms,
             atime_ms=self.time_ms,
         )
-        self._record(node, None)
+        self._record(node, None, fresh=True)
         return node
 
     def _ensure_dir(self, path: RelPath) -> tuple[DirNode, RelPath]:
         """Return the directory at ``path``, creating what is missing (add wins).
 
-        A non-directory in the way keeps its name; the directory goes aside.
+        A non-directory in the way keeps its name; the directory goes aside. The path
+        walked is ``path`` itself until a directory goes aside (``actual`` then holds
+        it), so a deep path costs no copy per level.
         """
         node = self.tree.root
-        actual: RelPath = ()
-        for name in path:
+        actual: list[str] | None = None
+        for depth, name in enumerate(path, 1):
             child = node.children.get(name)
             if child is not None and not isinstance(child, DirNode):
                 name = _aside_name(node, name, want_dir=True)
                 child = node.children.get(name)
+                if actual is None:
+                    actual = list(path[: depth - 1])
+            if actual is not None:
+                actual.append(name)
             if child is None:
                 child = self._new_dir()
-                node.children[name] = child
-                self._event((*actual, name))
+                self._put_child(node, name, child)
+                self._event(path[:depth] if actual is None else tuple(actual))
             assert isinstance(child, DirNode)
-            node, actual = child, (*actual, name)
-        return node, actual
+            node = child
+        return node, path if actual is None else tuple(actual)
 
     def _place(self, parent: DirNode, parent_path: RelPath, name: str, node: AnyNode) -> RelPath:
         """Attach ``node`` as ``name``, or aside if something already holds the name."""
         if name in parent.children:
             name = _aside_name(parent, name, want_dir=False)
-        parent.children[name] = node
+        self._put_child(parent, name, node)
         path = (*parent_path, name)
         self._event(path, recursive=isinstance(node, DirNode))
         return path
@@ -292,10 +368,10 @@ class _Folder:
                 # empty base, except those the file holds (the same writes, seen
                 # through a copy of this file).
                 value = _join(before, new)
-            node.value = value
+            self._set(node, "value", value)
         else:
-            node.value = _edit(before, new)
-        node.mtime_ms = self.time_ms
+            self._set(node, "value", _edit(before, new))
+        self._set(node, "mtime_ms", self.time_ms)
         self._record(node, before)
         # ``replaced``: another node now stands at ``path`` (a rename or copy over a
         # file), which is a change whatever its value.
@@ -315,8 +391,8 @@ class _Folder:
                 self._set_value(existing, Merge.resolved(op.content), path)
             else:
                 before = existing.value
-                existing.value = before.map(lambda v: _concat(v, op.content))
-                existing.mtime_ms = self.time_ms
+                self._set(existing, "value", before.map(lambda v: _concat(v, op.content)))
+                self._set(existing, "mtime_ms", self.time_ms)
                 self._record(existing, before)
                 self._event(path)
             return
@@ -327,7 +403,7 @@ class _Folder:
             atime_ms=self.time_ms,
             value=Merge.resolved(op.content),
         )
-        self._record(node, None)
+        self._record(node, None, fresh=True)
         self._place(parent, parent_path, name, node)
 
     def _mkdir(self, op: Mkdir) -> None:
@@ -346,23 +422,36 @@ class _Folder:
             return
         if not isinstance(node, DirNode):
             if not self._protected(node):
-                del parent.children[op.path[-1]]
+                self._del_child(parent, op.path[-1])
                 self._event(op.path)
             return
         if node.children and not op.recursive:
             return
         if not self._prune(node):
-            del parent.children[op.path[-1]]
+            self._del_child(parent, op.path[-1])
         self._event(op.path, recursive=True)
 
-    def _prune(self, directory: DirNode) -> bool:
-        """Remove what a recursive rm may remove below ``directory``; return if anything is left."""
-        for name in sorted(directory.children):
-            child = directory.children[name]
-            keep = self._prune(child) if isinstance(child, DirNode) else self._protected(child)
-            if not keep:
-                del directory.children[name]
-        return bool(directory.children)
+    def _prune(self, top: DirNode) -> bool:
+        """Remove what a recursive rm may remove below ``top``; return if anything is left.
+
+        Children in sorted order, depth first; a directory goes once nothing is left in
+        it. Each frame: a directory, its name in the frame below, its names still to visit.
+        """
+        frames: list[tuple[DirNode, str, Iterator[str]]] = [(top, "", iter(sorted(top.children)))]
+        while frames:
+            directory, name_in_parent, names = frames[-1]
+            for name in names:
+                child = directory.children[name]
+                if isinstance(child, DirNode):
+                    frames.append((child, name, iter(sorted(child.children))))
+                    break
+                if not self._protected(child):
+                    self._del_child(directory, name)
+            else:
+                frames.pop()
+                if frames and not directory.children:
+                    self._del_child(frames[-1][0], name_in_parent)
+        return bool(top.children)
 
     def _move_or_copy(self, op: Mv | Cp) -> None:
         src_parent = self.tree.parent_of(op.src) if op.src else None
@@ -375,7 +464,7 @@ class _Folder:
             node = self._copy(node)
         dst_parent, dst_parent_path = self._ensure_dir(op.dst[:-1])
         if isinstance(op, Mv):
-            del src_parent.children[op.src[-1]]
+            self._del_child(src_parent, op.src[-1])
             self._event(op.src, recursive=isinstance(node, DirNode))
         name = op.dst[-1]
         existing = dst_parent.children.get(name)
@@ -384,16 +473,18 @@ class _Folder:
             # destination: a racing write there survives as a conflict side.
             moved, moved_mtime_ms = node.value, node.mtime_ms
             if isinstance(op, Mv):
-                _take_over(node, existing)
+                value, versions = _taken_over(node, existing)
+                self._set(node, "value", value)
+                self._set(node, "versions", versions)
             else:
-                node.value, node.versions = existing.value, existing.versions
+                node.value, node.versions = existing.value, existing.versions  # a fresh copy
             self._set_value(node, moved, (*dst_parent_path, name), replaced=True)
             if isinstance(op, Mv):
-                node.mtime_ms = moved_mtime_ms  # rename(2) keeps the file's mtime
-            dst_parent.children[name] = node
+                self._set(node, "mtime_ms", moved_mtime_ms)  # rename(2) keeps the file's mtime
+            self._put_child(dst_parent, name, node)
             return
         if existing is not None and _replaceable(node, existing) and not self._protected(existing):
-            del dst_parent.children[name]
+            self._del_child(dst_parent, name)
         if isinstance(op, Mv):
             self._record_move(node)
         placed = self._place(dst_parent, dst_parent_path, name, node)
@@ -402,19 +493,34 @@ class _Folder:
             # reader can observe changed.
             self._drop_event(Event(op.src, isinstance(node, DirNode)))
 
-    def _copy(self, node: AnyNode) -> AnyNode:
-        ino, mode, now = self.tree.new_ino(), node.mode, self.time_ms
-        copy: AnyNode
-        if isinstance(node, DirNode):
-            copy = DirNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now)
-            for name in sorted(node.children):
-                copy.children[name] = self._copy(node.children[name])
-        elif isinstance(node, FileNode):
-            copy = FileNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now, value=node.value)
-        else:
-            copy = SymlinkNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now, target=node.target)
-        self._record(copy, None)
-        return copy
+    def _copy(self, root: AnyNode) -> AnyNode:
+        """Return a fresh copy of ``root``'s subtree (inodes in sorted pre-order).
+
+        Walked with an explicit stack of (node, the copy of its directory, its name).
+        """
+        top: AnyNode | None = None
+        stack: list[tuple[AnyNode, DirNode | None, str]] = [(root, None, "")]
+        while stack:
+            node, into, name = stack.pop()
+            ino, mode, now = self.tree.new_ino(), node.mode, self.time_ms
+            copy: AnyNode
+            if isinstance(node, DirNode):
+                copy = DirNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now)
+                children = node.children
+                stack.extend((children[n], copy, n) for n in sorted(children, reverse=True))
+            elif isinstance(node, FileNode):
+                copy = FileNode(ino=ino, mode=mode, mtime_ms=now, atime_ms=now, value=node.value)
+            else:
+                copy = SymlinkNode(
+                    ino=ino, mode=mode, mtime_ms=now, atime_ms=now, target=node.target
+                )
+            self._record(copy, None, fresh=True)
+            if into is None:
+                top = copy
+            else:
+                into.children[name] = copy
+        assert top is not None
+        return top
 
 
 def _stub(version: Version) -> Version:
@@ -424,16 +530,15 @@ def _stub(version: Version) -> Version:
     return Version(version.seq, version.time_ms, version.author, None)
 
 
-def _take_over(node: FileNode, existing: FileNode) -> None:
-    """Give a file renamed over ``existing`` the destination's value and history.
+def _taken_over(node: FileNode, existing: FileNode) -> tuple[Merge, list[Version]]:
+    """Return the value and history a file renamed over ``existing`` takes over.
 
     The renamed file's own recent versions stay, so a later entry that had not seen
     them still races them; each gets, as its value before, the destination's value at
     its sequence, so `FileNode.value_at` keeps answering for the destination.
     """
     carried = [Version(v.seq, v.time_ms, v.author, existing.value_at(v.seq)) for v in node.versions]
-    node.value = existing.value
-    node.versions = sorted(existing.versions + carried, key=lambda v: v.seq)
+    return existing.value, sorted(existing.versions + carried, key=lambda v: v.seq)
 
 
 def _replaceable(node: AnyNode, existing: AnyNode) -> bool:

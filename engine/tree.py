@@ -139,30 +139,50 @@ class Tree:
         Covers kinds, names, modes, times, symlink targets and file values (sides and
         bases of conflicts, by content key); excludes inode numbers and versions.
         """
-        return _node_hash(self.root).hex()
+        return _tree_digest(self.root).hex()
 
     def clone(self) -> Tree:
         """Return an independent deep copy (contents are immutable and shared)."""
-        root = _clone(self.root)
-        assert isinstance(root, DirNode)
-        return Tree(root, self.next_ino)
+        return Tree(_clone(self.root), self.next_ino)
 
 
-def _node_hash(node: AnyNode) -> bytes:
-    h = hashlib.sha256()
-    if isinstance(node, DirNode):
-        h.update(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
-        for name in sorted(node.children):
+def _tree_digest(root: DirNode) -> bytes:
+    """Return the digest of ``root``'s subtree, walked with an explicit stack.
+
+    A directory's digest covers its head, then each child's name and digest in sorted
+    order; a frame per directory being hashed holds its sorted names still to feed.
+    """
+    frames: list[tuple[Iterator[str], DirNode, hashlib._Hash]] = [
+        (iter(sorted(root.children)), root, _dir_hasher(root))
+    ]
+    while True:
+        names, directory, h = frames[-1]
+        for name in names:
+            child = directory.children[name]
             encoded = name.encode("utf-8", "surrogateescape")
             h.update(b"\0%d:" % len(encoded) + encoded)
-            h.update(_node_hash(node.children[name]))
-    elif isinstance(node, FileNode):
-        h.update(b"f%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
-        h.update(merge_key(node.value).encode())
-    else:
-        target = node.target.encode("utf-8", "surrogateescape")
-        h.update(b"l%d:%d:" % (node.mtime_ms, node.atime_ms) + target)
-    return h.digest()
+            if isinstance(child, DirNode):
+                frames.append((iter(sorted(child.children)), child, _dir_hasher(child)))
+                break
+            h.update(_leaf_digest(child))
+        else:
+            frames.pop()
+            digest = h.digest()
+            if not frames:
+                return digest
+            frames[-1][2].update(digest)
+
+
+def _dir_hasher(node: DirNode) -> hashlib._Hash:
+    return hashlib.sha256(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
+
+
+def _leaf_digest(node: FileNode | SymlinkNode) -> bytes:
+    if isinstance(node, FileNode):
+        head = b"f%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms)
+        return hashlib.sha256(head + merge_key(node.value).encode()).digest()
+    target = node.target.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(b"l%d:%d:" % (node.mtime_ms, node.atime_ms) + target).digest()
 
 
 def merge_key(merge: Merge) -> str:
@@ -172,7 +192,25 @@ def merge_key(merge: Merge) -> str:
     return f"+{adds}/-{removes}"
 
 
-def _clone(node: AnyNode) -> AnyNode:
+def _clone(root: DirNode) -> DirNode:
+    """Return a deep copy of ``root``'s subtree, walked with an explicit stack."""
+    copy = _clone_node(root)
+    assert isinstance(copy, DirNode)
+    # Each frame: an original directory and its copy, whose children are still to copy.
+    stack: list[tuple[DirNode, DirNode]] = [(root, copy)]
+    while stack:
+        original, into = stack.pop()
+        for name, child in original.children.items():
+            child_copy = _clone_node(child)
+            into.children[name] = child_copy
+            if isinstance(child, DirNode):
+                assert isinstance(child_copy, DirNode)
+                stack.append((child, child_copy))
+    return copy
+
+
+def _clone_node(node: AnyNode) -> AnyNode:
+    """Return a copy of ``node`` alone (a directory without its children)."""
     if isinstance(node, DirNode):
         return DirNode(
             ino=node.ino,
@@ -180,7 +218,6 @@ def _clone(node: AnyNode) -> AnyNode:
             mtime_ms=node.mtime_ms,
             atime_ms=node.atime_ms,
             versions=list(node.versions),
-            children={name: _clone(child) for name, child in node.children.items()},
         )
     if isinstance(node, FileNode):
         return FileNode(

@@ -26,11 +26,14 @@ Every path where both sides changed a node differently and the merge could not
 reconcile them is reported in ``conflicts`` (its path in the merged tree). The
 result is a new tree (no node is shared with the inputs) with inode numbers assigned
 in path order and no version history, ready to be the base of a merge change.
+
+Trees are walked with explicit stacks (no recursion), so any depth merges.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from engine.fold import ChangeState
@@ -66,7 +69,7 @@ def merge_trees(base: Tree, left: Tree, right: Tree) -> TreeMergeResult:
         The merged tree (fresh inodes, no versions) and the conflicted paths, sorted.
     """
     merger = _Merger()
-    root = merger.node(base.root, left.root, right.root, ())
+    root = merger.merge(base.root, left.root, right.root)
     if not isinstance(root, DirNode):  # the roots are directories on every side
         root = DirNode(ino=ROOT_INO, mode=left.root.mode, mtime_ms=0, atime_ms=0)
     tree = renumber(Tree(root))
@@ -102,6 +105,44 @@ def renumber(tree: Tree) -> Tree:
     return tree
 
 
+@dataclass(frozen=True, slots=True)
+class _Clash:
+    """A kinds clash: ``left`` keeps the name, ``right`` goes aside (its directory places it)."""
+
+    left: AnyNode
+    right: AnyNode
+
+
+@dataclass(slots=True)
+class _DirMerge:
+    """A directory being merged name by name: one frame of `_Merger.merge`'s stack."""
+
+    merged: DirNode
+    base: dict[str, AnyNode]
+    left: dict[str, AnyNode]
+    right: dict[str, AnyNode]
+    path: RelPath
+    names: Iterator[str]
+    #: Its name in the directory below it on the stack.
+    name: str = ""
+    #: One side deleted the directory: it goes when nothing is left in it.
+    drop_if_empty: bool = False
+    asides: list[tuple[str, AnyNode]] = field(default_factory=list)
+
+    def finish(self) -> DirNode | None:
+        """Place the clashing right-hand nodes aside; return the directory (None: gone)."""
+        for name, node in self.asides:
+            self.merged.children[_aside_name(self.merged, name)] = node
+        if self.drop_if_empty and not self.merged.children:
+            return None
+        return self.merged
+
+
+#: What merging one node gives: the merged node (None: absent), a clash for its
+#: directory to place, or a directory whose children are still to merge.
+_Outcome = AnyNode | None | _Clash | _DirMerge
+
+
 class _Merger:
     """One merge: memoized node keys and the conflicts found so far."""
 
@@ -110,32 +151,88 @@ class _Merger:
         self._keys: dict[int, bytes] = {}
 
     def key(self, node: AnyNode | None) -> bytes:
-        """Return a digest of what a reader observes of ``node`` (b"" when absent)."""
+        """Return a digest of what a reader observes of ``node`` (b"" when absent).
+
+        Memoized per node; a directory's subtree is walked with an explicit stack.
+        """
         if node is None:
             return b""
-        cached = self._keys.get(id(node))
+        keys = self._keys
+        cached = keys.get(id(node))
         if cached is not None:
             return cached
-        h = hashlib.sha256()
-        if isinstance(node, DirNode):
-            h.update(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
-            for name in sorted(node.children):
+        if not isinstance(node, DirNode):
+            return self._leaf_key(node)
+        frames: list[tuple[DirNode, Iterator[str], hashlib._Hash]] = [
+            (node, iter(sorted(node.children)), _dir_hasher(node))
+        ]
+        while True:
+            directory, names, h = frames[-1]
+            for name in names:
+                child = directory.children[name]
                 encoded = name.encode("utf-8", "surrogateescape")
-                h.update(b"\0%d:" % len(encoded) + encoded + self.key(node.children[name]))
-        elif isinstance(node, FileNode):
-            h.update(b"f%o:%d:%d:" % (node.mode, node.mtime_ms, node.atime_ms))
-            h.update(merge_key(node.value).encode())
+                h.update(b"\0%d:" % len(encoded) + encoded)
+                child_key = keys.get(id(child))
+                if child_key is None:
+                    if isinstance(child, DirNode):
+                        frames.append((child, iter(sorted(child.children)), _dir_hasher(child)))
+                        break
+                    child_key = self._leaf_key(child)
+                h.update(child_key)
+            else:
+                frames.pop()
+                digest = h.digest()
+                keys[id(directory)] = digest
+                if not frames:
+                    return digest
+                frames[-1][2].update(digest)
+
+    def _leaf_key(self, node: FileNode | SymlinkNode) -> bytes:
+        if isinstance(node, FileNode):
+            head = b"f%o:%d:%d:" % (node.mode, node.mtime_ms, node.atime_ms)
+            data = head + merge_key(node.value).encode()
         else:
-            h.update(b"l%d:%d:" % (node.mtime_ms, node.atime_ms))
-            h.update(node.target.encode("utf-8", "surrogateescape"))
-        digest = h.digest()
+            head = b"l%d:%d:" % (node.mtime_ms, node.atime_ms)
+            data = head + node.target.encode("utf-8", "surrogateescape")
+        digest = hashlib.sha256(data).digest()
         self._keys[id(node)] = digest
         return digest
 
+    def merge(self, base: DirNode, left: DirNode, right: DirNode) -> AnyNode | None:
+        """Return the merged root, walking the directories both sides changed with a stack."""
+        outcome = self.node(base, left, right, ())
+        assert not isinstance(outcome, _Clash)  # the roots are directories on every side
+        if not isinstance(outcome, _DirMerge):
+            return outcome
+        stack = [outcome]
+        while True:
+            frame = stack[-1]
+            name = next(frame.names, None)
+            if name is None:
+                stack.pop()
+                done = frame.finish()
+                if not stack:
+                    return done
+                if done is not None:
+                    stack[-1].merged.children[frame.name] = done
+                continue
+            path = (*frame.path, name)
+            outcome = self.node(
+                frame.base.get(name), frame.left.get(name), frame.right.get(name), path
+            )
+            if isinstance(outcome, _DirMerge):
+                outcome.name = name
+                stack.append(outcome)
+            elif isinstance(outcome, _Clash):
+                frame.merged.children[name] = outcome.left
+                frame.asides.append((name, outcome.right))
+            elif outcome is not None:
+                frame.merged.children[name] = outcome
+
     def node(
         self, base: AnyNode | None, left: AnyNode | None, right: AnyNode | None, path: RelPath
-    ) -> AnyNode | None:
-        """Return the merged node at ``path`` (None: absent), recording conflicts."""
+    ) -> _Outcome:
+        """Merge the nodes at ``path`` (None: absent), recording conflicts."""
         kb, kl, kr = self.key(base), self.key(left), self.key(right)
         if kl == kr or kr == kb:
             return _copy(left) if left is not None else None
@@ -145,7 +242,7 @@ class _Merger:
 
     def _both_changed(
         self, base: AnyNode | None, left: AnyNode | None, right: AnyNode | None, path: RelPath
-    ) -> AnyNode | None:
+    ) -> _Outcome:
         if left is None:
             assert right is not None  # both absent would have been equal
             return self._one_deleted(base, right, path, left_deleted=True)
@@ -163,19 +260,20 @@ class _Merger:
             merged = _copy(left)
             _later_times(merged, left, right)
             return merged
-        # Kinds clash, or two symlink targets: the caller places ``right`` aside.
+        # Kinds clash, or two symlink targets: the directory places ``right`` aside.
         self.conflicts.append(path)
-        raise _ClashError(_copy(left), _copy(right))
+        return _Clash(_copy(left), _copy(right))
 
     def _one_deleted(
         self, base: AnyNode | None, other: AnyNode, path: RelPath, *, left_deleted: bool
-    ) -> AnyNode | None:
+    ) -> _Outcome:
         """Merge a node one side deleted with the other side's changed ``other``."""
         if isinstance(base, DirNode) and isinstance(other, DirNode):
             empty = DirNode(ino=0, mode=other.mode, mtime_ms=0, atime_ms=0)
             sides = (empty, other) if left_deleted else (other, empty)
-            merged = self._dirs(base, *sides, path)
-            return merged if merged.children else None
+            frame = self._dirs(base, *sides, path)
+            frame.drop_if_empty = True
+            return frame
         if isinstance(base, FileNode) and isinstance(other, FileNode):
             gone = FileNode(ino=0, mode=other.mode, mtime_ms=0, atime_ms=0, value=ABSENT)
             files = (gone, other) if left_deleted else (other, gone)
@@ -187,33 +285,19 @@ class _Merger:
         # removed base's node, and one added something new. It stays.
         return _copy(other)
 
-    def _dirs(self, base: AnyNode | None, left: DirNode, right: DirNode, path: RelPath) -> DirNode:
+    def _dirs(
+        self, base: AnyNode | None, left: DirNode, right: DirNode, path: RelPath
+    ) -> _DirMerge:
+        """Start merging two directories: their children are merged by `merge`, in order."""
         base_children = base.children if isinstance(base, DirNode) else {}
-        mode = _three_way_mode(base, left, right)
         merged = DirNode(
             ino=0,
-            mode=mode,
+            mode=_three_way_mode(base, left, right),
             mtime_ms=max(left.mtime_ms, right.mtime_ms),
             atime_ms=max(left.atime_ms, right.atime_ms),
         )
-        asides: list[tuple[str, AnyNode]] = []
-        for name in sorted(set(left.children) | set(right.children) | set(base_children)):
-            try:
-                child = self.node(
-                    base_children.get(name),
-                    left.children.get(name),
-                    right.children.get(name),
-                    (*path, name),
-                )
-            except _ClashError as clash:
-                merged.children[name] = clash.left
-                asides.append((name, clash.right))
-                continue
-            if child is not None:
-                merged.children[name] = child
-        for name, node in asides:
-            merged.children[_aside_name(merged, name)] = node
-        return merged
+        names = sorted(set(left.children) | set(right.children) | set(base_children))
+        return _DirMerge(merged, base_children, left.children, right.children, path, iter(names))
 
     def _files(
         self, base: AnyNode | None, left: FileNode, right: FileNode, path: RelPath
@@ -234,13 +318,8 @@ class _Merger:
         return merged
 
 
-class _ClashError(Exception):
-    """Raised to hand a kinds clash to the parent directory, which places ``right`` aside."""
-
-    def __init__(self, left: AnyNode, right: AnyNode) -> None:
-        super().__init__("kinds clash")
-        self.left = left
-        self.right = right
+def _dir_hasher(node: DirNode) -> hashlib._Hash:
+    return hashlib.sha256(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
 
 
 def _three_way_mode(base: AnyNode | None, left: AnyNode, right: AnyNode) -> int:
@@ -263,16 +342,31 @@ def _aside_name(parent: DirNode, name: str) -> str:
     return f"{name}.conflict-{n}"
 
 
-def _copy(node: AnyNode) -> AnyNode:
-    """Return a deep copy of ``node`` without versions (contents are immutable, shared)."""
+def _copy(root: AnyNode) -> AnyNode:
+    """Return a deep copy of ``root`` without versions (contents are immutable, shared).
+
+    Walked with an explicit stack of (original directory, its copy).
+    """
+    top = _copy_node(root)
+    stack: list[tuple[DirNode, DirNode]] = []
+    if isinstance(root, DirNode):
+        assert isinstance(top, DirNode)
+        stack.append((root, top))
+    while stack:
+        original, into = stack.pop()
+        for name, child in original.children.items():
+            copy = _copy_node(child)
+            into.children[name] = copy
+            if isinstance(child, DirNode):
+                assert isinstance(copy, DirNode)
+                stack.append((child, copy))
+    return top
+
+
+def _copy_node(node: AnyNode) -> AnyNode:
+    """Return a copy of ``node`` alone, without versions (a directory without children)."""
     if isinstance(node, DirNode):
-        return DirNode(
-            ino=node.ino,
-            mode=node.mode,
-            mtime_ms=node.mtime_ms,
-            atime_ms=node.atime_ms,
-            children={name: _copy(child) for name, child in node.children.items()},
-        )
+        return DirNode(ino=node.ino, mode=node.mode, mtime_ms=node.mtime_ms, atime_ms=node.atime_ms)
     if isinstance(node, FileNode):
         return FileNode(
             ino=node.ino,

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from engine import fold as fold_module
 from engine.content import Content
 from engine.fold import ChangeState, Event, fold
 from engine.merge import Merge
 from engine.ops import Append, Chmod, Cp, Entry, Logged, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.snapshot import decode_snapshot, encode_snapshot
 from engine.tree import DirNode, FileNode, SymlinkNode
 
 T0 = 1_700_000_000_000
@@ -338,3 +346,106 @@ def test_a_racing_copy_of_an_older_conflict_keeps_every_content_once() -> None:
     node = state.tree.lookup(("f",))
     assert isinstance(node, FileNode)
     assert node.value.adds == (a.concat(x), b.concat(x), a, b)
+
+
+# -- a fold that raises changes nothing (issue 13) ------------------------------------------
+
+_PATHS: list[tuple[str, ...]] = [
+    ("a",),
+    ("b",),
+    ("a", "x"),
+    ("a", "y"),
+    ("b", "x"),
+    ("a", "x", "z"),
+]
+
+
+@st.composite
+def _programs(draw: st.DrawFn) -> list[tuple[str, Op, int, int]]:
+    """Entries (author, op, entries the author had not seen, ms since the last one)."""
+    path = st.sampled_from(_PATHS)
+    data = st.sampled_from([b"1\n", b"2\n", b""]).map(c)
+    op = st.one_of(
+        st.builds(Write, path, data),
+        st.builds(Append, path, data),
+        st.builds(Mkdir, path, parents=st.booleans()),
+        st.builds(Rm, path, recursive=st.booleans()),
+        st.builds(Mv, path, path),
+        st.builds(Cp, path, path, recursive=st.booleans()),
+        st.builds(Chmod, path, st.sampled_from([0o600, 0o755])),
+        st.builds(Utimes, path, st.just(5), st.integers(5, 6)),
+        st.builds(Symlink, path, st.just("t")),
+    )
+    entry = st.tuples(
+        st.sampled_from(["a", "b"]), op, st.integers(0, 2), st.sampled_from([1, 2000])
+    )
+    setup: list[tuple[str, Op, int, int]] = [
+        ("a", Mkdir(("a", "x"), parents=True), 0, 1),
+        ("a", Write(("a", "y"), c(b"y\n")), 0, 1),
+        ("a", Write(("a", "x", "z"), c(b"z\n")), 0, 1),
+        ("a", Write(("b",), c(b"b\n")), 0, 1),
+    ]
+    return setup + draw(st.lists(entry, min_size=1, max_size=10))
+
+
+class _InjectedError(Exception):
+    """The failure injected into a fold."""
+
+
+@contextlib.contextmanager
+def _fail_at(helper: str, calls: int) -> Iterator[None]:
+    """Make the fold's ``helper`` raise on its call number ``calls + 1`` (counted from 0)."""
+    original = getattr(fold_module._Folder, helper)
+    count = 0
+
+    def failing(self: object, *args: object, **kwargs: object) -> object:
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise _InjectedError(f"{helper} call {count}")
+        return original(self, *args, **kwargs)
+
+    setattr(fold_module._Folder, helper, failing)
+    try:
+        yield
+    finally:
+        setattr(fold_module._Folder, helper, original)
+
+
+#: Helpers of the fold a failure is injected into: between them, every kind of change.
+_HELPERS = ["_record", "_event", "_new_dir", "_protected", "_place", "_set_value"]
+
+
+@given(_programs())
+def test_a_fold_that_raises_leaves_the_state_as_it_was(
+    program: list[tuple[str, Op, int, int]],
+) -> None:
+    """All or nothing: whatever point of an entry fails, the state is the one before it.
+
+    Before each entry is folded, a copy of the state folds it with a failure injected
+    into each of the fold's helpers in turn, at each of its calls (up to the third): by
+    then the entry had changed part of the tree. Each time, the copy (tree, versions,
+    inodes, sequence, applied ops: the snapshot's bytes, which hold all of them, and the
+    tree hash) must be exactly as before. The entry then folds for real.
+    """
+    state = ChangeState()
+    counters: dict[str, int] = {}
+    for seq, (author, op, unseen, dt_ms) in enumerate(program, 1):
+        counters[author] = counters.get(author, 0) + 1
+        entry = Entry(op, author, counters[author], max(0, state.seq - unseen))
+        logged = Logged(seq, T0 + seq * dt_ms, entry)
+        before, before_hash = encode_snapshot(state), state.tree.hash()
+        for helper in _HELPERS:
+            for calls in range(3):
+                copy = decode_snapshot(before)
+                try:
+                    with _fail_at(helper, calls):
+                        fold(copy, logged)
+                except _InjectedError:
+                    event(f"{helper} raised in {type(op).__name__}")
+                    assert copy.seq == seq - 1
+                    assert copy.tree.hash() == before_hash
+                    assert encode_snapshot(copy) == before
+                else:
+                    break  # the entry calls the helper fewer times: on to the next one
+        fold(state, logged)
