@@ -8,7 +8,9 @@ which events to emit (returned with each folded entry). The async mount and the
 simulator both drive this class, so a simulation runs the production logic.
 
 Invariants: ``state.seq`` only grows; an entry is folded at most once; a delivery
-is folded only once its ``prev_seq`` was folded, so no entry is skipped.
+is folded only once its ``prev_seq`` was folded, so no entry is skipped. An entry that
+does not decode, or whose fold raises (the fold is all or nothing, so the state is as
+before it), stops the replica there: it is ``broken`` at that sequence for good.
 """
 
 from __future__ import annotations
@@ -28,7 +30,26 @@ class CorruptEntryError(CodecError):
 
     def __init__(self, seq: int, reason: str) -> None:
         self.seq = seq
-        super().__init__(f"entry at sequence {seq} does not decode: {reason}")
+        self.reason = reason
+        super().__init__(self._describe(seq, reason))
+
+    @staticmethod
+    def _describe(seq: int, reason: str) -> str:
+        return f"entry at sequence {seq} does not decode: {reason}"
+
+
+class FoldFailedError(CorruptEntryError):
+    """Raised when folding a delivered entry raised; names the sequence; folding stops.
+
+    The entry decoded, but the fold could not apply it (``reason`` names the exception,
+    which is also the ``__cause__``). The fold is all or nothing, so the state is the
+    one before the entry. A `CorruptEntryError`, so whoever stops at an entry that does
+    not decode stops at this one too.
+    """
+
+    @staticmethod
+    def _describe(seq: int, reason: str) -> str:
+        return f"entry at sequence {seq} could not be folded: {reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +116,14 @@ class Replica:
         """Accept one delivery and fold every entry that is now contiguous.
 
         Entries folded before a corrupt one are returned (their events must not be
-        lost); the corrupt entry is never folded.
+        lost); the corrupt entry is never folded. An entry whose fold raises is treated
+        the same way: the state stays as it was before it (the fold is all or nothing).
 
         Raises:
             CorruptEntryError: the next entry to fold does not decode (and nothing was folded
                 by this call); every later call raises it again.
+            FoldFailedError: folding the next entry raised (and nothing was folded by this
+                call); every later call raises it again.
         """
         if self._broken is not None:
             raise self._broken
@@ -112,18 +136,28 @@ class Replica:
             try:
                 entry = decode_entry(ready.payload)
             except CodecError as exc:
-                self._broken = CorruptEntryError(ready.seq, str(exc))
-                self._broken.__cause__ = exc
-                if out:
-                    return out
-                raise self._broken from exc
-            events = fold(self.state, Logged(ready.seq, ready.time_ms, entry))
+                return self._stop(out, CorruptEntryError(ready.seq, str(exc)), exc)
+            try:
+                events = fold(self.state, Logged(ready.seq, ready.time_ms, entry))
+            except Exception as exc:
+                # Whatever the fold raised (a bug, an op it cannot apply), the state is
+                # as before the entry: stop there, naming it, rather than skip it.
+                reason = f"{type(exc).__name__}: {exc}"
+                return self._stop(out, FoldFailedError(ready.seq, reason), exc)
             out.append(Folded(ready.seq, ready.time_ms, entry, events))
         return out
 
+    def _stop(self, out: list[Folded], broken: CorruptEntryError, cause: Exception) -> list[Folded]:
+        """Break the replica at ``broken``; return ``out`` if anything was folded, else raise."""
+        broken.__cause__ = cause
+        self._broken = broken
+        if out:
+            return out
+        raise broken
+
     @property
     def broken(self) -> CorruptEntryError | None:
-        """The corruption that stopped the fold, if any."""
+        """What stopped the fold (an entry that does not decode or did not fold), if any."""
         return self._broken
 
     @property

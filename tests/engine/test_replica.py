@@ -6,12 +6,14 @@ import errno
 
 import pytest
 
+from engine import fold as fold_module
 from engine.codec import encode_entry
 from engine.content import Content
 from engine.errors import CodecError, FsError
 from engine.fold import ChangeState, Event
 from engine.ops import Entry, Mkdir, Mv, Rm, Write
-from engine.replica import CorruptEntryError, Replica
+from engine.replica import CorruptEntryError, FoldFailedError, Replica
+from engine.snapshot import encode_snapshot
 from engine.tree import FileNode
 
 T0 = 1_700_000_000_000
@@ -193,3 +195,61 @@ def test_a_replica_folds_its_own_entries_like_any_other() -> None:
         folded = replica.receive(3, 0, T0, data)
         assert [f.entry for f in folded] == [entry]
     assert mine.state.tree.hash() == other.state.tree.hash()
+
+
+# -- an entry whose fold raises (issue 13) --------------------------------------------------
+
+
+def _boom_on(monkeypatch: pytest.MonkeyPatch, path: tuple[str, ...]) -> None:
+    """Make the fold raise for an op on ``path``, after it changed the tree."""
+    original = fold_module._Folder.apply
+
+    def apply(self: fold_module._Folder) -> None:
+        original(self)  # the entry is applied, then fails: the fold must undo it
+        if getattr(self.entry.op, "path", None) == path:
+            raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(fold_module._Folder, "apply", apply)
+
+
+def test_an_entry_whose_fold_raises_breaks_the_replica_at_its_sequence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _boom_on(monkeypatch, ("boom",))
+    control = Replica("c")
+    replica = Replica("r")
+    for r in (replica, control):
+        r.receive(5, 0, T0, payload("w", 1, b"1"))
+    boom = encode_entry(Entry(Mkdir(("boom",)), "w", 2, 5))
+    assert replica.receive(12, 9, T0 + 2, boom) == []  # early: buffered
+    # 9 folds, then 12 raises: 9 is returned, the replica stops at 12.
+    folded = replica.receive(9, 5, T0 + 1, payload("w", 3, b"12"))
+    control.receive(9, 5, T0 + 1, payload("w", 3, b"12"))
+    assert [f.seq for f in folded] == [9]
+    broken = replica.broken
+    assert isinstance(broken, FoldFailedError)
+    assert isinstance(broken, CorruptEntryError)
+    assert broken.seq == 12
+    assert "sequence 12" in str(broken)
+    assert "RuntimeError: injected failure" in str(broken)
+    assert isinstance(broken.__cause__, RuntimeError)
+    # The state is the one before the entry: sequence, tree, versions, applied ops.
+    assert replica.seq == 9
+    assert replica.state.tree.lookup(("boom",)) is None
+    assert replica.state.tree.hash() == control.state.tree.hash()
+    assert encode_snapshot(replica.state) == encode_snapshot(control.state)
+    # Every later delivery raises the same error.
+    with pytest.raises(FoldFailedError) as again:
+        replica.receive(13, 12, T0 + 3, payload("w", 4, b"123"))
+    assert again.value is broken
+
+
+def test_an_entry_whose_fold_raises_first_raises_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    _boom_on(monkeypatch, ("f",))
+    replica = Replica("r")
+    with pytest.raises(FoldFailedError) as caught:
+        replica.receive(5, 0, T0, payload("w", 1, b"1"))
+    assert caught.value.seq == 5
+    assert replica.broken is caught.value
+    assert replica.seq == 0
+    assert encode_snapshot(replica.state) == encode_snapshot(Replica("r").state)
