@@ -59,6 +59,7 @@ class MountOptions:
     log_file: str | None = None
     debug: bool = False
     unmount_timeout_s: float = 120.0
+    spool_dir: str | None = None
 
 
 def _say(message: str, *, err: bool = False) -> None:
@@ -99,6 +100,12 @@ def add_commands(commands: Any) -> None:
         "--log-file", help="log here (default: stderr; a daemon: $MESA_HOME/logs/mount-*.log)"
     )
     mount.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="where open files past 1 MiB keep their bytes (sparse, unnamed temporary "
+        "files; default: the system's temporary directory)",
+    )
+    mount.add_argument(
         "--unmount-timeout",
         type=float,
         default=120.0,
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             log_file=args.log_file,
             debug=args.debug,
             unmount_timeout_s=args.unmount_timeout,
+            spool_dir=args.spool_dir,
         )
     except ValueError as exc:
         _say(f"mesa mount: {exc}", err=True)
@@ -203,7 +211,7 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
     fuse: Any = pyfuse3
     client = Mesa(org=options.org)
     async with client.fs.mount(repos=options.repos, ttl=options.ttl) as fs:
-        ops = operations(fs, cache_timeout_s=options.cache_timeout_s)
+        ops = operations(fs, cache_timeout_s=options.cache_timeout_s, spool_dir=options.spool_dir)
         fuse.init(ops, options.mountpoint, _fuse_options(options))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

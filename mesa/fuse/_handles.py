@@ -34,23 +34,26 @@ at when its directory still exists (a write racing a remove keeps its bytes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from engine import driver
 from engine.content import Content
 from engine.merge import Merge
-from engine.ops import Chmod, Mkdir, Op, Utimes, Write
+from engine.ops import Append, Chmod, Mkdir, Op, Utimes, Write
 from engine.paths import RelPath
 from engine.tree import DirNode, FileNode, SymlinkNode, merge_key
 from mesa._mount import RepoMount
-from mesa.errors import MesaError
+from mesa.errors import MesaConnectionError, MesaError
 from mesa.fuse._inodes import Inode, InodeTable
+from mesa.fuse._spool import Spool, SpoolSnapshot
 from mesa.fuse._writer import Published
+from transports.base import BLOB_CHUNK_BYTES
 
 log = logging.getLogger("mesa.fuse")
 
@@ -68,8 +71,14 @@ class OpenFile:
         generation: bumped on every change (a publish only cleans what it sent).
         captured: the generation a close captured and the writer has not published
             yet, or None.
-        captured_bytes: the captured bytes once the buffer changed after the capture
-            (None while the buffer still holds exactly them).
+        captured_snapshot: the captured bytes, frozen (`mesa.fuse._spool`), or None.
+        append_base: while the buffer only grew by appends since it was read or last
+            captured, the size it had then (the bytes after it are published as an
+            ``Append``: appends never conflict, and a conflict block is not rewritten);
+            None once anything else changed it (published as a ``Write``).
+        captured_append_base: ``append_base`` as the last capture saw it.
+        writers: open handles that may write (while any is open, every open of the
+            inode shares this buffer, so no write lands in a buffer nobody publishes).
         mtime_ms: when the buffer was last written or truncated here (shown as the
             file's modification time while the buffer is live), or None.
         handles: open handles on this buffer.
@@ -83,7 +92,7 @@ class OpenFile:
     """
 
     inode: Inode
-    data: bytes | bytearray
+    spool: Spool
     key: str | None
     seen: int
     change_id: str
@@ -92,7 +101,10 @@ class OpenFile:
     handles: int = 0
     inflight: int = 0
     captured: int | None = None
-    captured_bytes: bytes | None = None
+    captured_snapshot: SpoolSnapshot | None = None
+    append_base: int | None = None
+    captured_append_base: int | None = None
+    writers: int = 0
     mtime_ms: int | None = None
 
     @property
@@ -101,49 +113,66 @@ class OpenFile:
         return self.dirty or self.captured is not None or self.inflight > 0 or self.inode.pending
 
     def capture(self) -> bool:
-        """Capture the bytes for publication (a close); return whether there is anything."""
+        """Capture the bytes for publication (a close); return whether there is anything.
+
+        The capture is a frozen snapshot of the spool: no copy on disk (the spool moves
+        to a copy of its data extents at its next change), at most 1 MiB in memory. A
+        capture still queued is replaced by the newer one.
+        """
         if self.dirty:
-            self.captured, self.captured_bytes, self.dirty = self.generation, None, False
+            if self.captured_snapshot is not None:
+                self.captured_snapshot.close()
+                # A queued capture replaced: the appends it held are in this one too,
+                # so the older base stays (an Append of everything since it).
+                if self.captured_append_base is None:
+                    self.append_base = None
+                elif self.append_base is not None:
+                    self.append_base = self.captured_append_base
+            self.captured_snapshot = self.spool.snapshot()
+            self.captured, self.dirty = self.generation, False
+            self.captured_append_base = self.append_base
+            self.append_base = self.spool.size  # what comes next appends to this
         return self.captured is not None
 
-    def take_capture(self) -> tuple[int, bytes] | None:
-        """Hand the captured bytes to the publisher (once); None if nothing is captured."""
-        if self.captured is None:
-            return None
-        generation, data = self.captured, self.captured_bytes
-        if data is None:
-            data = bytes(self.data)
-        self.captured = self.captured_bytes = None
-        return generation, data
+    def take_capture(self) -> tuple[int, SpoolSnapshot, int | None] | None:
+        """Hand the captured bytes to the publisher (once; it closes the snapshot).
 
-    def write(self, offset: int, buf: bytes) -> int:
-        """Write ``buf`` at ``offset`` (zero-filling a gap); return its length."""
-        data = self._writable()
-        end = offset + len(buf)
-        if offset > len(data):
-            data.extend(bytes(offset - len(data)))
-        data[offset:end] = buf
+        Returns (generation, snapshot, append base or None for a whole write).
+        """
+        if self.captured is None or self.captured_snapshot is None:
+            return None
+        taken = (self.captured, self.captured_snapshot, self.captured_append_base)
+        self.captured, self.captured_snapshot, self.captured_append_base = None, None, None
+        return taken
+
+    def write(self, offset: int, buf: bytes, *, append: bool = False) -> int:
+        """Write ``buf`` at ``offset`` (a gap is a hole); return its length (EFBIG past the max).
+
+        ``append``: through an ``O_APPEND`` descriptor (at the end). Only such writes
+        keep the buffer publishable as an ``Append``: ``cmd > file`` replaces a file
+        and must race as a write, ``cmd >> file`` adds to it and never conflicts.
+        """
+        appending = append and offset == self.spool.size
+        written = self.spool.write(offset, buf)
+        if not appending:
+            self.append_base = None
         self._changed()
-        return len(buf)
+        return written
 
     def truncate(self, size: int) -> None:
-        """Cut or zero-extend to ``size`` bytes."""
-        if size == len(self.data):
+        """Cut or extend (with a hole) to ``size`` bytes (EFBIG past the max)."""
+        if size == self.spool.size:
             return
-        data = self._writable()
-        if size < len(data):
-            del data[size:]
-        else:
-            data.extend(bytes(size - len(data)))
+        self.spool.truncate(size)
+        self.append_base = None
         self._changed()
 
-    def _writable(self) -> bytearray:
-        if self.captured is not None and self.captured_bytes is None:
-            # Copy on write: the capture keeps the bytes the close saw.
-            self.captured_bytes = bytes(self.data)
-        if not isinstance(self.data, bytearray):
-            self.data = bytearray(self.data)
-        return self.data
+    def close(self) -> None:
+        """Drop the bytes (the spool and any capture never taken)."""
+        if self.captured_snapshot is not None:
+            self.captured_snapshot.close()
+            self.captured_snapshot = None
+        self.spool.close()
 
     def _changed(self) -> None:
         self.dirty = True
@@ -154,17 +183,24 @@ class OpenFile:
 
 @dataclass(eq=False)
 class Handle:
-    """One open of a file: its buffer and whether it may write."""
+    """One open of a file: its buffer, whether it may write, and ``O_APPEND``."""
 
     file: OpenFile
     writable: bool
+    append: bool = False
 
 
 class Handles:
     """The open files and handles of a mount."""
 
-    def __init__(self, table: InodeTable, on_changed: Callable[[Inode], None]) -> None:
-        """Track open files of ``table``.
+    def __init__(
+        self,
+        table: InodeTable,
+        on_changed: Callable[[Inode], None],
+        *,
+        spool_dir: str | None = None,
+    ) -> None:
+        """Track open files of ``table``; their bytes spool to ``spool_dir`` past 1 MiB.
 
         ``on_changed(inode)`` is called when the tree differs from what the kernel
         was told (a published write raced another writer's): drop the inode's caches,
@@ -172,6 +208,7 @@ class Handles:
         """
         self._table = table
         self._on_changed = on_changed
+        self._spool_dir = spool_dir
         self._files: dict[int, OpenFile] = {}
         self._handles: dict[int, Handle] = {}
         self._loading: dict[int, asyncio.Lock] = {}
@@ -193,7 +230,9 @@ class Handles:
         """Return the inode's shared buffer, if it is open."""
         return self._files.get(ino)
 
-    async def open(self, inode: Inode, *, writable: bool, truncate: bool) -> tuple[int, bool]:
+    async def open(
+        self, inode: Inode, *, writable: bool, truncate: bool, append: bool = False
+    ) -> tuple[int, bool]:
         """Open ``inode``; return (file handle, whether the kernel may keep its page cache)."""
         lock = self._loading.setdefault(inode.ino, asyncio.Lock())
         try:
@@ -209,9 +248,10 @@ class Handles:
         )
         inode.page_key = of.key
         of.handles += 1
+        of.writers += writable
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = Handle(of, writable)
+        self._handles[fh] = Handle(of, writable, append)
         return fh, keep
 
     async def _shared(self, inode: Inode, *, truncate: bool) -> OpenFile:
@@ -220,29 +260,42 @@ class Handles:
         assert inode.repo is not None
         key = merge_key(node.value)
         of = self._files.get(inode.ino)
-        if of is not None and (of.live or of.key == key):
+        if of is not None and (of.live or of.key == key or of.writers > 0):
             return of
         repo = inode.repo
         seen, change_id, value = repo.replica.seq, repo.change_id, node.value
-        data = b"" if truncate else await repo.blobs.value_bytes(value)
+        spool = self.new_spool()
+        if not truncate:
+            try:
+                async with contextlib.aclosing(repo.blobs.value_chunks(value)) as chunks:
+                    await spool.fill(chunks)
+            except BaseException:
+                spool.close()
+                raise
         # A truncating open of a non-empty file must publish the empty file.
-        of = OpenFile(inode, data, None if truncate else key, seen, change_id)
+        of = OpenFile(inode, spool, None if truncate else key, seen, change_id)
+        of.append_base = None if truncate else spool.size
         if truncate and _size(node) != 0:
             of.dirty = True
         self._files[inode.ino] = of
         return of
 
-    def create(self, inode: Inode) -> int:
+    def new_spool(self) -> Spool:
+        """An empty spool in this mount's spool directory."""
+        return Spool(directory=self._spool_dir)
+
+    def create(self, inode: Inode, *, append: bool = False) -> int:
         """Open a pending file this mount just created (empty); return its handle."""
         assert inode.repo is not None
         assert inode.pending
-        of = OpenFile(inode, b"", None, inode.repo.replica.seq, inode.repo.change_id)
+        of = OpenFile(inode, self.new_spool(), None, inode.repo.replica.seq, inode.repo.change_id)
         of.dirty = True
         self._files[inode.ino] = of
         of.handles += 1
+        of.writers += 1
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = Handle(of, writable=True)
+        self._handles[fh] = Handle(of, writable=True, append=append)
         return fh
 
     async def job(self, inode: Inode, unreachable: Callable[[MesaError], None]) -> Published:
@@ -267,12 +320,15 @@ class Handles:
             log.info("not publishing %s: it was removed", inode.name)
             if of is not None:
                 of.dirty = False
-                of.captured = of.captured_bytes = None
+                of.captured = None
+                if of.captured_snapshot is not None:
+                    of.captured_snapshot.close()
+                    of.captured_snapshot = None
             return Published(None, functools.partial(self._settled, inode, None, None, attr_gen))
         where = self._table.abs_path(repo, path)
         ops: list[Op] = []
         seen: int | None = None
-        sent: tuple[OpenFile, int, str] | None = None
+        sent: tuple[OpenFile, int, str | None, int] | None = None
         creating = inode.pending and not inode.published
         if creating and mode is not None and not isinstance(node, SymlinkNode):
             # The creating entry carries the mode set meanwhile; the detached node
@@ -280,23 +336,43 @@ class Handles:
             node.mode, mode = mode, None
         if isinstance(node, DirNode) and creating:
             ops.append(Mkdir(path, mode=node.mode))
-        elif isinstance(node, FileNode) and of is not None and (of.captured or creating):
+        elif (
+            isinstance(node, FileNode) and of is not None and (of.captured is not None or creating)
+        ):
             # The bytes a close captured; a create published before any close is empty.
-            generation, data = of.take_capture() or (-1, b"")
+            generation, snap, base = of.take_capture() or (-1, None, None)
+            start = base if base is not None and not creating else None
+            appending = start is not None
+            size = 0 if snap is None else snap.size
             # In flight from here: the buffer stays live (this mount shows its bytes)
             # until the entry is folded, through every await below.
             of.inflight += 1
             try:
-                content = await content_of(repo, data, where)
+                content = await _persistently(
+                    lambda: snapshot_content(repo, snap, where, start=start or 0),
+                    repo,
+                    unreachable,
+                )
             except BaseException:
                 of.inflight -= 1
                 raise
-            key = merge_key(Merge.resolved(content))
-            if creating or key != merge_key(node.value):
-                ops.append(Write(path, content, mode=node.mode))
-                # Bytes read from another change (the mount switched) saw nothing of it.
-                seen = of.seen if of.change_id == repo.change_id else 0
-            sent = (of, generation, key)
+            finally:
+                if snap is not None:
+                    snap.close()
+            key: str | None
+            if appending:
+                # Only appended since it was read or last captured: the new bytes go as
+                # an Append (never a conflict; a conflicted file keeps its block).
+                key = None
+                if content.size:
+                    ops.append(Append(path, content))
+            else:
+                key = merge_key(Merge.resolved(content))
+                if creating or key != merge_key(node.value):
+                    ops.append(Write(path, content, mode=node.mode))
+            # Bytes read from another change (the mount switched) saw nothing of it.
+            seen = of.seen if of.change_id == repo.change_id else 0
+            sent = (of, generation, key, size)
         if mode is not None and not isinstance(node, SymlinkNode) and mode != node.mode:
             ops.append(Chmod(path, mode))
         # A pending node's times are not the log's yet (the fold stamps the sequencer's).
@@ -324,7 +400,7 @@ class Handles:
         self,
         inode: Inode,
         created: RelPath | None,
-        sent: tuple[OpenFile, int, str] | None,
+        sent: tuple[OpenFile, int, str | None, int] | None,
         attr_gen: int,
     ) -> None:
         """A job's entries are folded: reconcile ``inode`` with the tree."""
@@ -342,10 +418,13 @@ class Handles:
             inode.set_mode = inode.set_times = None
         if sent is None:
             return
-        of, generation, key = sent
+        of, generation, key, size = sent
         of.inflight -= 1
         node = inode.node
-        if isinstance(node, FileNode) and merge_key(node.value) == key:
+        kept = isinstance(node, FileNode) and (
+            merge_key(node.value) == key if key is not None else _size(node) == size
+        )
+        if kept:
             # The fold kept these bytes: everything up to them is now seen. (If it
             # made a conflict, the handle still has not seen the other side.)
             of.seen, of.change_id = repo.replica.seq, repo.change_id
@@ -357,8 +436,11 @@ class Handles:
         self._drop_if_idle(of)
 
     def _drop_if_idle(self, of: OpenFile) -> None:
-        if of.handles <= 0 and not of.live and self._files.get(of.inode.ino) is of:
+        if of.handles > 0 or of.live:
+            return
+        if self._files.get(of.inode.ino) is of:
             del self._files[of.inode.ino]
+        of.close()  # also a buffer a newer one replaced, once its last reader is gone
 
     def _target(self, inode: Inode) -> RelPath | None:
         """Where a buffer is published: its path now, or where it was last seen."""
@@ -383,6 +465,7 @@ class Handles:
             return None
         of = handle.file
         of.handles -= 1
+        of.writers -= handle.writable
         if handle.writable and of.dirty and of.capture():
             return of
         self._drop_if_idle(of)
@@ -397,13 +480,53 @@ class Handles:
         return [of.inode for of in self._files.values() if of.dirty and of.capture()]
 
 
-async def content_of(repo: RepoMount, data: bytes, where: str) -> Content:
-    """Return the content to log for ``data``: inline when small, else a blob."""
-    if driver.goes_inline(len(data)):
-        return Content.of(data)
+async def _persistently(
+    attempt: Callable[[], Awaitable[Content]],
+    repo: RepoMount,
+    unreachable: Callable[[MesaError], None],
+) -> Content:
+    """Run ``attempt`` until it succeeds, as a persistent writer does with an append.
+
+    A blob upload that fails because the server is unreachable (or just came back and
+    is not ready yet) is retried like the entry itself (`engine.driver`); anything
+    else is raised. Stops when the mount closes or breaks.
+    """
+    failed = 0
+    while True:
+        try:
+            return await attempt()
+        except MesaConnectionError as exc:
+            failed += 1
+            unreachable(exc)
+            await asyncio.sleep(driver.DEFAULT_RETRY.persistent_delay_ms(failed) / 1000)
+            repo.check_open()
+
+
+async def snapshot_content(
+    repo: RepoMount, snap: SpoolSnapshot | None, where: str, *, start: int = 0
+) -> Content:
+    """Return the content to log for captured bytes from ``start`` (None: an empty create).
+
+    Small bytes go inline; larger ones stream to the blob store in chunks straight
+    from the snapshot, never whole in memory.
+    """
+    if snap is None:
+        return Content.of(b"")
+    size = snap.size - start
+    if driver.goes_inline(size):
+        return Content.of(snap.read(start, size))
     if repo.read_only:
         raise OSError(errno.EROFS, "read-only repo", where)
-    return Content.from_segments([await repo.blobs.put(data)])
+    chunks = snap.chunks() if start == 0 else _range_chunks(snap, start)
+    return Content.from_segments([await repo.blobs.put_chunks(chunks)])
+
+
+def _range_chunks(snap: SpoolSnapshot, start: int) -> Iterator[bytes]:
+    offset = start
+    while offset < snap.size:
+        piece = snap.read(offset, min(BLOB_CHUNK_BYTES, snap.size - offset))
+        offset += len(piece)
+        yield piece
 
 
 def _size(node: FileNode) -> int | None:

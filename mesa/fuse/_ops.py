@@ -23,6 +23,7 @@ pyfuse3 is imported here (and only here) as an untyped module.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import importlib
@@ -42,7 +43,7 @@ from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, merge_key
 from mesa._fs import MesaFileSystem
 from mesa._mount import RepoMount
 from mesa.fuse._errors import errno_of
-from mesa.fuse._handles import Handles, OpenFile, content_of
+from mesa.fuse._handles import Handles, OpenFile, snapshot_content
 from mesa.fuse._inodes import ORG, ROOT, Inode, InodeTable, value_size
 from mesa.fuse._invalidate import (
     InvalEntry,
@@ -51,6 +52,7 @@ from mesa.fuse._invalidate import (
     Notification,
     Notifier,
 )
+from mesa.fuse._spool import MAX_FILE_BYTES
 from mesa.fuse._writer import Failure, LogWriter, describe
 from mesa.fuse.tuning import BLKSIZE, DEFAULT_CACHE_TIMEOUT_S
 
@@ -100,11 +102,13 @@ class Handlers:
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: MesaFileSystem, *, cache_timeout_s: float) -> None:
+    def __init__(
+        self, fs: MesaFileSystem, *, cache_timeout_s: float, spool_dir: str | None = None
+    ) -> None:
         self.fs = fs
         repos = list(fs.repo_mounts)
         self.table = InodeTable(fs.org, repos)
-        self.handles = Handles(self.table, self._changed_under_kernel)
+        self.handles = Handles(self.table, self._changed_under_kernel, spool_dir=spool_dir)
         self.writer = LogWriter(self.handles.job, self.table.describe)
         self.timeout = cache_timeout_s
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -207,7 +211,7 @@ class Handlers:
     async def _size(self, ino: int, repo: RepoMount, node: FileNode) -> int:
         live = self.handles.live(ino)
         if live is not None:
-            return len(live.data)
+            return live.spool.size
         size = value_size(node.value)
         if size is not None:
             return size
@@ -376,13 +380,21 @@ class Handlers:
             return
         repo = inode.repo
         assert repo is not None
+        if size > MAX_FILE_BYTES:
+            raise _fail(errno.EFBIG)  # before anything is read
         await self.writer.barrier(repo)
-        data = await repo.blobs.value_bytes(node.value)
-        cut = data[:size] + bytes(max(0, size - len(data)))
-        if cut == data and node.value.is_resolved():
-            return
         path = self._path(inode)
-        content = await content_of(repo, cut, self.table.abs_path(repo, path))
+        spool = self.handles.new_spool()
+        try:
+            async with contextlib.aclosing(repo.blobs.value_chunks(node.value)) as chunks:
+                await spool.fill(chunks)
+            if spool.size == size and node.value.is_resolved():
+                return
+            spool.truncate(size)  # a hole past the old end, never zeros in memory
+            with spool.snapshot() as snap:
+                content = await snapshot_content(repo, snap, self.table.abs_path(repo, path))
+        finally:
+            spool.close()
         await self._submit(repo, Write(path, content, mode=node.mode), path)
 
     @_guard
@@ -608,7 +620,10 @@ class Handlers:
         else:
             inode.repo.check_alive()
         truncate = writable and bool(flags & os.O_TRUNC)
-        fh, keep = await self.handles.open(inode, writable=writable, truncate=truncate)
+        append = bool(flags & os.O_APPEND)
+        fh, keep = await self.handles.open(
+            inode, writable=writable, truncate=truncate, append=append
+        )
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_guard
@@ -624,7 +639,7 @@ class Handlers:
             node = FileNode(0, mode & 0o7777, now, now, value=empty)
             inode = self.table.add_pending(parent, name, node)
             self._names_changed(parent, now)
-            fh = self.handles.create(inode)
+            fh = self.handles.create(inode, append=bool(flags & os.O_APPEND))
             attrs = await self._inode_attrs(inode)
             return pyfuse3.FileInfo(fh=fh, keep_cache=False), attrs
         if flags & os.O_EXCL:
@@ -636,16 +651,14 @@ class Handlers:
         if not isinstance(inode.node, FileNode):
             raise _fail(errno.EEXIST)
         truncate = bool(flags & os.O_TRUNC)
-        fh, keep = await self.handles.open(inode, writable=True, truncate=truncate)
+        append = bool(flags & os.O_APPEND)
+        fh, keep = await self.handles.open(inode, writable=True, truncate=truncate, append=append)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep), attrs
 
     @_guard
     async def read(self, fh: int, offset: int, size: int) -> Any:
         """Read from the handle's buffer."""
-        data = self.handles.get(fh).file.data
-        if isinstance(data, bytes):
-            return memoryview(data)[offset : offset + size]
-        return bytes(data[offset : offset + size])
+        return self.handles.get(fh).file.spool.read(offset, size)
 
     @_guard
     async def write(self, fh: int, offset: int, buf: bytes) -> int:
@@ -657,7 +670,11 @@ class Handlers:
         if inode.set_times is not None:
             inode.set_times = None  # a write after utimens sets mtime again
             inode.attr_gen += 1
-        return handle.file.write(offset, buf)
+        if handle.append:
+            # O_APPEND: at the end of this mount's bytes, whatever size the kernel
+            # cached (another mount's write may have changed the file since).
+            offset = handle.file.spool.size
+        return handle.file.write(offset, buf, append=handle.append)
 
     @_guard
     async def flush(self, fh: int) -> None:
@@ -693,10 +710,15 @@ class Handlers:
             self.writer.schedule(of.inode)
 
 
-def operations(fs: MesaFileSystem, *, cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S) -> Any:
+def operations(
+    fs: MesaFileSystem,
+    *,
+    cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S,
+    spool_dir: str | None = None,
+) -> Any:
     """Return a ``pyfuse3.Operations`` serving ``fs`` (``Handlers`` over pyfuse3's defaults)."""
     cls = type("MesaOperations", (Handlers, pyfuse3.Operations), {})
-    return cls(fs, cache_timeout_s=cache_timeout_s)
+    return cls(fs, cache_timeout_s=cache_timeout_s, spool_dir=spool_dir)
 
 
 __all__ = ["BLKSIZE", "DEFAULT_CACHE_TIMEOUT_S", "ORG", "ROOT", "Handlers", "operations"]

@@ -10,7 +10,7 @@ extends leaves a **hole** there: nothing is zero-filled in RAM or written to dis
 holes read as zeros. A spool truncated to 0 goes back to memory.
 
 Limits: no write or truncate may make the file larger than ``max_size`` (default
-`MAX_FILE_BYTES`, 1 TiB): it raises ``OSError(errno.EFBIG)`` and changes nothing (the
+`MAX_FILE_BYTES`, 16 GiB): it raises ``OSError(errno.EFBIG)`` and changes nothing (the
 whole write is refused, where Linux would write the bytes that fit and refuse the
 next write). A zero-length write never fails. Errors of the temporary file itself
 (``ENOSPC``, or ``EFBIG`` from a filesystem with a lower limit) propagate as the
@@ -38,14 +38,15 @@ import tempfile
 from collections.abc import AsyncIterable, Iterator
 from typing import Final
 
-from transports.base import BLOB_CHUNK_BYTES, MAX_BLOB_BYTES, Buffer
+from transports.base import BLOB_CHUNK_BYTES, Buffer
 
-#: The largest file a spool holds (1 TiB): the largest blob the transports store
-#: (`transports.base.MAX_BLOB_BYTES`: a JetStream server without a ``max_file_store``
-#: limit stores at most 1 TB, and a file of incompressible bytes takes its own size
-#: there). Every byte of a file is hashed and compressed when it is published, so
-#: closing a file of this size takes minutes at this machine's ~1-2 GB/s.
-MAX_FILE_BYTES: Final = MAX_BLOB_BYTES
+#: The largest file a spool holds (16 GiB). A closed file is published whole: every
+#: byte is hashed and compressed, holes too (the blob format has no holes), at ~1-2 GB/s
+#: on this machine, and the mount's ordered write-behind queue waits behind it. 16 GiB
+#: keeps that under a minute; `dd seek=1T` or `truncate -s 1T` is EFBIG at once
+#: instead of an hour of hashing zeros. The blob store itself takes up to
+#: `transports.base.MAX_BLOB_BYTES` (1 TiB) through the SDK.
+MAX_FILE_BYTES: Final = 16 << 30
 #: Bytes a spool keeps in memory before it moves them to a temporary file (1 MiB).
 SPOOL_THRESHOLD_BYTES: Final = 1 << 20
 

@@ -294,3 +294,74 @@ def test_a_daemon_logs_under_mesa_home_without_log_file(
             check=False,
         )
     assert done.returncode == 0, done.stderr
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_huge_sizes_fail_cleanly_and_holes_cost_no_memory(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    m1, m2 = two
+    # Past the maximum file size: EFBIG, and nothing changes.
+    result = _sh("truncate -s 999999999999999 f", m1.repo)
+    assert result.returncode != 0
+    assert "File too large" in result.stderr, result.stderr
+    result = _sh("dd if=/dev/zero of=g bs=1 count=1 seek=1T 2>&1", m1.repo)
+    assert result.returncode != 0
+    assert "File too large" in result.stdout, result.stdout
+    # A 256 MiB file that is one hole: the mount process does not hold it in memory.
+    before_kb = _rss_kb(m1.proc.pid)
+    assert _sh("truncate -s 256M sparse && printf end >> sparse", m1.repo).returncode == 0
+    grown_kb = _rss_kb(m1.proc.pid) - before_kb
+    assert grown_kb < 64 * 1024, f"the mount grew by {grown_kb} KiB for a sparse file"
+    assert (m1.repo / "sparse").stat().st_size == 256 * 1024 * 1024 + 3
+    with open(m1.repo / "sparse", "rb") as f:
+        f.seek(256 * 1024 * 1024 - 2)
+        assert f.read() == b"\0\0end"
+    wait_until(
+        lambda: (m2.repo / "sparse").exists()
+        and (m2.repo / "sparse").stat().st_size == 256 * 1024 * 1024 + 3,
+        timeout_s=120,
+        what="the sparse file on m2",
+    )
+
+
+def test_appends_from_two_mounts_all_survive_once_and_unmixed(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    """``>>`` from two mounts at once: appends never conflict and never tear (rule 8)."""
+    m1, m2 = two
+    (m1.repo / "log.txt").write_text("start\n")
+    wait_until(lambda: read_or_none(m2.repo / "log.txt") == b"start\n", what="log on m2")
+    scripts = [
+        (m, f'for i in $(seq 1 15); do echo "{name}-$i" >> log.txt; done')
+        for m, name in ((m1, "one"), (m2, "two"))
+    ]
+    procs = [
+        subprocess.Popen(["bash", "-c", script], cwd=m.repo, stderr=subprocess.PIPE)
+        for m, script in scripts
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    expected = {f"{name}-{i}" for name in ("one", "two") for i in range(1, 16)}
+
+    def settled() -> list[str] | None:
+        a, b = read_or_none(m1.repo / "log.txt"), read_or_none(m2.repo / "log.txt")
+        if a is None or a != b:
+            return None
+        lines = a.decode().splitlines()
+        return lines if set(lines[1:]) >= expected else None
+
+    lines = wait_until(settled, timeout_s=30, what="every append on both mounts")
+    assert lines[0] == "start"
+    assert sorted(lines[1:]) == sorted(expected), lines  # each exactly once, no extras
+    for name in ("one", "two"):  # each writer's appends in its own order
+        mine = [line for line in lines if line.startswith(name)]
+        assert mine == [f"{name}-{i}" for i in range(1, 16)]
+    assert "<<<<<<<" not in "\n".join(lines)

@@ -81,6 +81,8 @@ _UNREACHABLE: Final[tuple[type[BaseException], ...]] = (
     nats.errors.NoServersError,
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
+    # A stream that does not answer a publish: a server just restarting, not a refusal.
+    nats.js.errors.NoStreamResponseError,
     asyncio.TimeoutError,
     OSError,
 )
