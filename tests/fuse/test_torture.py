@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -525,7 +526,7 @@ def _check_journals(
         1 for v in final.values() if v is not None and torture.parse(v, True).conflicted
     )
     anomalies: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    overlapped = _overlapping_in_place_writes(run)
+    overlapped = _overlapping_in_place_writes(run) | _superseded_closes(run)
     for w, cfg in run.configs.items():
         journal = torture.read_journal(Path(cfg.journal))
         op_start = {e["index"]: e["t"] for e in journal if e["kind"] == "op"}
@@ -552,6 +553,9 @@ def _check_journals(
         if not any(e["kind"] == "done" for e in journal):
             run.fail(f"worker {w} on {cfg.mount} did not finish its script")
     for (w, what, path), seen in anomalies.items():
+        seen = [x for x in seen if not _caught_halfway_on_its_mount(run, x, crowded)]
+        if not seen:
+            continue
         e = seen[0]
         again = f" (and {len(seen) - 1} more times, last at {run.at(seen[-1]['t'])})"
         run.fail(
@@ -652,6 +656,55 @@ def _check_write(
             + ", ".join(f"seq {v.seq} {v.path}" for v in versions[:5])
         )
     return True
+
+
+def _caught_halfway_on_its_mount(run: Run, e: dict[str, Any], crowded: set[str]) -> bool:
+    """Whether a torn read-back of an in-place shared file is a local filesystem's tear.
+
+    Two writers appending to one file through one mount share its buffer, so a close
+    by one publishes the other's append halfway (as a page cache would); another mount
+    then reads that version. Excused only when every partly present write is by a
+    worker on a mount with several writers and nothing else is wrong.
+    """
+    if e.get("what") != "torn read-back" or e.get("path") not in torture.IN_PLACE_SHARED:
+        return False
+    reasons = str(e.get("found", "")).split(": ", 1)[-1].split("; ")
+    for reason in reasons:
+        m = re.fullmatch(r"write (w\d+)-\d+ only partly present: .*", reason)
+        if m is None or run.configs[m.group(1)].mount not in crowded:
+            return False
+    return True
+
+
+def _superseded_closes(run: Run) -> set[str]:
+    """Writes acknowledged by close only that a later close on the same mount replaced.
+
+    The write-behind contract (docs/fuse.md): a close captures the file's bytes, and a
+    later close of the same file on the same mount replaces a capture still queued, as a
+    page cache written twice before writeback keeps only the last bytes. So a write
+    that returned from close (not fsync) may be missing when the same mount wrote the
+    same path again within ``SUPERSEDE_S``; the last one must be there.
+    """
+    writes: list[tuple[str, str, str, float, bool]] = []
+    for cfg in run.configs.values():
+        for e in torture.read_journal(Path(cfg.journal)):
+            if e["kind"] == "write":
+                writes.append((e["id"], cfg.mount, e["path"], e["t"], bool(e["fsynced"])))
+    out = set()
+    for wid, mount, path, t, fsynced in writes:
+        if fsynced:
+            continue
+        if any(
+            m == mount and p == path and t < u <= t + SUPERSEDE_S
+            for other, m, p, u, _ in writes
+            if other != wid
+        ):
+            out.add(wid)
+    return out
+
+
+#: How long after a close another close of the same file may replace its queued capture.
+SUPERSEDE_S = 10.0
 
 
 def _overlapping_in_place_writes(run: Run) -> set[str]:
