@@ -25,8 +25,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.add_argument(
         "action", nargs="?", choices=["run", "status", "stop", "start"], default="run"
     )
-    server.add_argument("--port", type=int, default=4222, help="client port for `run`")
-    server.add_argument("--http-port", type=int, default=8222, help="monitoring port for `run`")
+    server.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="client port for `run` (default: the home's recorded port, else 4222)",
+    )
+    server.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="monitoring port for `run` (default: the home's recorded one, else 8222)",
+    )
     from mesa.fuse._cli import add_commands  # does not import pyfuse3
 
     add_commands(commands)
@@ -52,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _server_command(action: str, port: int, http_port: int) -> int:
+def _server_command(action: str, port: int | None, http_port: int | None) -> int:
     from mesa import server
 
     home = server.mesa_home()
@@ -71,6 +81,10 @@ def _server_command(action: str, port: int, http_port: int) -> int:
         info = server.ensure_running(home)
         print(f"running: pid {info.pid}, {info.url}")
         return 0
+    # Without --port the home keeps its address: clients of earlier starts reconnect.
+    recorded = server.recorded_ports(home) or (4222, 8222)
+    port = recorded[0] if port is None else port
+    http_port = recorded[1] if http_port is None else http_port
     print(f"mesa server: nats-server on 127.0.0.1:{port}, data in {home} (Ctrl-C stops it)")
     return server.run_foreground(home, port=port, http_port=http_port)
 

@@ -115,6 +115,29 @@ def test_the_foreground_server_listens_where_told_and_that_becomes_the_address(
     assert server.ensure_running(home).url == f"nats://127.0.0.1:{port}"
 
 
+def test_the_foreground_server_without_port_keeps_the_homes_address(home: Path) -> None:
+    background = server.ensure_running(home)
+    assert server.stop(home)
+    env = {**os.environ, "MESA_HOME": str(home)}
+    env.pop("MESA_NATS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesa.cli", "server"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while (info := server.status(home)) is None:
+            assert proc.poll() is None, "mesa server exited"
+            assert time.monotonic() < deadline, "mesa server did not start"
+            time.sleep(0.1)
+        assert info.url == background.url  # not 4222: clients of the home reconnect
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
 def test_a_home_from_before_ports_json_keeps_the_port_of_its_config(home: Path) -> None:
     # An older mesa wrote the ports of each start into nats.conf, and no ports.json.
     port, http_port = free_port(), free_port()
