@@ -35,6 +35,7 @@ dropped (see `InodeTable.switch`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -242,13 +243,20 @@ def _rewritten(node: AnyNode | None, seq: int) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class _Marker:
+    """A place in the notification queue: ``reached`` runs once everything before it went."""
+
+    reached: Callable[[], None]
+
+
 class Notifier:
     """Sends notifications to the kernel from a thread of its own, in order."""
 
     def __init__(self, entry: EntryNotifier, inode: InodeNotifier) -> None:
         self._entry = entry
         self._inode = inode
-        self._queue: queue.SimpleQueue[list[Notification] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Notification | _Marker] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -268,7 +276,37 @@ class Notifier:
         with self._lock:
             self._pending += 1
             self._idle.clear()
-        self._queue.put(batch)
+        self._queue.put(list[Notification | _Marker](batch))
+
+    @property
+    def busy(self) -> bool:
+        """Whether notifications are queued or being sent."""
+        return not self._idle.is_set()
+
+    async def flushed(self) -> None:
+        """Return once every notification submitted before this call reached the kernel.
+
+        Awaited on the event loop (never blocking it): the marker goes through the same
+        FIFO queue, so requests the kernel sends meanwhile are still served, and a
+        notification waiting for one of them (a page lock) cannot deadlock.
+        """
+        if self._thread is None or not self.busy:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def mark() -> None:
+            loop.call_soon_threadsafe(settle)
+
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self._queue.put([_Marker(mark)])
+        await done
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until everything queued was sent (for tests and shutdown)."""
@@ -291,7 +329,10 @@ class Notifier:
                 if not self._pending:
                     self._idle.set()
 
-    def _send(self, item: Notification) -> None:
+    def _send(self, item: Notification | _Marker) -> None:
+        if isinstance(item, _Marker):
+            item.reached()
+            return
         try:
             if isinstance(item, InvalEntry):
                 name = item.name.encode("utf-8", "surrogateescape")

@@ -621,6 +621,10 @@ class Handlers:
             inode.repo.check_alive()
         truncate = writable and bool(flags & os.O_TRUNC)
         append = bool(flags & os.O_APPEND)
+        # Close-to-open: the kernel must not read the new bytes with a size it cached
+        # before a fold changed the file (a cut read). Invalidations of folds done
+        # before this open reach the kernel first.
+        await self.notifier.flushed()
         fh, keep = await self.handles.open(
             inode, writable=writable, truncate=truncate, append=append
         )
