@@ -85,11 +85,24 @@ class Event:
     recursive: bool = False
 
 
+#: Counters above an author's watermark `AppliedOps` keeps before it gives up a gap.
+SPARSE_OPS_KEPT = 4096
+
+
 class AppliedOps:
     """The op ids folded so far, per author: a contiguous watermark plus a sparse set.
 
     A retried append that escaped the transport's dedupe is skipped by the fold, so
     an op takes effect once however often it is logged.
+
+    The sparse set holds at most `SPARSE_OPS_KEPT` counters per author: past that the
+    oldest gap is given up (the watermark moves over it). A counter that never reached
+    the log (a write that failed for good, or the first ops of a mount that switched
+    changes: its counter keeps growing across changes) would otherwise keep every
+    later op of its author in the set, and in every snapshot, forever. An op that fills
+    a gap given up on would be skipped; it would have to be logged after thousands of
+    later ops of its own author, which no writer does (each appends in order, retrying
+    an entry before the next).
     """
 
     def __init__(self) -> None:
@@ -105,6 +118,10 @@ class AppliedOps:
         extra = self.sparse.setdefault(author, set())
         extra.add(counter)
         mark = self.watermark.get(author, 0)
+        if len(extra) > SPARSE_OPS_KEPT:
+            oldest = min(extra)  # give up the gap below the oldest counter kept
+            extra.discard(oldest)
+            mark = max(mark, oldest)
         while mark + 1 in extra:
             mark += 1
             extra.discard(mark)

@@ -449,3 +449,24 @@ def test_a_fold_that_raises_leaves_the_state_as_it_was(
                 else:
                     break  # the entry calls the helper fewer times: on to the next one
         fold(state, logged)
+
+
+def test_applied_ops_stay_bounded_when_a_counter_never_arrives() -> None:
+    """A gap (a failed write, a switch carrying the counter) must not keep every later op."""
+    from engine.fold import SPARSE_OPS_KEPT, AppliedOps
+
+    applied = AppliedOps()
+    applied.add("m1", 1)
+    for counter in range(3, 3 + 3 * SPARSE_OPS_KEPT):  # counter 2 never comes
+        applied.add("m1", counter)
+        assert len(applied.sparse.get("m1", ())) <= SPARSE_OPS_KEPT
+    last = 2 + 3 * SPARSE_OPS_KEPT
+    assert applied.contains("m1", last)
+    assert not applied.contains("m1", last + 1)
+    # Reordered deliveries within the window are still each folded once.
+    fresh = AppliedOps()
+    for counter in (2, 1, 4, 3):
+        assert not fresh.contains("m2", counter)
+        fresh.add("m2", counter)
+    assert fresh.watermark["m2"] == 4
+    assert "m2" not in fresh.sparse
