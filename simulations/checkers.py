@@ -8,16 +8,21 @@
   the trees before and after it (`diff`, defined below).
 - `check_materialization`: every conflict in a tree reads back as a jj block that
   `engine.conflicts.parse` turns back into its exact sides and bases.
+- (h) `check_spill`: an entry whose inline bytes were spilled to blobs folds to what
+  readers would have seen had it gone inline.
 
 A failed check raises `CheckFailedError`, which names the checker and explains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from engine import conflicts
 from engine.codec import decode_entry
+from engine.content import Content, digest_of
 from engine.fold import AppliedOps, ChangeState, Event, fold
-from engine.ops import Logged, Op
+from engine.ops import Entry, Logged, Op, Write
 from engine.paths import RelPath, is_ancestor, to_str
 from engine.replica import Folded
 from engine.tree import DirNode, FileNode, SymlinkNode, Tree, merge_key
@@ -52,8 +57,16 @@ class PrefixHashes:
 # -- (b) replay from scratch -----------------------------------------------------------
 
 
-def replay_from_scratch(entries: list[Stored], window_ms: int, prefix: PrefixHashes) -> str:
+def replay_from_scratch(
+    entries: list[Stored],
+    window_ms: int,
+    prefix: PrefixHashes,
+    start: ChangeState | None = None,
+) -> str:
     """Checker (b): fold the whole log into a fresh state; compare with every reported hash.
+
+    ``start`` is the change's base state (a child change starts from its parent's
+    sealed tree); empty by default.
 
     Returns:
         The final tree hash of the replay.
@@ -61,7 +74,7 @@ def replay_from_scratch(entries: list[Stored], window_ms: int, prefix: PrefixHas
     Raises:
         CheckFailedError: the replay's hash differs at a sequence some replica reported.
     """
-    state = ChangeState(window_ms=window_ms)
+    state = start if start is not None else ChangeState(window_ms=window_ms)
     tree_hash = state.tree.hash()
     for stored in entries:
         fold(state, Logged(stored.seq, stored.time_ms, decode_entry(stored.payload)))
@@ -181,8 +194,13 @@ def check_events(
 # -- materialization round trip --------------------------------------------------------
 
 
-def check_materialization(who: str, tree: Tree) -> int:
+def check_materialization(
+    who: str, tree: Tree, read: Callable[[Content], bytes] | None = None
+) -> int:
     """Check that every conflict reads back as a block that parses to its exact terms.
+
+    ``read`` gives a blob term's bytes (the simulated blob store); without it, conflicts
+    with blob terms are skipped.
 
     Returns:
         How many conflicted files were checked.
@@ -194,10 +212,10 @@ def check_materialization(who: str, tree: Tree) -> int:
     for path, node in tree.walk():
         if not isinstance(node, FileNode) or node.value.is_resolved():
             continue
-        terms = [b"" if v is None else v.inline_bytes() for v in node.value.terms()]
+        terms = [b"" if v is None else _bytes(v, read) for v in node.value.terms()]
         data = [t for t in terms if t is not None]
         if len(data) != len(terms):
-            continue  # blob sides: the fold never needs their bytes
+            continue  # blob sides and no blob store to read them from
         sides, bases = data[0::2], data[1::2]
         block = conflicts.materialize(sides, bases)
         if conflicts.parse(block, len(sides)) != (sides, bases):
@@ -207,6 +225,83 @@ def check_materialization(who: str, tree: Tree) -> int:
             )
         checked += 1
     return checked
+
+
+def _bytes(content: Content, read: Callable[[Content], bytes] | None) -> bytes | None:
+    data = content.inline_bytes()
+    return data if data is not None or read is None else read(content)
+
+
+# -- a spill keeps the fold ------------------------------------------------------------
+
+
+def byte_view(tree: Tree, read: Callable[[Content], bytes]) -> dict[RelPath, tuple[object, ...]]:
+    """What a reader observes at each path, with file terms as bytes, not content keys.
+
+    An inline segment and a blob of the same bytes have one digest, but a content
+    made of several segments (an append after a spill) has another key than the same
+    bytes in one segment: readers see the bytes.
+    """
+    out: dict[RelPath, tuple[object, ...]] = {}
+    for path, node in tree.walk():
+        if isinstance(node, FileNode):
+            terms = tuple(None if v is None else digest_of(read(v)) for v in node.value.terms())
+            out[path] = ("f", node.ino, node.mode, node.mtime_ms, node.atime_ms, terms)
+        elif isinstance(node, SymlinkNode):
+            out[path] = ("l", node.ino, node.mtime_ms, node.atime_ms, node.target)
+        else:
+            out[path] = ("d", node.ino, node.mode, node.mtime_ms, node.atime_ms)
+    return out
+
+
+def check_spill(
+    state: ChangeState,
+    logged: Logged,
+    original: Entry,
+    read: Callable[[Content], bytes],
+    findings: Findings | None = None,
+) -> None:
+    """Checker (h): folding a spilled entry gives what folding it unspilled would have.
+
+    `engine.driver.spilled` moves an entry's inline bytes to blobs when the server
+    refuses it as too large; the entry must mean the same to the fold. Folds both into
+    copies of ``state`` (the state before the entry) and compares what readers see.
+    A conflict block written back (rule 6) is known bug ``spilled-writeback``.
+
+    Raises:
+        CheckFailedError: the two folds leave trees a reader can tell apart.
+    """
+    spilled_state, inline_state = clone_state(state), clone_state(state)
+    fold(spilled_state, logged)
+    fold(inline_state, Logged(logged.seq, logged.time_ms, original))
+    spilled, inline = byte_view(spilled_state.tree, read), byte_view(inline_state.tree, read)
+    differ = sorted(p for p in spilled.keys() | inline.keys() if spilled.get(p) != inline.get(p))
+    if not differ:
+        return
+    explanation = (
+        f"seq {logged.seq} ({logged.entry.op_id}) was spilled to blobs; folding it"
+        f" inline would leave {to_str(differ[0])!r} otherwise"
+    )
+    at_path = differ == [getattr(original.op, "path", None)]
+    if findings is not None and at_path and is_writeback(state.tree, original):
+        findings.known("spilled-writeback", "h:spill-keeps-the-fold", explanation)
+        return
+    raise CheckFailedError("h:spill-keeps-the-fold", explanation)
+
+
+def is_writeback(tree: Tree, entry: Entry) -> bool:
+    """Whether ``entry`` writes a conflict block over the conflict at its path (rule 6)."""
+    op = entry.op
+    if not isinstance(op, Write):
+        return False
+    node = tree.lookup(op.path)
+    data = op.content.inline_bytes()
+    return (
+        isinstance(node, FileNode)
+        and not node.value.is_resolved()
+        and data is not None
+        and conflicts.parse(data, len(node.value.adds)) is not None
+    )
 
 
 def is_dir(tree: Tree, path: RelPath) -> bool:

@@ -28,6 +28,18 @@ POINTS: dict[str, str] = {
     "clock_jump": "the sequencer's clock jumped",
     "append_retry": "an append failed and was retried with the same op id",
     "rejected_op": "an op was invalid against the issuing mount's tree (not logged)",
+    "blob_content": "an entry carried content as a blob (large bytes, or spilled ones)",
+    "blob_conflict": "a conflict had a side stored as a blob",
+    "spill": "the server refused an entry as too large; its inline bytes were spilled"
+    " to blobs and it was appended again under its op id",
+    "change_forked": "a mount sealed its change as the base of a new child and moved to it",
+    "change_switched": "a mount moved to another existing change (its op counter carried)",
+    "delivery_lost": "a delivery was lost on the way to a mount",
+    "resubscribed": "a mount re-subscribed from its last folded sequence and got a lost"
+    " entry again",
+    "redelivered": "the server re-delivered an entry the mount had folded (dropped)",
+    "deep_tree": "a node 10 or more levels deep was created",
+    "wide_dir": "a directory held 32 or more entries",
 }
 
 #: The points a CI seed batch must reach (a batch that misses one fails).
@@ -42,6 +54,15 @@ REQUIRED = (
     "out_of_order",
     "crash_restart",
     "partition_release",
+    "blob_content",
+    "spill",
+    "change_forked",
+    "change_switched",
+    "delivery_lost",
+    "resubscribed",
+    "redelivered",
+    "deep_tree",
+    "wide_dir",
 )
 
 

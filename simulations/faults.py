@@ -28,6 +28,8 @@ FAULT_NAMES = (
     "append_fail",
     "slow_retry",
     "interleave",
+    "drop",
+    "redeliver",
 )
 
 
@@ -46,6 +48,10 @@ class FaultPlan:
         append_fail_rate: share of appends that fail (before or after being stored).
         slow_retry_rate: share of failed appends retried only after the dedupe window.
         interleave_rate: share of appends preceded by other changes' entries.
+        drop_rate: share of deliveries lost on the way to a mount; its subscription
+            notices the stall and re-subscribes from its last folded sequence.
+        redeliver_rate: share of deliveries after which the server delivers again an
+            older entry of the change that the mount has already folded.
     """
 
     latency_ms_max: int = 1
@@ -58,6 +64,8 @@ class FaultPlan:
     append_fail_rate: float = 0.0
     slow_retry_rate: float = 0.0
     interleave_rate: float = 0.0
+    drop_rate: float = 0.0
+    redeliver_rate: float = 0.0
 
     @staticmethod
     def choose(profile: str, rng: random.Random) -> FaultPlan:
@@ -78,6 +86,8 @@ class FaultPlan:
                 append_fail_rate=0.05,
                 slow_retry_rate=0.2,
                 interleave_rate=0.2,
+                drop_rate=0.02,
+                redeliver_rate=0.02,
             )
         on = {name: rng.random() < 0.5 for name in FAULT_NAMES}
         delay = on["delay"]
@@ -92,6 +102,8 @@ class FaultPlan:
             append_fail_rate=rng.uniform(0.02, 0.2) if on["append_fail"] else 0.0,
             slow_retry_rate=rng.uniform(0.1, 0.5) if on["slow_retry"] else 0.0,
             interleave_rate=rng.uniform(0.1, 0.5) if on["interleave"] else 0.0,
+            drop_rate=rng.uniform(0.005, 0.05) if on["drop"] else 0.0,
+            redeliver_rate=rng.uniform(0.005, 0.05) if on["redeliver"] else 0.0,
         )
 
     def enabled(self) -> list[str]:

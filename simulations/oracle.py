@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine import conflicts
+from engine.content import Content
 from engine.fold import ChangeState, fold
 from engine.merge import Merge, Value
 from engine.ops import Append, Cp, Entry, Logged, Mv, Op, Rm, Write, touched_paths
@@ -41,6 +42,10 @@ from simulations.model import SimpleFiles
 from simulations.workload import tags_of
 
 _ASIDE_RE = re.compile(r"\.conflict-\d+$")
+#: A path this many components deep counts as deep, a directory with this many
+#: entries as wide (coverage points deep_tree and wide_dir).
+DEEP_PATH = 10
+WIDE_DIR = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class Census:
     file_paths: dict[RelPath, int] = field(default_factory=dict)
     paths: set[RelPath] = field(default_factory=set)
     tags: dict[int, frozenset[int]] = field(default_factory=dict)
+    # (seq, time) of the versions each file remembers (the fold's race memory)
+    versions: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +83,18 @@ class Witness:
 class Oracle:
     """The reference replica and the history checkers (see module docstring)."""
 
-    def __init__(self, window_ms: int, coverage: Counter[str], findings: Findings) -> None:
-        self.state = ChangeState(window_ms=window_ms)
+    def __init__(
+        self,
+        window_ms: int,
+        coverage: Counter[str],
+        findings: Findings,
+        *,
+        base: ChangeState | None = None,
+        read: Callable[[Content], bytes] | None = None,
+    ) -> None:
+        self.state = base if base is not None else ChangeState(window_ms=window_ms)
         self.findings = findings
+        self.read = read  # reads blob bytes (the simulated blob store), if any
         # (inode, tag) -> the entries that put the tag's bytes in that file (see _carry)
         self.carriers: dict[tuple[int, int], tuple[Witness, ...]] = {}
         self.op_ids: set[str] = set()
@@ -91,6 +107,7 @@ class Oracle:
         self.simple = SimpleFiles(window_ms, coverage)
         self._tag_cache: dict[str, frozenset[int]] = {}
         self._census = self._take_census()
+        self._adopt_base()
 
     @property
     def tree(self) -> Tree:
@@ -135,6 +152,22 @@ class Oracle:
             self.writers.append(Witness(logged.seq, logged.time_ms, entry.author, entry.op_id))
         return self.tree.hash()
 
+    def _adopt_base(self) -> None:
+        """Tags in the base tree (a child change's sealed parent) were seen by everyone.
+
+        Their carrier is a stand-in at sequence 0, which every entry has seen, and
+        their origin too (they may come back from a base term through the algebra).
+        """
+        base = Witness(0, 0, "base", "base")
+        for ino in sorted(self._census.tags):
+            for tag in sorted(self._census.tags[ino]):
+                self.carriers[(ino, tag)] = (base,)
+        for _, value in sorted(self._census.files.values(), key=lambda item: item[0]):
+            for term in value.terms():
+                for tag in sorted(self._tags(term)):
+                    self.origins.setdefault(tag, Origin(0, 0, "base", "base"))
+        self._note_path_sides(0, self._census)
+
     # -- census --------------------------------------------------------------------
 
     def _tags(self, content: Value) -> frozenset[int]:
@@ -143,6 +176,8 @@ class Oracle:
         cached = self._tag_cache.get(content.key)
         if cached is None:
             data = content.inline_bytes()
+            if data is None and self.read is not None:
+                data = self.read(content)
             cached = frozenset(tags_of(data)) if data is not None else frozenset()
             self._tag_cache[content.key] = cached
         return cached
@@ -154,6 +189,7 @@ class Oracle:
             if isinstance(node, FileNode):
                 census.files[node.ino] = (path, node.value)
                 census.file_paths[path] = node.ino
+                census.versions[node.ino] = tuple((v.seq, v.time_ms) for v in node.versions)
                 tags = frozenset().union(*map(self._tags, node.value.adds))
                 if tags:
                     census.tags[node.ino] = tags
@@ -175,23 +211,27 @@ class Oracle:
 
         A tag's **carriers** in a file are the entries that put its bytes there (see
         `_carriers_of_new`). When an ``mv`` or ``cp`` over an existing file folds the
-        destination's old value into the node now at the destination, the tags go
-        with their carriers. Any other loss of a tag from a file must be justified
-        against every carrier (`_check_lost`).
+        destination's old value into the node now at the destination (``op.dst``, or
+        the aside directory it landed in when a file stood where its parent should),
+        the tags go with their carriers. Any other loss of a tag from a file must be
+        justified against every carrier (`_check_lost`).
         """
         op = logged.entry.op
-        dst = after.file_paths.get(op.dst) if isinstance(op, Mv | Cp) else None
-        dst_tags = after.tags.get(dst, frozenset()) if dst is not None else frozenset()
         inherited: dict[tuple[int, int], tuple[Witness, ...]] = {}
         for ino in sorted(before.tags):
+            # A file an mv/cp replaced: the node standing where it stood took its value.
+            heir = None
+            if isinstance(op, Mv | Cp) and ino not in after.files:
+                heir = after.file_paths.get(before.files[ino][0])
+            heir_tags = after.tags.get(heir, frozenset()) if heir is not None else frozenset()
             for tag in sorted(before.tags[ino] - after.tags.get(ino, frozenset())):
                 carriers = self.carriers.pop((ino, tag))
-                if dst is not None and dst != ino and tag in dst_tags:
-                    inherited[(dst, tag)] = inherited.get((dst, tag), ()) + carriers
+                if heir is not None and tag in heir_tags:
+                    inherited[(heir, tag)] = inherited.get((heir, tag), ()) + carriers
                 elif not _cancelled_by_incoming(
                     op, before, ino, tag, self._tags
                 ) and not self._seen_there(logged, before, ino, tag):
-                    self._check_lost(logged, tag, carriers)
+                    self._check_lost(logged, tag, carriers, before.versions.get(ino, ()))
         copied = _copied_tags(op, before)
         for ino in sorted(after.tags):
             for tag in sorted(after.tags[ino] - before.tags.get(ino, frozenset())):
@@ -253,13 +293,31 @@ class Oracle:
             then = sides
         return then
 
-    def _check_lost(self, logged: Logged, tag: int, carriers: tuple[Witness, ...]) -> None:
+    def _check_lost(
+        self,
+        logged: Logged,
+        tag: int,
+        carriers: tuple[Witness, ...],
+        versions: tuple[tuple[int, int], ...] = (),
+    ) -> None:
+        """Justify the loss of ``tag`` against each carrier (docs/simulations.md, rule 1).
+
+        ``versions`` are the (seq, time) the file remembered before the entry: a carrier
+        it no longer remembers, with a later version stamped more than the window after
+        it, was forgotten and races nothing, even when the server's clock stepped back
+        since and stamps this entry within the window of it (docs/conflicts.md).
+        """
         entry = logged.entry
         for carrier in carriers:
             dt_ms = abs(logged.time_ms - carrier.time_ms)
             if entry.author == carrier.author or entry.seen >= carrier.seq:
                 continue
             if dt_ms > self.window_ms:
+                continue
+            forgotten = all(seq != carrier.seq for seq, _ in versions) and any(
+                time_ms - carrier.time_ms > self.window_ms for _, time_ms in versions
+            )
+            if forgotten:
                 continue
             origin = self.origins[tag]
             via = (
@@ -317,10 +375,8 @@ class Oracle:
         More means terms came back (bug 2: a stale writer re-added replaced contents).
         """
         op = logged.entry.op
-        dst_sides = moved_sides = 0
+        moved_sides = 0
         if isinstance(op, Mv | Cp):
-            dst_ino = before.file_paths.get(op.dst)
-            dst_sides = len(before.files[dst_ino][1].adds) if dst_ino is not None else 0
             moved_sides = max(
                 (
                     len(before.files[ino][1].adds)
@@ -338,6 +394,10 @@ class Oracle:
             elif isinstance(op, Append):
                 limit = max(sides, 1)
             elif isinstance(op, Mv | Cp):
+                # Onto the file that stood where it landed (op.dst, or an aside of it).
+                prior = before.file_paths.get(path)
+                landed_on = prior is not None and prior != ino
+                dst_sides = len(before.files[prior][1].adds) if landed_on else 0
                 limit = (sides if old is not None else moved_sides) + dst_sides
             else:
                 limit = sides
@@ -359,6 +419,8 @@ class Oracle:
             if not value.is_resolved():
                 if len(value.adds) >= 3:
                     self.coverage["three_sided"] += 1
+                if any(v is not None and v.blob_digests() for v in value.adds):
+                    self.coverage["blob_conflict"] += 1
                 if old is None or len(value.adds) > len(old[1].adds):
                     self.coverage["conflict_created"] += 1
             elif old is not None and not old[1].is_resolved() and isinstance(op, Write):
@@ -366,6 +428,12 @@ class Oracle:
         new_paths = after.paths - before.paths
         if any(_ASIDE_RE.search(p[-1]) for p in new_paths if p and p not in touched_paths(op)):
             self.coverage["aside"] += 1
+        if any(len(p) >= DEEP_PATH for p in new_paths):
+            self.coverage["deep_tree"] += 1
+        if new_paths:
+            entries = Counter(p[:-1] for p in after.paths if p)
+            if any(entries[p[:-1]] >= WIDE_DIR for p in new_paths):
+                self.coverage["wide_dir"] += 1
         if isinstance(op, Rm) and op.path in after.paths:
             self.coverage["add_wins"] += 1
         if isinstance(op, Write | Append) and op.path[:-1] not in before.paths:

@@ -140,36 +140,58 @@ def _crash_explanation(exc: Exception) -> str:
 def final_checks(world: World) -> None:
     """Liveness, convergence, replay, materialization and snapshot round trip at quiescence.
 
+    Each change of the repo is checked: its mounts, its oracle and a replay of its log
+    from its base.
+
     Raises:
         CheckFailedError: a check failed.
     """
-    last = world.sequencer.last_seq
-    final = world.oracle.tree.hash()
+    sequencer = world.sequencer
     for mount in world.mounts:
         replica = mount.replica
-        if replica is None or replica.seq != last or replica.waiting or mount.in_flight:
+        last = sequencer.last_seq_of(mount.change)
+        if (
+            replica is None
+            or replica.seq != last
+            or replica.waiting
+            or mount.in_flight
+            or mount.switch is not None
+        ):
             state = (
                 "down" if replica is None else f"at seq {replica.seq}, {replica.waiting} buffered"
             )
+            waiting = ", waiting to switch" if mount.switch is not None else ""
             raise CheckFailedError(
                 "liveness",
                 f"after quiescence {mount.name} is {state}, {len(mount.in_flight)} appends in"
-                f" flight; the log ends at seq {last}",
+                f" flight{waiting}; the log of change {mount.change} ends at seq {last}",
             )
-        world.prefix.observe(mount.author, last, replica.state.tree.hash())
+        change = world.changes[mount.change]
+        change.prefix.observe(mount.author, last, replica.state.tree.hash())
         restored = decode_snapshot(encode_snapshot(replica.state))
-        if restored.tree.hash() != final:
+        if restored.tree.hash() != change.oracle.tree.hash():
             raise CheckFailedError(
                 "snapshot-round-trip",
                 f"{mount.name}'s snapshot at seq {last} restores another tree",
             )
-    world.prefix.observe("oracle", last, final)
-    replayed = checkers.replay_from_scratch(world.sequencer.entries, world.window_ms, world.prefix)
-    if replayed != final:
-        raise CheckFailedError(
-            "b:replay-equals-live", f"replay ends at {replayed[:16]}, live at {final[:16]}"
+    for change in world.changes:
+        last = sequencer.last_seq_of(change.index)
+        final = change.oracle.tree.hash()
+        change.prefix.observe("oracle", last, final)
+        replayed = checkers.replay_from_scratch(
+            sequencer.log(change.index),
+            world.window_ms,
+            change.prefix,
+            change.base(world.window_ms),
         )
-    checkers.check_materialization("oracle", world.oracle.tree)
+        if replayed != final:
+            raise CheckFailedError(
+                "b:replay-equals-live",
+                f"change {change.index}: replay ends at {replayed[:16]}, live at {final[:16]}",
+            )
+        checkers.check_materialization(
+            f"oracle of change {change.index}", change.oracle.tree, world.blobs.bytes_of
+        )
 
 
 @dataclass(slots=True)

@@ -1,9 +1,15 @@
-"""Random workloads biased toward trouble: many mounts, few names, deep trees.
+"""Random workloads biased toward trouble: many mounts, few names, deep and wide trees.
 
 Each op is drawn against the issuing mount's own folded tree (a partitioned
 mount's tree is stale, so its ops race), from a mix the seed picks: every op kind
 (write, append, mkdir, rm -r, mv, cp, chmod, symlink, utimes) plus writing back a
-conflict's materialization (an editor saving the block, possibly edited inside).
+conflict's materialization (an editor saving the block, possibly edited inside) and,
+in wide seeds, **fanout** (a new file among up to 64 names in one of the first
+directories, so a directory holds dozens of entries). Deep seeds nest directories 10
+to 16 levels. Some seeds write **big** contents now and then: medium ones (1 KiB to
+half the inline threshold) travel inline and may exceed a small server's payload
+limit (the mount spills them), large ones (past `engine.driver.INLINE_THRESHOLD_BYTES`)
+go to the blob store.
 
 Every written or appended content carries a unique **tag** (``@@w17@@``,
 ``@@a18@@``), so the checkers can follow a write's bytes through conflicts, moves
@@ -17,9 +23,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine import conflicts
+from engine import conflicts, driver
 from engine.content import Content
 from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.paths import RelPath
@@ -38,6 +45,7 @@ OP_KINDS = (
     "symlink",
     "utimes",
     "writeback",
+    "fanout",
 )
 
 _DIR_NAMES = ("a", "b", "c", "d")
@@ -51,11 +59,17 @@ _FILLER = (
     b"crlf line\r\n",
 )
 _MODES = (0o644, 0o600, 0o755, 0o444, 0o700)
+_PAD = b"padding " * 7 + b"\n"  # 64 bytes: big contents are mostly these lines
+FANOUT_NAMES = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Mix:
-    """A seed's workload shape: op weights, name pools, depth and pacing."""
+    """A seed's workload shape: op weights, name pools, depth, sizes, pacing, switches.
+
+    ``big_rate`` is the share of writes and appends with big contents; ``switch_rate``
+    the chance per step that the acting mount forks a new change or moves to another.
+    """
 
     weights: tuple[int, ...]
     dir_names: tuple[str, ...]
@@ -63,19 +77,26 @@ class Mix:
     max_depth: int
     gap_ms_mean: float
     far_rate: float
+    big_rate: float = 0.0
+    switch_rate: float = 0.0
 
     @staticmethod
     def choose(rng: random.Random) -> Mix:
         """Draw a mix: writes always dominate, the rest vary per seed."""
-        base = {"write": 30, "append": 12, "writeback": 4}
-        weights = tuple(base.get(kind, rng.randint(0, 10)) for kind in OP_KINDS)
+        base = {"write": 30, "append": 12, "writeback": 4, "fanout": 0}
+        weights = [base.get(kind, rng.randint(0, 10)) for kind in OP_KINDS]
+        wide, deep = rng.random() < 0.3, rng.random() < 0.3
+        if wide:
+            weights[OP_KINDS.index("fanout")] = rng.randint(25, 50)
         return Mix(
-            weights=weights,
+            weights=tuple(weights),
             dir_names=_DIR_NAMES[: rng.randint(1, len(_DIR_NAMES))],
             file_names=_FILE_NAMES[: rng.randint(1, len(_FILE_NAMES))],
-            max_depth=rng.randint(2, 7),
+            max_depth=rng.randint(10, 16) if deep else rng.randint(2, 7),
             gap_ms_mean=rng.choice((20.0, 60.0, 150.0, 400.0)),
             far_rate=rng.uniform(0.0, 0.15),
+            big_rate=rng.uniform(0.02, 0.1) if rng.random() < 0.5 else 0.0,
+            switch_rate=rng.uniform(0.01, 0.05) if rng.random() < 0.6 else 0.0,
         )
 
 
@@ -114,10 +135,14 @@ class Listing:
 class Workload:
     """Draws ops (see module docstring); one instance per run, shared by all mounts."""
 
-    def __init__(self, rng: random.Random, mix: Mix) -> None:
+    def __init__(
+        self, rng: random.Random, mix: Mix, read: Callable[[Content], bytes] | None = None
+    ) -> None:
         self.rng = rng
         self.mix = mix
         self.next_tag = 0
+        # How an editor reads a term's bytes (blob terms too); None: inline terms only.
+        self.read = read
 
     def next_op(self, tree: Tree) -> tuple[str, Op]:
         """Return an op kind's name and an op drawn against ``tree``."""
@@ -159,7 +184,15 @@ class Workload:
         if kind == "a":
             before = b""  # an append's tag starts its bytes
         end = b"" if rng.random() < 0.1 else b"\n"
-        return Content.of(before + self._tag(kind) + end + after)
+        body = self._tag(kind) + end
+        if self.mix.big_rate and rng.random() < self.mix.big_rate:
+            limit = driver.INLINE_THRESHOLD_BYTES
+            if rng.random() < 0.5:
+                size = rng.randint(1024, limit // 2)  # inline, unless the server refuses it
+            else:
+                size = rng.randint(limit + 1, limit + 32 * 1024)  # a blob
+            body += _PAD * (size // len(_PAD))
+        return Content.of(before + body + after)
 
     # -- ops ------------------------------------------------------------------------
 
@@ -172,6 +205,8 @@ class Workload:
             return Append(self._pick_file(listing), self._content("a"))
         if kind == "writeback":
             return self._writeback(listing)
+        if kind == "fanout":
+            return Write(self._fanout_path(listing, tree), self._content("w"))
         if kind == "mkdir":
             if rng.random() < 0.4:
                 return Mkdir(self._deep_path(), parents=True)
@@ -189,6 +224,17 @@ class Workload:
             return Symlink(self._new_path(listing), rng.choice(("f", "../a", "a/b/c", "/x")))
         t0 = 1_700_000_000_000
         return Utimes(rng.choice(nodes), t0 + rng.randint(0, 10**6), t0 + rng.randint(0, 10**6))
+
+    def _fanout_path(self, listing: Listing, tree: Tree) -> RelPath:
+        """A file in the root (or the first directory), a free name most of the time."""
+        rng = self.rng
+        parent = listing.dirs[0] if rng.random() < 0.7 else rng.choice(listing.dirs[:2])
+        node = tree.lookup(parent)
+        taken = node.children if isinstance(node, DirNode) else {}
+        names = [f"e{n}" for n in range(FANOUT_NAMES)]
+        free = [name for name in names if name not in taken]
+        name = rng.choice(free if free and rng.random() < 0.8 else names)
+        return (*parent, name)
 
     def _move(self, kind: str, listing: Listing, tree: Tree) -> Op:
         rng = self.rng
@@ -212,7 +258,7 @@ class Workload:
         if not listing.conflicted:
             return None
         path, node = self.rng.choice(listing.conflicted)
-        terms = [b"" if v is None else v.inline_bytes() for v in node.value.terms()]
+        terms = [b"" if v is None else self._read(v) for v in node.value.terms()]
         if any(t is None for t in terms):
             return None
         data = [t for t in terms if t is not None]
@@ -228,6 +274,10 @@ class Workload:
             block = conflicts.materialize(sides, bases).replace(b">>>>>>>", b"", 1)
             block += self._tag("w") + b"\n"
         return Write(path, Content.of(block))
+
+    def _read(self, content: Content) -> bytes | None:
+        data = content.inline_bytes()
+        return data if data is not None or self.read is None else self.read(content)
 
 
 def tags_of(data: bytes) -> set[int]:

@@ -74,3 +74,46 @@ def test_the_simulated_mounts_store_snapshots_on_the_production_cadence() -> Non
     folded = mount.replica.receive(2, 1, 20, encode_entry(own))
     assert mount.observe_folds(folded)
     assert mount.snapshot is not None
+
+
+# -- placement, spills and switches (engine.driver) ------------------------------------
+
+
+def _blobs_and_spills(seed: int) -> tuple[int, int, bool]:
+    result = run(RunConfig(seed, 3, 150, "swarm"))
+    return result.coverage["blob_content"], result.coverage["spill"], result.ok
+
+
+def test_the_simulated_mount_places_and_spills_content_as_the_driver_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A seed whose large contents go to blobs and whose server refuses medium ones.
+    seed = next(s for s in range(80) if all(_blobs_and_spills(s)[:2]))
+    blobs, spills, ok = _blobs_and_spills(seed)
+    assert blobs > 0
+    assert spills > 0
+    assert ok
+    # A driver that keeps every content inline and finds nothing to spill: the same
+    # seed stores no blob (what the server refuses is given up, as ENAMETOOLONG).
+    monkeypatch.setattr(driver, "goes_inline", lambda size: True)
+    monkeypatch.setattr(driver, "inline_segments", lambda entry: [])
+    blobs, spills, _ = _blobs_and_spills(seed)
+    assert (blobs, spills) == (0, 0)
+
+
+def test_a_switch_carries_the_op_counter_as_the_driver_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without carry_counter, a mount moving to another change issues op ids it used
+    # before; the stream deduplicates them against its old entries (another change),
+    # so the write is acknowledged but never logged where the mount writes.
+    seeds = [s for s in range(60) if run(RunConfig(s, 3, 150)).coverage["change_switched"]]
+    assert seeds
+    monkeypatch.setattr(driver, "carry_counter", lambda old, new: new)
+    failures = [r.failure for r in (run(RunConfig(s, 3, 150)) for s in seeds[:12]) if r.failure]
+    assert failures, "no seed reused an op id after a switch"
+    # Acknowledged at a sequence of another change; or waiting for one its change's
+    # log never reaches.
+    checkers = {f.checker for f in failures}
+    assert "c:no-lost-write" in checkers, failures
+    assert checkers <= {"c:no-lost-write", "liveness"}, failures

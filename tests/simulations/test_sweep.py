@@ -73,7 +73,8 @@ def test_long_sweep(request: pytest.FixtureRequest) -> None:
 def test_no_faults_profile_injects_nothing() -> None:
     result = run(RunConfig(7, 4, 80, "none"))
     assert result.ok, result.report()
-    for point in ("crash_restart", "partition_release", "clock_jump", "append_retry"):
+    points = ("crash_restart", "partition_release", "clock_jump", "append_retry")
+    for point in (*points, "delivery_lost", "resubscribed", "redelivered"):
         assert result.coverage[point] == 0, point
     assert result.faults == []
 
@@ -296,7 +297,43 @@ def test_a_broken_snapshot_is_caught_at_restart(monkeypatch: pytest.MonkeyPatch)
     assert all(f.checker == "a:same-prefix-same-tree" for f in failures), failures
 
 
+def test_checker_h_rejects_a_spill_that_changes_what_readers_see() -> None:
+    from simulations.blobs import BlobStore
+    from simulations.checkers import check_spill
+
+    blobs, state = BlobStore(), ChangeState()
+    fold(state, _logged(1, "m0x0", 1, 0, Write(("f",), Content.of(b"@@w1@@\n"))))
+    original = Entry(Append(("f",), Content.of(b"@@a2@@\n")), "m0x0", 2, 1)
+    spilled = Entry(Append(("f",), Content.from_segments([blobs.put(b"@@a2@@\n")])), "m0x0", 2, 1)
+    # Same bytes, other segments: readers cannot tell, so it passes.
+    check_spill(state, Logged(2, T0 + 2, spilled), original, blobs.bytes_of)
+    broken = Entry(Append(("f",), Content.from_segments([blobs.put(b"@@a3@@\n")])), "m0x0", 2, 1)
+    with pytest.raises(CheckFailedError, match="h:spill-keeps-the-fold"):
+        check_spill(state, Logged(2, T0 + 2, broken), original, blobs.bytes_of)
+
+
+def test_lost_deliveries_without_resubscribing_leave_a_mount_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(world.World, "_on_resubscribe", lambda self, event: None)
+    results = [run(RunConfig(seed, 3, 120, "all")) for seed in range(8)]
+    failures = [r.failure for r in results if r.failure]
+    assert failures, "no delivery was lost"
+    assert {f.checker for f in failures} == {"liveness"}, failures
+
+
+def test_a_child_change_that_does_not_start_from_the_sealed_state_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(world, "fresh_state", lambda tree, window_ms: ChangeState())
+    seeds = [s for s in range(30) if run(RunConfig(s, 3, 150)).coverage["change_forked"]]
+    failures = [r.failure for r in (run(RunConfig(s, 3, 150)) for s in seeds[:10]) if r.failure]
+    assert failures, "no seed forked a change off a non-empty tree"
+    assert {f.checker for f in failures} == {"a:same-prefix-same-tree"}, failures
+
+
 DETERMINISTIC_MODULES = (
+    "blobs",
     "checkers",
     "coverage",
     "failure",
