@@ -276,6 +276,18 @@ class RepoMount:
         if self.broken is not None:
             raise self.broken
 
+    def _token_expired(self) -> bool:
+        return self.ctx.clock.now_ms() >= self.claims.exp * 1000
+
+    def _expire(self) -> None:
+        """Stop at the token's expiry: waiters and every later call get the reason."""
+        self.broken = AuthenticationError(
+            f"the mount's token expired at {self.claims.exp} (mounts do not refresh "
+            f"tokens); {self.prefix} stopped delivering entries and events"
+        )
+        log.warning("%s", self.broken)
+        self._fail_waiters(self.broken)
+
     async def wait_folded(self, seq: int) -> None:
         """Wait until the replica has folded ``seq``."""
         if self.replica.seq >= seq:
@@ -420,6 +432,12 @@ class RepoMount:
     async def _run_pump(self, sub: GatewaySubscription, change_id: str) -> None:
         try:
             async for delivery in sub:
+                if self._token_expired():
+                    # The token is what grants these entries: once it expired, nothing
+                    # more is folded or announced, and every later call says why (the
+                    # server also closes the connection once it enforces expiry).
+                    self._expire()
+                    return
                 try:
                     folded = self.replica.receive(
                         delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
