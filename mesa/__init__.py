@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.ids import ROOT_CHANGE_ID as VIRTUAL_ROOT_CHANGE_ID
+from mesa._bash import Bash, ExecResult
 from mesa._bookmarks import Bookmark, Bookmarks, MergeResult
 from mesa._changes import ChangeDiff, ChangeInfo, DiffStats, FileDiff
 from mesa._client import Changes, Diffs, FsNamespace, Mesa, Repo, Repos
@@ -35,6 +36,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "AuthorizationError",
+    "Bash",
     "Bookmark",
     "Bookmarks",
     "ChangeDiff",
@@ -45,6 +47,7 @@ __all__ = [
     "DiffStats",
     "Diffs",
     "DiskCacheConfig",
+    "ExecResult",
     "FileDiff",
     "FsBookmarks",
     "FsChanges",

@@ -30,6 +30,7 @@ from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Wr
 from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
 from mesa._args import content_arg, mode_arg, path_arg, time_arg
+from mesa._bash import Bash
 from mesa._errormap import os_error
 from mesa._fsbookmarks import FsBookmarks
 from mesa._history import FsChanges, read_at
@@ -527,6 +528,19 @@ class MesaFileSystem:
     async def link(self, existing_path: str, new_path: str) -> None:
         """Hard links are not supported: always raises `NotImplementedError`."""
         raise NotImplementedError("hard links are not supported")
+
+    # -- bash --------------------------------------------------------------------------
+
+    def bash(
+        self, *, env: dict[str, str] | None = None, cwd: str = "/", timeout_ms: int = 30000
+    ) -> Bash:
+        """A bash session over this mount (no host process; writes are mesafs writes).
+
+        See `mesa._bash` and docs/bash.md: ``await bash.exec(script)`` returns an
+        `ExecResult`; past ``timeout_ms`` a script exits 124, never raising.
+        """
+        self._check()
+        return Bash(self, env=env, cwd=cwd, timeout_ms=timeout_ms)
 
     # -- subscriptions -----------------------------------------------------------------
 
