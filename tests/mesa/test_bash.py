@@ -117,16 +117,60 @@ DIFFERENTIAL = [
     "grep -rn import . | sort",
     "grep -rl import . | sort",
     "grep -ril PRINT sub",
+    "grep -rn --include='*.py' import . | sort; grep -r os sub/c.py",
     "grep -w foo a.txt",
     "sed 's/o/0/g' a.txt",
     "sed 's/o/0/' a.txt",
     "sed -i 's/foo/FOO/g' a.txt && cat a.txt",
     "sed -n '2p' a.txt; sed '1d' b.txt",
     "echo abc | sed -E 's/(b)/[\\1]/'",
+    # awk (mesa's own: see mesa/_bash.py)
     "awk -F, '{print $1+$2}' csv",
-    "awk '{s+=$1} END {print s}' b.txt",
-    "echo one two | awk '{print $2, NF}'",
-    "awk -F, 'NR>1 {print $3}' csv",
+    "awk 'NR==2' a.txt",
+    "awk '/foo/ {print NR\": \"$0}' a.txt",
+    "awk -F, '$1 > 1 {print $2}' csv",
+    "awk -F, '{print $NF}' csv",
+    "awk '{print length($0)}' a.txt",
+    "awk 'BEGIN{x=1} {x+=1} END{print x}' b.txt",
+    "awk '{ s += $1 } END { print s, s/NR, NR }' b.txt",
+    "awk '{ count[$1]++ } END { for (k in count) n++; print n }' b.txt",
+    "awk -F, 'NR>1 { printf \"%-5s|%5.2f|%d\\n\", $1, $2, $3 }' csv",
+    "awk '{ $2 = \"X\"; print }' a.txt",
+    "awk '{ print NF \":\" $NF }' a.txt",
+    "awk 'length > 8' a.txt",
+    "awk '{ gsub(/o/, \"0\"); print }' a.txt",
+    "awk '{ sub(/[a-z]+/, \"<&>\"); print }' a.txt",
+    "awk '{ print toupper(substr($0, 1, 3)), index($0, \"o\") }' a.txt",
+    'awk \'BEGIN { n = split("a:b:c", parts, ":"); print n, parts[3] }\'',
+    "awk 'BEGIN { x = 10; while (x > 1) { x = x / 2 }; print x }'",
+    'awk \'BEGIN { for (i = 1; i <= 3; i++) printf "%d ", i * i; print "" }\'',
+    "awk 'function sq(v) { return v * v } BEGIN { print sq(7) }'",
+    "awk '!seen[$0]++' b.txt",
+    "awk 'NR==1, NR==2' a.txt",
+    "awk -v name=world 'BEGIN { print \"hello \" name }'",
+    "awk 'END { print NR }' a.txt b.txt",
+    'awk \'$1 ~ /^[0-9]+$/ { print "num", $1 } $1 !~ /^[0-9]/ { print "word", $1 }\' csv b.txt',
+    "awk 'BEGIN { print 1/3, 2^10, 7%3, -3 }'",
+    'awk \'{ print $1 > "out"; print NR >> "out2" }\' a.txt; echo $?; cat out out2; '
+    'awk \'BEGIN { print "more" >> "out" }\'; cat out',
+    'awk \'BEGIN { printf "%s %c %x %05d %e\\n", "s", 65, 255, 42, 1234.5 }\'',
+    'awk \'BEGIN { if (!(3 in a)) print "no"; a[3]; if (3 in a) print "yes" }\'',
+    "awk '{ print; next; print \"never\" }' b.txt",
+    "awk 'BEGIN { exit 3 } END { print \"end\" }'; echo $?",
+    'echo "a b c" | awk \'{ $5 = "e"; print; print NF }\'',
+    'echo "x,y" | awk \'BEGIN { FS = "," } { print $2 }\'',
+    "awk 'BEGIN { s = \"hello\"; print match(s, /ll/), RSTART, RLENGTH }'",
+    "awk '{ n = n $1 } END { print n }' b.txt",
+    'awk \'BEGIN { printf("%s-%s\\n", "a", "b") }\'',
+    "awk '{print $1}' missing; echo $?",
+    'awk \'BEGIN { x["a"]=1; delete x["a"]; print length(x) }\'',
+    "printf '1 2\\n3 4\\n' | awk '{ t = $1 + $2; print t, (t > 4 ? \"big\" : \"small\") }'",
+    'awk \'BEGIN { print substr("hello", 2), substr("hello", 2, 3), substr("hello", 4, 10) }\'',
+    "awk 'BEGIN { print int(3.9), int(-3.9), 010 + 0, \"3x\" + 1 }'",
+    "awk -F: '{ print $1 }' /dev/null; echo done",
+    "awk 'BEGIN { while (1) { if (++i > 5) break }; print i }'",
+    "awk 'BEGIN { do { i++ } while (i < 3); print i }'",
+    'awk \'{ printf "%s%s", (NR > 1 ? "," : ""), $1 } END { print "" }\' b.txt',
     "head -n 2 a.txt; head -c 5 a.txt; echo",
     "tail -n 2 a.txt; tail -n 1 b.txt; tail -n +2 b.txt; tail -c 4 a.txt",
     "head -n 1 noeol.txt; tail -n 1 noeol.txt; head -2 b.txt; head -n -1 b.txt",
@@ -321,6 +365,42 @@ async def test_host_event_loop_is_not_patched(fs: MesaFileSystem) -> None:
     assert b"not supported" in result.stderr
     # plain subscripts still work
     assert (await fs.bash().exec("a=(x y z); i=2; echo ${a[1]} ${a[$i]}")).stdout == b"y z\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "stdout"),
+    [
+        # POSIX substr (gawk's; mawk differs at positions below 1)
+        ('awk \'BEGIN { print substr("hello", 0, 2) "|" substr("hello", -1, 3) }\'', "h|h\n"),
+        ('awk \'BEGIN { printf "%s", ENVIRON["HOME"] }\'', "/"),
+        ("awk '{ print FILENAME \":\" FNR }' b.txt csv | tail -n 1", "csv:3\n"),
+    ],
+)
+async def test_awk_expected(fs: MesaFileSystem, script: str, stdout: str) -> None:
+    result = await fs.bash(cwd=W).exec(script)
+    assert (result.stdout.decode(), result.exit_code) == (stdout, 0), result.stderr
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "awk 'BEGIN { system(\"ls\") }'",
+        "awk '{ print | \"sort\" }' a.txt",
+        "awk '{ getline x }' a.txt",
+        "awk 'BEGIN { print 1/0 }'",
+        "awk '{ print $1 ' a.txt",
+        "awk 'BEGIN { x = 1; x[1] = 2 }'",
+    ],
+)
+async def test_awk_unsupported_or_wrong_is_exit_2(fs: MesaFileSystem, script: str) -> None:
+    result = await fs.bash(cwd=W).exec(script)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(b"awk: ")
+
+
+async def test_timeout_stops_an_awk_loop(fs: MesaFileSystem) -> None:
+    result = await fs.bash(cwd=W, timeout_ms=300).exec("awk 'BEGIN { while (1) x++ }'; echo after")
+    assert result.exit_code == 124
 
 
 async def test_failures_are_exit_codes_not_exceptions(fs: MesaFileSystem) -> None:
