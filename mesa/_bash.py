@@ -134,6 +134,10 @@ class Bash:
                 return _timed_out(self.timeout_ms)
             except ExecutionLimitError as exc:
                 return ExecResult(b"", _bytes(f"bash: {exc}\n"), 1)
+            except OSError as exc:  # a file error just-bash let through (e.g. <(...))
+                message = exc.strerror or str(exc)
+                where = f"{exc.filename}: " if exc.filename else ""
+                return ExecResult(b"", _bytes(f"bash: {where}{message}\n"), 1)
             except Exception as exc:  # an interpreter bug: still a result, not a raise
                 return ExecResult(b"", _bytes(f"bash: internal error: {exc!r}\n"), 2)
             finally:

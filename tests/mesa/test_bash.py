@@ -403,6 +403,14 @@ async def test_timeout_stops_an_awk_loop(fs: MesaFileSystem) -> None:
     assert result.exit_code == 124
 
 
+async def test_a_file_error_the_interpreter_lets_through_is_exit_1(fs: MesaFileSystem) -> None:
+    # process substitution has no file behind it here: just-bash raises, mesa answers
+    result = await fs.bash(cwd=W).exec("diff <(echo a) <(echo b)")
+    assert result.exit_code == 1
+    assert b"internal error" not in result.stderr
+    assert b"No such file or directory" in result.stderr
+
+
 async def test_failures_are_exit_codes_not_exceptions(fs: MesaFileSystem) -> None:
     bash = fs.bash(cwd=W)
     for script in ("rm -r /acme/app", "mkdir /acme/new", "cd /nowhere", "if then fi", "(("):
