@@ -324,8 +324,10 @@ def test_huge_sizes_fail_cleanly_and_holes_cost_no_memory(
         f.seek(256 * 1024 * 1024 - 2)
         assert f.read() == b"\0\0end"
     wait_until(
-        lambda: (m2.repo / "sparse").exists()
-        and (m2.repo / "sparse").stat().st_size == 256 * 1024 * 1024 + 3,
+        lambda: (
+            (m2.repo / "sparse").exists()
+            and (m2.repo / "sparse").stat().st_size == 256 * 1024 * 1024 + 3
+        ),
         timeout_s=120,
         what="the sparse file on m2",
     )
