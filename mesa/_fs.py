@@ -459,17 +459,23 @@ class MesaFileSystem:
     async def _copy_across(
         self, src_repo: RepoMount, node: AnyNode, dst_repo: RepoMount, rel: paths.RelPath, dest: str
     ) -> None:
-        """Copy a subtree into another repo, one op per node (not atomic)."""
-        if isinstance(node, FileNode):
-            data = await src_repo.blobs.value_bytes(node.value)
-            value = await self._content(dst_repo, data, dest)
-            await self._submit(dst_repo, Write(rel, value, mode=node.mode), dest)
-        elif isinstance(node, SymlinkNode):
-            await self._submit(dst_repo, Symlink(rel, node.target), dest)
-        else:
-            await self._submit(dst_repo, Mkdir(rel, mode=node.mode), dest)
-            for name in sorted(node.children):
-                await self._copy_across(src_repo, node.children[name], dst_repo, (*rel, name), dest)
+        """Copy a subtree into another repo, one op per node (not atomic).
+
+        Nodes go in sorted pre-order, walked with an explicit stack (any depth).
+        """
+        stack: list[tuple[AnyNode, paths.RelPath]] = [(node, rel)]
+        while stack:
+            node, rel = stack.pop()
+            if isinstance(node, FileNode):
+                data = await src_repo.blobs.value_bytes(node.value)
+                value = await self._content(dst_repo, data, dest)
+                await self._submit(dst_repo, Write(rel, value, mode=node.mode), dest)
+            elif isinstance(node, SymlinkNode):
+                await self._submit(dst_repo, Symlink(rel, node.target), dest)
+            else:
+                await self._submit(dst_repo, Mkdir(rel, mode=node.mode), dest)
+                children = node.children
+                stack.extend((children[n], (*rel, n)) for n in sorted(children, reverse=True))
 
     async def mv(self, src: str, dest: str) -> None:
         """Move or rename with rename(2) semantics (``EXDEV`` across repos)."""

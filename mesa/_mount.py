@@ -42,7 +42,7 @@ from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Entry, Mv, Op, Write
 from engine.paths import RelPath
-from engine.replica import CorruptEntryError, Folded, Replica
+from engine.replica import CorruptEntryError, Folded, FoldFailedError, Replica
 from engine.tree import FileNode
 from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
@@ -55,6 +55,7 @@ from mesa._store import RepoStore
 from mesa._types import DiskCacheConfig
 from mesa.errors import (
     AuthenticationError,
+    FoldError,
     LogCorruptError,
     MesaConnectionError,
     MesaError,
@@ -430,6 +431,12 @@ class RepoMount:
                 raise write_refused(exc, path) from exc
 
     async def _run_pump(self, sub: GatewaySubscription, change_id: str) -> None:
+        """Fold the log's deliveries as they come and wake whoever waits for them.
+
+        It never dies silently: an entry that does not decode or does not fold, a
+        failing subscription, or any unexpected failure here breaks the mount
+        (`_stop_at`), so every pending and later call raises instead of waiting.
+        """
         try:
             async for delivery in sub:
                 if self._token_expired():
@@ -458,12 +465,30 @@ class RepoMount:
         except MesaError as exc:
             self.broken = exc
             self._fail_waiters(self.broken)
+        except Exception as exc:
+            # A bug (in a listener, a snapshot, the subscription) must not end the pump
+            # unnoticed: writes and waiters would wait for folds that never come.
+            self._stop_at(change_id, exc)
 
-    def _stop_at(self, change_id: str, exc: CorruptEntryError) -> None:
-        """Mark the log broken at the corrupt entry: every later call raises."""
-        self.broken = LogCorruptError(change_id, exc.seq, str(exc))
-        log.error("%s", self.broken)
-        self._fail_waiters(self.broken)
+    def _stop_at(self, change_id: str, exc: Exception) -> None:
+        """Break the mount at ``exc``: every pending and later call raises the public error.
+
+        An entry that does not decode is `LogCorruptError`; an entry whose fold raised
+        is `FoldError` at its sequence (the replica's state is the one before it); any
+        other failure of the pump is `FoldError` at the last sequence folded.
+        """
+        broken: MesaError
+        if isinstance(exc, FoldFailedError):
+            broken = FoldError(change_id, exc.seq, f"the entry could not be folded: {exc.reason}")
+        elif isinstance(exc, CorruptEntryError):
+            broken = LogCorruptError(change_id, exc.seq, str(exc))
+        else:
+            reason = f"the mount's pump failed: {type(exc).__name__}: {exc}"
+            broken = FoldError(change_id, self.replica.seq, reason)
+        broken.__cause__ = exc
+        self.broken = broken
+        log.error("%s", broken)
+        self._fail_waiters(broken)
 
     @property
     def entries(self) -> int:

@@ -7,6 +7,7 @@
     ├── InvalidOptionsError        also a ValueError: bad mount options, ids, names or modes
     ├── MesaConnectionError        also a ConnectionError: the server cannot be reached in time
     ├── LogCorruptError            an entry of a change's log does not decode (change, sequence)
+    ├── FoldError                  a mount could not fold an entry of its change (change, sequence)
     └── ApiError                   (status_code, body) the server refused
         ├── ValidationError        400
         │   └── PayloadTooLargeError   413: an entry or record too large for the server
@@ -60,6 +61,24 @@ class LogCorruptError(MesaError):
         self.change = change
         self.seq = seq
         super().__init__(f"change {change}: entry at sequence {seq} does not decode: {reason}")
+
+
+class FoldError(MesaError):
+    """Raised when a mount cannot fold an entry of its change's log; it stops folding there.
+
+    The entry decoded, but folding it failed (or the mount failed handling what it
+    folded): ``change`` and ``seq`` name it, ``reason`` says what failed. The mount's
+    state is the one before that entry; every pending and later call of the mount
+    raises this error.
+    """
+
+    code = "FOLD_FAILED"
+
+    def __init__(self, change: str, seq: int, reason: str) -> None:
+        self.change = change
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"change {change}: stopped folding at sequence {seq}: {reason}")
 
 
 class ApiError(MesaError):

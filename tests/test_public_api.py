@@ -28,6 +28,7 @@ PUBLIC = [
     "DiskCacheConfig",
     "ExecResult",
     "FileDiff",
+    "FoldError",
     "FsBookmarks",
     "FsChanges",
     "FsNamespace",
