@@ -354,23 +354,31 @@ class InodeTable:
         Follows the recorded parent links (checking each against the tree); when
         they are stale (a concurrent move), searches the tree and repairs them.
         """
-        if inode.repo is None or not self.current(inode):
-            return None
-        if inode.pending:
+        # Pending nodes (made here, not folded yet) hang below their parent's path:
+        # climb to the first settled one (a loop: a pending chain may be deep).
+        pending: list[str] = []
+        while True:
+            if inode.repo is None or not self.current(inode):
+                return None
+            if not inode.pending:
+                break
             up = self.inodes.get(inode.parent)
-            up_path = None if up is None else self.path_of(up)
-            return None if up_path is None else (*up_path, inode.name)
+            if up is None:
+                return None
+            pending.append(inode.name)
+            inode = up
+        below = tuple(reversed(pending))
         path = self.verified_path(inode)
         if path is not None:
-            return path
+            return (*path, *below)
         if inode.node is None:
-            return ()
+            return below
         found = _search(inode.repo.replica.state.tree.root, inode.node)
         if found is None:
             return None
         path, parent = found
         inode.parent, inode.name = self.ino_of(inode.repo, parent.ino), path[-1]
-        return path
+        return (*path, *below)
 
     def verified_path(self, inode: Inode) -> RelPath | None:
         """Return the path the recorded parent links give, if the tree agrees; else None."""

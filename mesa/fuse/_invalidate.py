@@ -36,6 +36,7 @@ dropped (see `InodeTable.switch`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import threading
@@ -188,6 +189,36 @@ class Planner:
         out: list[Notification],
     ) -> None:
         """Bring the kernel's view of ``name`` in ``parent`` up to date."""
+        todo: list[Callable[[], None]] = []
+        self._entry_step(
+            todo, parent, parent_node, name, recursive=recursive, placed=placed, out=out
+        )
+        _drain(todo)
+
+    def _subtree(
+        self, inode: Inode, node: DirNode, placed: set[int], out: list[Notification]
+    ) -> None:
+        """Check every dentry the kernel holds below a directory that stayed."""
+        todo: list[Callable[[], None]] = []
+        self._subtree_step(todo, inode, node, placed, out)
+        _drain(todo)
+
+    # The kernel may hold dentries thousands of levels deep: the walk below uses an
+    # explicit stack of steps (``todo``; the last one runs next). A step that would
+    # have recursed pushes what is left to do, so notifications come out in the order
+    # a depth-first recursion gives.
+
+    def _entry_step(
+        self,
+        todo: list[Callable[[], None]],
+        parent: Inode,
+        parent_node: DirNode,
+        name: str,
+        *,
+        recursive: bool,
+        placed: set[int],
+        out: list[Notification],
+    ) -> None:
         table = self.table
         now = parent_node.children.get(name)
         child_ino = table.dentries.get(parent.ino, {}).get(name)
@@ -203,37 +234,76 @@ class Planner:
             if not isinstance(now, DirNode):
                 child.page_key = None
             elif recursive:
-                self._subtree(child, now, placed, out)
+                self._subtree_step(todo, child, now, placed, out)
             return
         table.drop_dentry(parent.ino, name)
         if child.node is not None and id(child.node) in placed:
             out.append(InvalEntry(parent.ino, name))  # it moved: not deleted
             return
-        self._gone(child, placed, out)
-        out.append(InvalEntry(parent.ino, name, deleted=child.ino))
+        # Once everything below it is gone, the entry itself.
+        todo.append(functools.partial(out.append, InvalEntry(parent.ino, name, deleted=child.ino)))
+        self._gone_step(todo, child, placed, out)
 
-    def _subtree(
-        self, inode: Inode, node: DirNode, placed: set[int], out: list[Notification]
+    def _subtree_step(
+        self,
+        todo: list[Callable[[], None]],
+        inode: Inode,
+        node: DirNode,
+        placed: set[int],
+        out: list[Notification],
     ) -> None:
-        """Check every dentry the kernel holds below a directory that stayed."""
-        for name in sorted(self.table.dentries.get(inode.ino, {})):
-            self._entry(inode, node, name, recursive=True, placed=placed, out=out)
+        for name in sorted(self.table.dentries.get(inode.ino, {}), reverse=True):
+            todo.append(
+                functools.partial(
+                    self._entry_step,
+                    todo,
+                    inode,
+                    node,
+                    name,
+                    recursive=True,
+                    placed=placed,
+                    out=out,
+                )
+            )
 
-    def _gone(self, inode: Inode, placed: set[int], out: list[Notification]) -> None:
+    def _gone_step(
+        self,
+        todo: list[Callable[[], None]],
+        inode: Inode,
+        placed: set[int],
+        out: list[Notification],
+    ) -> None:
         """A node left the tree: the dentries below it go first, deepest first."""
         inode.unlinked = True
         inode.page_key = None
         below = self.table.dentries.get(inode.ino, {})
-        for name in sorted(below):
-            child = self.table.get(below[name])
-            self.table.drop_dentry(inode.ino, name)
-            if child is None:
-                continue
-            if child.node is not None and id(child.node) in placed:
-                out.append(InvalEntry(inode.ino, name))
-                continue
-            self._gone(child, placed, out)
-            out.append(InvalEntry(inode.ino, name, deleted=child.ino))
+        for name in sorted(below, reverse=True):
+            todo.append(functools.partial(self._gone_child, todo, inode, below, name, placed, out))
+
+    def _gone_child(
+        self,
+        todo: list[Callable[[], None]],
+        inode: Inode,
+        below: dict[str, int],
+        name: str,
+        placed: set[int],
+        out: list[Notification],
+    ) -> None:
+        child = self.table.get(below[name])
+        self.table.drop_dentry(inode.ino, name)
+        if child is None:
+            return
+        if child.node is not None and id(child.node) in placed:
+            out.append(InvalEntry(inode.ino, name))
+            return
+        todo.append(functools.partial(out.append, InvalEntry(inode.ino, name, deleted=child.ino)))
+        self._gone_step(todo, child, placed, out)
+
+
+def _drain(todo: list[Callable[[], None]]) -> None:
+    """Run the steps on ``todo`` until none is left (each may push more)."""
+    while todo:
+        todo.pop()()
 
 
 def _rewritten(node: AnyNode | None, seq: int) -> bool:
