@@ -24,7 +24,7 @@ from mesa._records import (
     repo_key,
 )
 from mesa._types import DiskCacheConfig, RepoConfig
-from mesa.errors import AuthorizationError, InvalidOptionsError, NotFoundError
+from mesa.errors import InvalidOptionsError, NotFoundError
 from transports.auth import READ_ONLY, READ_WRITE
 
 #: A mount's token lifetime when none is given, and the longest allowed (seconds).
@@ -64,8 +64,6 @@ class Mount:
     async def __aenter__(self) -> MesaFileSystem:
         ctx = self._ctx
         mount_id = "m" + secrets.token_hex(8)
-        if ctx.holds_token:
-            self._configs = _within_token(ctx, self._configs)
         grants = {c.name: READ_ONLY if c.read_only else READ_WRITE for c in self._configs}
         token, claims = ctx.sign_token(grants, self._ttl, mount_id)
         fs = MesaFileSystem(ctx.org, mount_id)
@@ -102,25 +100,6 @@ class Mount:
         if self._fs is not None:
             await self._fs.aclose()
             self._fs = None
-
-
-def _within_token(ctx: Context, configs: list[RepoConfig]) -> list[RepoConfig]:
-    """Check a given token grants every repo; a repo it grants read-only mounts read-only.
-
-    Raises:
-        AuthorizationError: the token is for another org or does not grant a repo.
-    """
-    claims = ctx.given_claims()
-    if claims.org != ctx.org:
-        raise AuthorizationError(f"the token is for org {claims.org!r}, not {ctx.org!r}")
-    checked: list[RepoConfig] = []
-    for c in configs:
-        access = claims.access(c.name)
-        if access is None:
-            raise AuthorizationError(f"the token does not grant repo {ctx.org}/{c.name}")
-        read_only = c.read_only or access == READ_ONLY
-        checked.append(RepoConfig(c.name, c.bookmark, c.change_id, read_only=read_only))
-    return checked
 
 
 def _parse_repos(org: str, repos: Sequence[str | RepoConfig]) -> list[RepoConfig]:

@@ -43,12 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mesa import _cli_vcs
 
     _cli_vcs.register(commands)
-    from mesa import _cli_keys
-
-    _cli_keys.register(commands)
     args = parser.parse_args(argv)
-    if args.command in _cli_keys.COMMANDS:
-        return _cli_keys.run(args)
     if args.command in _cli_vcs.COMMANDS:
         return _cli_vcs.run(args)
     if args.command in ("mount", "unmount"):

@@ -8,11 +8,11 @@ from engine.snapshot import decode_snapshot
 from mesa import _snapshots
 from mesa._records import SnapshotRecord, snapshot_key
 from mesa_sdk import InvalidOptionsError, Mesa
-from transports.auth import Keyring, generate_key
+from transports.auth import Keyring
 from transports.base import ManualClock
 from transports.memory import MemoryTransport
 
-KEY = generate_key()
+KEY = "snapshot-test-key-" + "k" * 32
 
 
 class CountingTransport(MemoryTransport):

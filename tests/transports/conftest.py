@@ -10,6 +10,7 @@ it to `TRANSPORT_FACTORIES` as a ``pytest.param`` (with marks such as
 from __future__ import annotations
 
 import asyncio
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.natsutil import start_nats
-from transports.auth import Claims, Keyring, generate_key, sign
+from transports.auth import Claims, Keyring, sign
 from transports.base import ManualClock, SystemClock, Transport
 from transports.jetstream import JetStreamTransport
 from transports.memory import MemoryTransport
@@ -48,7 +49,7 @@ TransportFactory = Callable[[], AbstractAsyncContextManager[TransportEnv]]
 
 def random_api_key() -> str:
     """Return an API key long enough for HS256 (pyjwt warns below 32 bytes)."""
-    return generate_key()
+    return secrets.token_hex(32)
 
 
 @asynccontextmanager

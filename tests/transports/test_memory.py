@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from engine.ids import change_id_from_bytes
-from transports.auth import Claims, Keyring, generate_key, sign
+from transports.auth import Claims, Keyring, sign
 from transports.base import Delivery, LogId, ManualClock, UnavailableError
 from transports.memory import MemoryTransport
 
@@ -21,7 +23,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def api_key() -> str:
-    return generate_key()
+    return secrets.token_hex(32)
 
 
 @pytest.fixture
