@@ -70,8 +70,10 @@ class Bookmark:
 class MergeResult:
     """What `Bookmarks.merge` did.
 
-    ``merge_type`` is ``no_op`` when target and source point at the same change,
-    else ``merge_commit`` (every divergent merge makes a merge change, as in jj).
+    ``merge_type`` is ``no_op`` when target and source point at the same change, or
+    the target already contains the source (an ancestor unchanged since the target's
+    line forked from or merged it), else ``merge_commit`` (every divergent merge makes
+    a merge change, as in jj).
     ``conflict_paths`` lists the paths that conflict in the result (repo-relative).
     """
 
@@ -314,6 +316,31 @@ async def _merge_base(store: RepoStore, target: str, source: str) -> Tree:
     return await _changes.sealed_tree(store, min(seals, key=lambda s: s.seq))
 
 
+async def _contains(store: RepoStore, target: str, source: str) -> bool:
+    """Return whether ``target`` already holds ``source`` as it is now.
+
+    True when ``source`` is an ancestor of ``target`` and some descendant on the way
+    was forked from (or merged) ``source``'s current state: nothing written to
+    ``source`` since is missing from ``target``.
+    """
+    if source == ROOT_CHANGE_ID:
+        return True
+    now = (await _changes.current_state(store, source)).state.seq
+    seen = {target}
+    queue = [target]
+    while queue:
+        record = await _changes.require_change(store, queue.pop())
+        for parent in record.parents:
+            if parent == source:
+                sealed = record.base.seal_of(parent) if record.base is not None else None
+                if sealed is not None and sealed.seq >= now:
+                    return True
+            elif parent not in seen and parent != ROOT_CHANGE_ID:
+                seen.add(parent)
+                queue.append(parent)
+    return False
+
+
 async def merge(
     store: RepoStore,
     *,
@@ -338,7 +365,7 @@ async def merge(
     target_record, target_rev = await require_record(store, target)
     source_record, source_rev = await require_record(store, source)
     left_id, right_id = target_record.change_id, source_record.change_id
-    if left_id == right_id:
+    if left_id == right_id or await _contains(store, left_id, right_id):
         info = await _changes.change_info(store, left_id)
         deleted = delete_source and await _delete_quietly(store, source, source_rev)
         return MergeResult(

@@ -14,7 +14,8 @@ only through files in the change itself:
    resolution it sees and exits.
 
 It runs on whatever the client's default is: the embedded local server unless
-MESA_NATS_URL says otherwise. The exit code is 0 only when every check held.
+MESA_NATS_URL says otherwise. The exit code is 0 only when every check held. A deletes
+the repo it created when it is done, whatever happened (unless ``keep``).
 """
 
 from __future__ import annotations
@@ -52,11 +53,26 @@ async def _race(fs: MesaFileSystem, path: str, at_ms: int, data: bytes) -> bytes
     return await fs.read(path)
 
 
-async def run_demo(org: str = "acme") -> int:
-    """Process A: create the repo, start process B, drive the scenario, check it."""
+async def run_demo(org: str = "acme", *, keep: bool = False) -> int:
+    """Process A: create the repo, start process B, drive the scenario, check it.
+
+    The repo is deleted at the end (pass ``keep`` to look at it afterwards).
+    """
     mesa = Mesa(org=org)
     repo = f"demo-{secrets.token_hex(3)}"
     await mesa.repos.create(repo)
+    try:
+        return await _drive(mesa, org, repo)
+    finally:
+        if keep:
+            print(f"[A agent] kept repo {org}/{repo}")
+        else:
+            await mesa.repos.delete(repo)
+            print(f"[A agent] deleted repo {org}/{repo}")
+        await mesa.transport.aclose()
+
+
+async def _drive(mesa: Mesa, org: str, repo: str) -> int:
     root = f"/{org}/{repo}"
     print(f"[A agent] created repo {org}/{repo}; starting process B")
     peer = await asyncio.create_subprocess_exec(

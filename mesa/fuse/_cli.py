@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.ids import is_change_id
+from mesa._cli_out import exit_code, start_progress
 from mesa._types import RepoConfig
-from mesa.errors import MesaError
+from mesa.errors import MesaError, NotFoundError
 from mesa.fuse import _registry as registry
 from mesa.fuse._registry import MountRecord
 
@@ -60,6 +61,7 @@ class MountOptions:
     debug: bool = False
     unmount_timeout_s: float = 120.0
     spool_dir: str | None = None
+    nonempty: bool = False
 
 
 def _say(message: str, *, err: bool = False) -> None:
@@ -70,9 +72,8 @@ def _say(message: str, *, err: bool = False) -> None:
 
 def add_commands(commands: Any) -> None:
     """Register ``mount`` and ``unmount`` on the CLI's subparsers."""
-    mount = commands.add_parser(
-        "mount", help="mount repos as a directory (FUSE): MOUNTPOINT/<org>/<repo>/..."
-    )
+    text = "mount repos as a directory (FUSE): MOUNTPOINT/<org>/<repo>/..."
+    mount = commands.add_parser("mount", help=text, description=text)
     mount.add_argument("mountpoint")
     mount.add_argument("--org", default=os.environ.get("MESA_ORG"), help="default: $MESA_ORG")
     mount.add_argument(
@@ -112,8 +113,14 @@ def add_commands(commands: Any) -> None:
         metavar="S",
         help="how long an unmount waits for queued writes to reach the log (default 120)",
     )
+    mount.add_argument(
+        "--nonempty",
+        action="store_true",
+        help="mount over a directory that is not empty (its files are hidden meanwhile)",
+    )
     mount.add_argument("--debug", action="store_true", help="debug logging")
-    unmount = commands.add_parser("unmount", help="unmount a `mesa mount` (also a dead one)")
+    text = "unmount a `mesa mount` (also a dead one)"
+    unmount = commands.add_parser("unmount", help=text, description=text)
     unmount.add_argument("mountpoint")
     unmount.add_argument("--lazy", action="store_true", help="detach now even if busy (umount -l)")
 
@@ -135,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             debug=args.debug,
             unmount_timeout_s=args.unmount_timeout,
             spool_dir=args.spool_dir,
+            nonempty=args.nonempty,
         )
     except ValueError as exc:
         _say(f"mesa mount: {exc}", err=True)
@@ -175,27 +183,75 @@ def mount(options: MountOptions) -> int:
     if os.path.ismount(options.mountpoint):
         _say(f"mesa mount: {options.mountpoint} is already a mount point", err=True)
         return 2
+    if not options.nonempty and os.listdir(options.mountpoint):
+        _say(
+            f"mesa mount: {options.mountpoint} is not empty (its files would be hidden); "
+            "pass --nonempty to mount over it",
+            err=True,
+        )
+        return 2
     try:
         import pyfuse3  # noqa: F401
     except ImportError:
         _say(f"mesa mount: {FUSE_MISSING}", err=True)
         return 2
+    if any(_maybe_prefix(c) for c in options.repos):
+        try:
+            options.repos = asyncio.run(_resolve_prefixes(options.org, options.repos))
+        except MesaError as exc:
+            _say(f"mesa mount: error: {exc}", err=True)
+            return exit_code(exc)
     if options.daemonize:
         return _daemonize(options)
     _logging(options, foreground=True)
+    stop = start_progress(f"mounting {_names(options)} (folding the log)")
 
     def ready(message: str) -> None:
+        stop()
         _say(message)
 
-    return _serve_sync(options, ready)
+    try:
+        return _serve_sync(options, ready)
+    finally:
+        stop()
+
+
+def _names(options: MountOptions) -> str:
+    return ", ".join(f"{options.org}/{c.name}" for c in options.repos)
+
+
+def _maybe_prefix(config: RepoConfig) -> bool:
+    """Whether ``NAME@REF`` may name a change by a prefix of its id."""
+    return bool(config.bookmark) and set(config.bookmark or "") <= set("klmnopqrstuvwxyz")
+
+
+async def _resolve_prefixes(org: str, configs: list[RepoConfig]) -> list[RepoConfig]:
+    """Replace ``NAME@PREFIX`` (no bookmark of that name) by the change it names."""
+    from mesa._cli_vcs import resolve
+    from mesa._client import Mesa
+
+    client = Mesa(org=org)
+    out: list[RepoConfig] = []
+    try:
+        for config in configs:
+            if _maybe_prefix(config) and config.bookmark is not None:
+                try:
+                    await client.bookmarks.get(config.name, config.bookmark)
+                except NotFoundError:
+                    change = await resolve(client, config.name, config.bookmark)
+                    config = RepoConfig(config.name, change_id=change, read_only=config.read_only)
+            out.append(config)
+    finally:
+        await client.transport.aclose()
+    return out
 
 
 def _serve_sync(options: MountOptions, ready: Callable[[str], None]) -> int:
     try:
         return asyncio.run(serve(options, ready))
     except (MesaError, OSError, RuntimeError) as exc:
-        _say(f"mesa mount: {exc}", err=True)
-        return 1
+        _say(f"mesa mount: error: {exc}", err=True)
+        return exit_code(exc)
 
 
 async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
@@ -279,8 +335,12 @@ def _daemonize(options: MountOptions) -> int:
     pid = os.fork()
     if pid:
         os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as pipe:
-            message = pipe.read().decode(errors="replace")
+        stop = start_progress(f"mounting {_names(options)} (folding the log)")
+        try:
+            with os.fdopen(read_fd, "rb") as pipe:
+                message = pipe.read().decode(errors="replace")
+        finally:
+            stop()
         if message.startswith("ok "):
             _say(message[3:])
             return 0

@@ -199,8 +199,8 @@ async def test_a_mount_pinned_to_a_bookmark_follows_it(mesa: Mesa) -> None:
         await wait_change(pinned, ahead)
         await events.wait_event(WatchEvent(P, recursive=True))
         assert await pinned.read(f"{P}/new.txt") == b"new\n"
-        # Only an explicitly pinned bookmark is followed.
-        assert unpinned._repos["app"].change_id == main
+        # A plain repo follows its default bookmark like a named one; a change id does not.
+        await wait_change(unpinned, ahead)
         assert by_id._repos["app"].change_id == main
         # Editing a change by id stops following; a deleted bookmark is not followed.
         await pinned.changes.edit("app", change_id=main)
@@ -314,3 +314,19 @@ async def test_merging_again_after_more_work_uses_the_newer_seal(mesa: Mesa) -> 
     async with mesa.fs.mount(repos=["app"]) as fs:
         assert await fs.read(f"{P}/f") == b"1 edited on main\n"
         assert await fs.read(f"{P}/g") == b"2\n"
+
+
+async def test_merging_an_already_merged_source_is_a_no_op_until_it_changes(mesa: Mesa) -> None:
+    main = await main_change(mesa)
+    feature = await fork(mesa, main, {"feature.txt": b"f\n"}, bookmark="feature")
+    first = await mesa.bookmarks.merge("app", target="main", source="feature")
+    assert first.merge_type == "merge_commit"
+    again = await mesa.bookmarks.merge("app", target="main", source="feature")
+    assert (again.merge_type, again.change_id) == ("no_op", first.change_id)
+    assert await main_change(mesa) == first.change_id
+    # The source written to after the merge is no longer contained: a real merge.
+    async with mesa.fs.mount(repos=[RepoConfig("app", change_id=feature)]) as fs:
+        await fs.write(f"{P}/later.txt", b"later\n")
+    third = await mesa.bookmarks.merge("app", target="main", source="feature")
+    assert third.merge_type == "merge_commit"
+    assert third.change_id != first.change_id

@@ -546,7 +546,7 @@ async def test_cli_new_log_show_bookmark_merge(
     assert out == f"main: {main[:12]} (default)\ntopic: {work[:12]}\n"
     code, out = await cli(mesa, capsys, "log", "-R", "app", "topic")
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines] == [work[:12], main[:12]]
+    assert [line.split()[:2] for line in lines] == [["○", work[:12]], ["@", main[:12]]]
     assert "topic" in lines[0]
     assert lines[0].endswith("cli work")
     assert lines[1].endswith("(no description set)")
