@@ -24,6 +24,7 @@ from mesa._changes import ChangeDiff, ChangeInfo
 from mesa._context import Context
 from mesa._gateway import Gateway
 from mesa._history import resolve_source
+from mesa._keys import ApiKeys, Tokens
 from mesa._mounting import Mount
 from mesa._records import (
     DEFAULT_RACE_WINDOW_MS,
@@ -112,6 +113,10 @@ class Mesa:
         self.changes = Changes(self._ctx)
         self.bookmarks = Bookmarks(self._ctx)
         self.diffs = Diffs(self._ctx)
+        #: Create, list and revoke the org's API keys (needs an admin key).
+        self.api_keys = ApiKeys(self._ctx)
+        #: Sign short-lived tokens for sandboxes, locally.
+        self.tokens = Tokens(self._ctx)
 
     def sign_token(self, repos: dict[str, str], ttl_s: int, mount_id: str) -> tuple[str, Claims]:
         """Sign a token granting ``repos`` for ``ttl_s`` seconds from now."""

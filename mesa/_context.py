@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 
 from engine.ids import change_id_from_bytes
 from mesa._gateway import Gateway
-from transports.auth import ALL_REPOS, READ_WRITE, Claims, sign
-from transports.base import Clock
+from mesa.errors import AuthenticationError
+from transports.auth import (
+    ALL_REPOS,
+    READ,
+    READ_WRITE,
+    SCOPES,
+    WRITE,
+    Claims,
+    is_api_key,
+    sign,
+    unverified_claims,
+)
+from transports.base import Clock, TransportError
 
 #: Lifetime of the tokens a client signs for repo and record management.
 MANAGEMENT_TOKEN_TTL_S = 300
@@ -28,7 +39,8 @@ class Context:
         org: the organization slug.
         gateway: where logs, blobs and records live; failures are public errors.
         clock: wall clock for token times and record timestamps.
-        api_key: the secret tokens are signed with (never shown in reprs).
+        api_key: the secret tokens are signed with (never shown in reprs), or a token
+            (`mesa.tokens.create`) the client presents as it is.
         snapshot_every: a mount stores a snapshot of a change each time its log grows
             by this many entries; None never.
     """
@@ -39,15 +51,65 @@ class Context:
     api_key: str = field(repr=False)
     snapshot_every: int | None
 
-    def sign_token(self, repos: dict[str, str], ttl_s: int, mount_id: str) -> tuple[str, Claims]:
-        """Sign a token granting ``repos`` for ``ttl_s`` seconds from now."""
+    @property
+    def holds_token(self) -> bool:
+        """Whether the client was given a token instead of an API key."""
+        return not is_api_key(self.api_key)
+
+    def given_claims(self) -> Claims:
+        """Return what the client's token says it grants (not verified: the server does).
+
+        Raises:
+            AuthenticationError: the credential is neither an API key nor a token.
+        """
+        try:
+            return unverified_claims(self.api_key)
+        except TransportError as exc:
+            raise AuthenticationError(
+                "the credential is neither an API key (mesa_...) nor a token"
+            ) from exc
+
+    def sign_token(
+        self,
+        repos: dict[str, str],
+        ttl_s: int,
+        mount_id: str,
+        *,
+        scopes: tuple[str, ...] = (READ, WRITE),
+        delegated: bool = False,
+    ) -> tuple[str, Claims]:
+        """Sign a token granting ``repos`` for ``ttl_s`` seconds from now.
+
+        A client holding a token returns that token and what it says it grants.
+
+        Raises:
+            AuthenticationError: the credential is malformed.
+        """
+        if self.holds_token:
+            return self.api_key, self.given_claims()
         iat = self.clock.now_ms() // 1000
-        claims = Claims(org=self.org, repos=repos, iat=iat, exp=iat + ttl_s, mount_id=mount_id)
-        return sign(self.api_key, claims), claims
+        claims = Claims(
+            org=self.org,
+            repos=repos,
+            iat=iat,
+            exp=iat + ttl_s,
+            mount_id=mount_id,
+            scopes=scopes,
+            delegated=delegated,
+        )
+        try:
+            return sign(self.api_key, claims), claims
+        except ValueError as exc:
+            raise AuthenticationError(f"malformed API key: {exc}") from exc
 
     def management_token(self) -> str:
-        """Return a short-lived token for repo and record management."""
-        return self.sign_token({ALL_REPOS: READ_WRITE}, MANAGEMENT_TOKEN_TTL_S, "client")[0]
+        """Return a short-lived token for repo, record and key management.
+
+        It asks for every scope; the server clamps it to what the key has.
+        """
+        return self.sign_token(
+            {ALL_REPOS: READ_WRITE}, MANAGEMENT_TOKEN_TTL_S, "client", scopes=SCOPES
+        )[0]
 
     def new_change_id(self) -> str:
         """Return a fresh random change id."""

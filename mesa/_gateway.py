@@ -29,6 +29,7 @@ from transports.base import (
     Transport,
     TransportError,
 )
+from transports.keys import KeyRecord
 
 
 @contextlib.contextmanager
@@ -178,6 +179,21 @@ class Gateway:
         """See `Transport.kv_keys`."""
         with _mapped():
             return await self.raw.kv_keys(token, prefix)
+
+    async def put_key(self, token: str, record: KeyRecord) -> None:
+        """See `Transport.put_key`."""
+        with _mapped():
+            await self.raw.put_key(token, record)
+
+    async def list_keys(self, token: str, org: str) -> list[KeyRecord]:
+        """See `Transport.list_keys`."""
+        with _mapped():
+            return await self.raw.list_keys(token, org)
+
+    async def revoke_key(self, token: str, org: str, key_id: str) -> None:
+        """See `Transport.revoke_key`."""
+        with _mapped():
+            await self.raw.revoke_key(token, org, key_id)
 
     async def aclose(self) -> None:
         """Close the transport."""

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mesa import server
 from mesa.errors import InvalidOptionsError, MesaConnectionError, MissingCredentialError
-from transports.auth import ANY_ORG, Keyring
+from transports.auth import ANY_ORG, Keyring, generate_key
 from transports.base import (
     MAX_BLOB_BYTES,
     Appended,
@@ -41,6 +40,7 @@ from transports.base import (
     Transport,
     UnavailableError,
 )
+from transports.keys import KeyRecord
 from transports.memory import MemoryTransport
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -124,6 +124,18 @@ class LazyTransport:
         """See `Transport.kv_keys`."""
         return await (await self.get()).kv_keys(token, prefix)
 
+    async def put_key(self, token: str, record: KeyRecord) -> None:
+        """See `Transport.put_key`."""
+        await (await self.get()).put_key(token, record)
+
+    async def list_keys(self, token: str, org: str) -> list[KeyRecord]:
+        """See `Transport.list_keys`."""
+        return await (await self.get()).list_keys(token, org)
+
+    async def revoke_key(self, token: str, org: str, key_id: str) -> None:
+        """See `Transport.revoke_key`."""
+        await (await self.get()).revoke_key(token, org, key_id)
+
     async def aclose(self) -> None:
         """Close this loop's connection (others close with their loops)."""
         task = self._by_loop.pop(asyncio.get_running_loop(), None)
@@ -138,29 +150,28 @@ def default_transport(org: str, api_key: str | None) -> tuple[Transport, str]:
     """Return the transport and the API key a client without a transport uses."""
     url = os.environ.get("MESA_NATS_URL", "").strip()
     if url == "memory://":
-        transport, keyring, admin = _memory()
+        transport, _, admin = _memory()
         key = api_key or admin
     elif url:
         if not api_key:
             raise MissingCredentialError("MESA_NATS_URL is set: pass api_key= or set MESA_API_KEY")
-        transport, keyring, _ = _remote(url)
+        transport, _, _ = _remote(url)
         key = api_key
     else:
         home = server.mesa_home()
         admin = server.admin_key(home)
-        transport, keyring, _ = _embedded(home, admin)
+        transport, _, _ = _embedded(home, admin)
         key = api_key or admin
     if not key:
         raise MissingCredentialError("no API key: pass api_key= or set MESA_API_KEY")
-    if keyring.org_of(key) is None:
-        keyring.add(key, org)
+    # The key is not added to any keyring: only keys the server knows are accepted.
     return transport, key
 
 
 def _memory() -> tuple[Transport, Keyring, str | None]:
     cached = _shared.get(("memory",))
     if cached is None:
-        admin = "mesa_" + secrets.token_urlsafe(32)
+        admin = generate_key()
         keyring = Keyring()
         keyring.add(admin, ANY_ORG)
         cached = (MemoryTransport(keyring, SystemClock()), keyring, admin)

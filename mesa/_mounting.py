@@ -24,7 +24,7 @@ from mesa._records import (
     repo_key,
 )
 from mesa._types import DiskCacheConfig, RepoConfig
-from mesa.errors import InvalidOptionsError, NotFoundError
+from mesa.errors import AuthorizationError, InvalidOptionsError, NotFoundError
 from transports.auth import READ_ONLY, READ_WRITE
 
 #: A mount's token lifetime when none is given, and the longest allowed (seconds).
@@ -64,6 +64,8 @@ class Mount:
     async def __aenter__(self) -> MesaFileSystem:
         ctx = self._ctx
         mount_id = "m" + secrets.token_hex(8)
+        if ctx.holds_token:
+            self._configs = _within_token(ctx, self._configs)
         grants = {c.name: READ_ONLY if c.read_only else READ_WRITE for c in self._configs}
         token, claims = ctx.sign_token(grants, self._ttl, mount_id)
         fs = MesaFileSystem(ctx.org, mount_id)
@@ -102,6 +104,25 @@ class Mount:
             self._fs = None
 
 
+def _within_token(ctx: Context, configs: list[RepoConfig]) -> list[RepoConfig]:
+    """Check a given token grants every repo; a repo it grants read-only mounts read-only.
+
+    Raises:
+        AuthorizationError: the token is for another org or does not grant a repo.
+    """
+    claims = ctx.given_claims()
+    if claims.org != ctx.org:
+        raise AuthorizationError(f"the token is for org {claims.org!r}, not {ctx.org!r}")
+    checked: list[RepoConfig] = []
+    for c in configs:
+        access = claims.access(c.name)
+        if access is None:
+            raise AuthorizationError(f"the token does not grant repo {ctx.org}/{c.name}")
+        read_only = c.read_only or access == READ_ONLY
+        checked.append(RepoConfig(c.name, c.bookmark, c.change_id, read_only=read_only))
+    return checked
+
+
 def _parse_repos(org: str, repos: Sequence[str | RepoConfig]) -> list[RepoConfig]:
     if isinstance(repos, str | bytes) or not isinstance(repos, Sequence) or not repos:
         raise InvalidOptionsError("repos must be a non-empty sequence of names or RepoConfig")
@@ -133,9 +154,9 @@ async def _resolve_change(
 ) -> tuple[str, RepoRecord, str | None]:
     """Return the change a repo config names, the repo, and the bookmark to follow.
 
-    A mount of a bookmark follows it: a named one (``RepoConfig(bookmark=...)``) or,
-    when neither a bookmark nor a change id is named (a plain ``"app"``), the repo's
-    default bookmark, exactly as if it were named. A pinned change id follows nothing.
+    A mount pinned to a bookmark (``RepoConfig(bookmark=...)``) follows it; a pinned
+    change id, or the repo's default bookmark when none is named, follows nothing (the
+    mount stays on the change it resolved, as the spec's realtime rooms do).
     """
     t = ctx.gateway
     org, name = ctx.org, config.name
@@ -152,4 +173,4 @@ async def _resolve_change(
     entry = await t.kv_get(token, bookmark_key(org, name, bookmark))
     if entry is None:
         raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
-    return BookmarkRecord.decode(entry.value).change_id, repo, bookmark
+    return BookmarkRecord.decode(entry.value).change_id, repo, config.bookmark

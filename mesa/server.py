@@ -29,6 +29,8 @@ is chosen (and recorded).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -353,6 +355,37 @@ jetstream {{
     return path
 
 
+def register_admin_key(url: str, key: str) -> None:
+    """Store the admin key's record (its public key, every org, every scope) in the KV.
+
+    Any client reaching this server by URL (``MESA_NATS_URL``) then knows the key: the
+    server side, not the client, says which keys exist.
+
+    Raises:
+        MesaConnectionError: the server did not take the record.
+    """
+    from transports.auth import ANY_ORG, KeyRecord, Keyring
+    from transports.base import UnavailableError
+    from transports.jetstream import JetStreamTransport
+
+    record = KeyRecord.for_key(key, ANY_ORG, name="admin (embedded default)")
+
+    async def run() -> None:
+        transport = await JetStreamTransport.connect(
+            [url], keyring=Keyring(), user=NATS_USER, password=nats_password(key)
+        )
+        try:
+            await transport.bootstrap_key(record)
+        finally:
+            await transport.aclose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, run()).result()
+        except UnavailableError as exc:
+            raise MesaConnectionError(f"cannot register the admin key: {exc}") from exc
+
+
 def ensure_running(home: Path | None = None, *, sync_always: bool = True) -> ServerInfo:
     """Return the host's local server, starting it in the background if needed.
 
@@ -414,6 +447,7 @@ def ensure_running(home: Path | None = None, *, sync_always: bool = True) -> Ser
             "started_at_ms": time.time_ns() // 1_000_000,
         }
         (home / "server.json").write_text(json.dumps(state))
+        register_admin_key(url, key)
         return ServerInfo(pid, url, http_url, key, home)
 
 
@@ -491,6 +525,7 @@ def run_foreground(home: Path | None = None, port: int = 4222, http_port: int = 
         }
         (home / "server.json").write_text(json.dumps(state))
     try:
+        register_admin_key(str(state["url"]), key)
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGTERM)

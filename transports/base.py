@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol, TypeAlias
 
 from engine.ids import validate_change_id
+from transports.keys import KeyRecord
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 _ORG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
@@ -271,6 +272,21 @@ class Transport(Protocol):
 
     async def kv_keys(self, token: str, prefix: str) -> list[str]:
         """Return the keys that start with ``prefix``, sorted."""
+        ...
+
+    async def put_key(self, token: str, record: KeyRecord) -> None:
+        """Register a new API key's record (the token's key must be an admin key).
+
+        Raises ``ValueError`` if the id exists already.
+        """
+        ...
+
+    async def list_keys(self, token: str, org: str) -> list[KeyRecord]:
+        """Return the key records of ``org`` (admin keys only), revoked ones too."""
+        ...
+
+    async def revoke_key(self, token: str, org: str, key_id: str) -> None:
+        """Revoke a key of ``org`` (admin keys only); a missing key raises MissingError."""
         ...
 
     async def aclose(self) -> None:

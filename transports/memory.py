@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from transports.auth import (
@@ -39,7 +39,9 @@ from transports.auth import (
     Keyring,
     authenticate,
     authorize,
+    authorize_admin,
     authorize_key,
+    authorize_new_key,
     may_read_key,
 )
 from transports.base import (
@@ -57,6 +59,7 @@ from transports.base import (
     UnavailableError,
     blob_pieces,
 )
+from transports.keys import KeyRecord
 
 if TYPE_CHECKING:
     from transports.base import Transport
@@ -414,6 +417,34 @@ class MemoryTransport:
         return [
             key for key in sorted(self._kv) if key.startswith(prefix) and may_read_key(claims, key)
         ]
+
+    # -- API keys -------------------------------------------------------------
+
+    async def put_key(self, token: str, record: KeyRecord) -> None:
+        """Register a new key's record (see `Transport.put_key`).
+
+        Raises:
+            TokenRejectedError: the token is invalid or expired.
+            PermissionDeniedError: not an admin key's own token, or more than it has.
+            ValueError: a key with that id exists already.
+        """
+        authorize_new_key(self._keyring, self._clock.now_ms(), token, record, closed=self._closed)
+        self._keyring.put(record)
+
+    async def list_keys(self, token: str, org: str) -> list[KeyRecord]:
+        """Return the key records of ``org`` (see `Transport.list_keys`)."""
+        authorize_admin(self._keyring, self._clock.now_ms(), token, org, closed=self._closed)
+        return sorted(
+            (r for r in self._keyring.records() if r.org == org), key=lambda r: r.created_at
+        )
+
+    async def revoke_key(self, token: str, org: str, key_id: str) -> None:
+        """Revoke a key of ``org``: its tokens are refused from now on."""
+        authorize_admin(self._keyring, self._clock.now_ms(), token, org, closed=self._closed)
+        record = self._keyring.get(key_id)
+        if record is None or record.org != org:
+            raise MissingError(f"no key {key_id!r} in org {org!r}")
+        self._keyring.put(replace(record, revoked=True))
 
     # -- lifecycle ------------------------------------------------------------
 

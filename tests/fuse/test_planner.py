@@ -22,11 +22,11 @@ from mesa import Mesa, MesaFileSystem
 from mesa._mount import RepoMount
 from mesa.fuse._inodes import ORG, REPO_SHIFT, ROOT, Inode, InodeTable
 from mesa.fuse._invalidate import InvalEntry, InvalInode, Notification, Planner
-from transports.auth import Keyring
+from transports.auth import Keyring, generate_key
 from transports.base import ManualClock
 from transports.memory import MemoryTransport
 
-KEY = "k" * 40
+KEY = generate_key()
 EMPTY = Merge.resolved(Content.of(b""))
 
 

@@ -12,11 +12,11 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from tests.integration.natsutil import NatsServer, start_cluster, start_nats
+from transports.auth import ANY_ORG, KeyRecord, Keyring, generate_key
+from transports.base import UnavailableError
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Generous bounds: CI machines are slow, but no test may hang.
@@ -170,13 +172,41 @@ class MountProcess:
 TEST_HOME = Path(tempfile.mkdtemp(prefix="mesa-test-home-"))
 
 
+def register_key(urls: list[str], record: KeyRecord, replicas: int = 1) -> None:
+    """Store a key record with the deployment's NATS credentials (from any thread or loop)."""
+    from transports.jetstream import JetStreamTransport
+
+    async def run() -> None:
+        try:
+            transport = await JetStreamTransport.connect(
+                urls, keyring=Keyring(), replicas=replicas, connect_timeout_s=2.0
+            )
+        except UnavailableError:
+            return  # a deployment nobody can reach (the fault tests): nothing to register
+        try:
+            await transport.bootstrap_key(record)
+        finally:
+            await transport.aclose()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
 @dataclass
 class Deployment:
     """What child processes need to reach the servers."""
 
     urls: list[str]
-    api_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    api_key: str = field(default_factory=generate_key)
     replicas: int = 1
+
+    def __post_init__(self) -> None:
+        self.register_key()
+
+    def register_key(self) -> None:
+        """Register `api_key` as an admin key of every org, as an operator would."""
+        record = KeyRecord.for_key(self.api_key, ANY_ORG, name="test deployment")
+        register_key(self.urls, record, self.replicas)
 
     def env(self, urls: list[str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESA_")}

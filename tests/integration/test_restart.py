@@ -61,6 +61,9 @@ class EmbeddedHome(Deployment):
 
     home: Path = field(default_factory=Path)
 
+    def register_key(self) -> None:
+        """Nothing: the embedded default knows its admin key."""
+
     def env(self, urls: list[str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESA_")}
         env.update(

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mesa_sdk import Mesa
-from transports.auth import Keyring
+from transports.auth import Keyring, generate_key
 from transports.base import ManualClock
 from transports.memory import MemoryTransport
 
 ORG = "acme"
-#: At least 32 characters: pyjwt warns about shorter HS256 keys and pytest makes that an error.
-KEY = "k" * 40
+#: The org's API key (an Ed25519 seed), registered in the transport's keyring.
+KEY = generate_key()
 
 
 @pytest.fixture(autouse=True)

@@ -31,13 +31,13 @@ from mesa.errors import AuthorizationError, NotFoundError, PayloadTooLargeError
 from mesa.fuse._spool import Spool
 from mesa_sdk import Mesa
 from tests.integration.natsutil import start_nats
-from transports.auth import Claims, Keyring, sign
+from transports.auth import Claims, Keyring, generate_key, sign
 from transports.base import BLOB_CHUNK_BYTES, ManualClock, SystemClock, Transport
 from transports.jetstream import JetStreamTransport
 from transports.memory import MemoryTransport
 
 ORG = "acme"
-KEY = "k" * 40
+KEY = generate_key()
 MIB = 1 << 20
 
 

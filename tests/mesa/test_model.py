@@ -50,11 +50,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from mesa_sdk import Mesa
-from transports.auth import Keyring
+from transports.auth import Keyring, generate_key
 from transports.base import SystemClock
 from transports.memory import MemoryTransport
 
-KEY = "k" * 40
+KEY = generate_key()
 ROOT = "/acme/app"
 NAMES = ["a", "b", "c", "d"]
 MODES = [0o600, 0o644, 0o755, 0o700]

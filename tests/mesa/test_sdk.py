@@ -34,6 +34,7 @@ from mesa_sdk import (
 from tests.mesa.conftest import KEY, ORG
 from transports.auth import Keyring
 from transports.base import LogId, ManualClock, TokenRejectedError
+from transports.keys import generate_key, key_id, private_key
 from transports.memory import MemoryTransport
 
 P = "/acme/app"
@@ -256,7 +257,7 @@ async def test_missing_api_key(transport: MemoryTransport, clock: ManualClock) -
 async def test_env_key_can_be_wrong(
     transport: MemoryTransport, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MESA_API_KEY", "w" * 40)
+    monkeypatch.setenv("MESA_API_KEY", generate_key())
     mesa = Mesa(org="acme", transport=transport, clock=clock)
     with pytest.raises(AuthenticationError):
         await mesa.repos.create("app")
@@ -341,7 +342,12 @@ class RecordingTransport(MemoryTransport):
         return await super().subscribe(token, log, after_seq=after_seq)
 
 
-async def test_mount_token_is_an_hs256_jwt(keyring: Keyring, clock: ManualClock) -> None:
+#: The public halves of `KEY` and of a key nobody registered: what verifies a token.
+PUBLIC = private_key(KEY).public_key()
+OTHER = private_key(generate_key()).public_key()
+
+
+async def test_mount_token_is_an_eddsa_jwt(keyring: Keyring, clock: ManualClock) -> None:
     transport = RecordingTransport(keyring, clock)
     mesa = Mesa(org="acme", api_key=KEY, transport=transport, clock=clock)
     await mesa.repos.create("app")
@@ -349,15 +355,16 @@ async def test_mount_token_is_an_hs256_jwt(keyring: Keyring, clock: ManualClock)
     async with mesa.fs.mount(repos=["app", RepoConfig("docs", read_only=True)], ttl=60) as fs:
         assert len(set(transport.subscribe_tokens)) == 1  # one token for the whole mount
         token = transport.subscribe_tokens[0]
-        assert jwt.get_unverified_header(token)["alg"] == "HS256"
-        claims = jwt.decode(token, KEY, algorithms=["HS256"], options={"verify_exp": False})
+        assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+        assert jwt.get_unverified_header(token)["kid"] == key_id(KEY)
+        claims = jwt.decode(token, PUBLIC, algorithms=["EdDSA"], options={"verify_exp": False})
         assert claims["org"] == "acme"
         assert claims["repos"] == {"app": "rw", "docs": "ro"}
         assert claims["exp"] - claims["iat"] == 60
         assert claims["iat"] == clock.now_ms() // 1000
         assert claims["mid"] == fs.mount_id
         with pytest.raises(jwt.InvalidSignatureError):
-            jwt.decode(token, "w" * 40, algorithms=["HS256"], options={"verify_exp": False})
+            jwt.decode(token, OTHER, algorithms=["EdDSA"], options={"verify_exp": False})
     await transport.aclose()
 
 
@@ -367,10 +374,9 @@ async def test_each_mount_gets_its_own_token(keyring: Keyring, clock: ManualCloc
     await mesa.repos.create("app")
     async with mesa.fs.mount(repos=["app"]) as a, mesa.fs.mount(repos=["app"]) as b:
         assert a.mount_id != b.mount_id
-        # Each mount subscribes (its log, and the default bookmark it follows) with its token.
-        ta, tb = dict.fromkeys(transport.subscribe_tokens)
-        claims_a = jwt.decode(ta, KEY, algorithms=["HS256"], options={"verify_exp": False})
-        claims_b = jwt.decode(tb, KEY, algorithms=["HS256"], options={"verify_exp": False})
+        ta, tb = transport.subscribe_tokens
+        claims_a = jwt.decode(ta, PUBLIC, algorithms=["EdDSA"], options={"verify_exp": False})
+        claims_b = jwt.decode(tb, PUBLIC, algorithms=["EdDSA"], options={"verify_exp": False})
         assert (claims_a["mid"], claims_b["mid"]) == (a.mount_id, b.mount_id)
         assert claims_a["exp"] - claims_a["iat"] == 3600  # the default ttl
     await transport.aclose()
@@ -432,7 +438,7 @@ async def test_expired_token_is_refused_by_the_transport_too(
 
 
 async def test_wrong_key_is_refused_at_mount(mesa: Mesa, transport: MemoryTransport) -> None:
-    wrong = Mesa(org="acme", api_key="w" * 40, transport=transport, clock=mesa.clock)
+    wrong = Mesa(org="acme", api_key=generate_key(), transport=transport, clock=mesa.clock)
     with pytest.raises(AuthenticationError) as info:
         async with wrong.fs.mount(repos=["app"]):
             pass
@@ -450,8 +456,9 @@ async def test_token_for_another_org_is_refused(
     with pytest.raises(AuthenticationError):
         await other.repos.create("app")
     # A key of the other org cannot reach acme's repo either: its mount sees only its org.
-    keyring.add("o" * 40, "other")
-    other = Mesa(org="other", api_key="o" * 40, transport=transport, clock=mesa.clock)
+    other_key = generate_key()
+    keyring.add(other_key, "other")
+    other = Mesa(org="other", api_key=other_key, transport=transport, clock=mesa.clock)
     with pytest.raises(NotFoundError):
         async with other.fs.mount(repos=["app"]):
             pass

@@ -8,11 +8,11 @@ from engine.snapshot import decode_snapshot
 from mesa import _snapshots
 from mesa._records import SnapshotRecord, snapshot_key
 from mesa_sdk import InvalidOptionsError, Mesa
-from transports.auth import Keyring
+from transports.auth import Keyring, generate_key
 from transports.base import ManualClock
 from transports.memory import MemoryTransport
 
-KEY = "snapshot-test-key-" + "k" * 32
+KEY = generate_key()
 
 
 class CountingTransport(MemoryTransport):

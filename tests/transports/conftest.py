@@ -10,7 +10,6 @@ it to `TRANSPORT_FACTORIES` as a ``pytest.param`` (with marks such as
 from __future__ import annotations
 
 import asyncio
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.natsutil import start_nats
-from transports.auth import Claims, Keyring, sign
+from transports.auth import Claims, Keyring, generate_key, sign
 from transports.base import ManualClock, SystemClock, Transport
 from transports.jetstream import JetStreamTransport
 from transports.memory import MemoryTransport
@@ -49,7 +48,7 @@ TransportFactory = Callable[[], AbstractAsyncContextManager[TransportEnv]]
 
 def random_api_key() -> str:
     """Return an API key long enough for HS256 (pyjwt warns below 32 bytes)."""
-    return secrets.token_hex(32)
+    return generate_key()
 
 
 @asynccontextmanager

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from engine.ids import change_id_from_bytes
-from transports.auth import Claims, sign
+from transports.auth import Claims, generate_key, sign
 from transports.base import (
     BLOB_CHUNK_BYTES,
     MAX_BLOB_BYTES,
@@ -625,7 +624,7 @@ async def test_expired_token_is_refused_and_writes_nothing(transport_env: Transp
 async def test_token_signed_with_an_unknown_key_is_refused(transport_env: TransportEnv) -> None:
     env = transport_env
     t = env.transport
-    forged = sign(secrets.token_hex(32), Claims(env.org, {"*": "rw"}, 0, 2**40, "intruder"))
+    forged = sign(generate_key(), Claims(env.org, {"*": "rw"}, 0, 2**40, "intruder"))
     key = f"{env.org}.{REPO}.k"
     with pytest.raises(TokenRejectedError):
         await t.append(forged, log_a(env), b"forged", msg_id="f")

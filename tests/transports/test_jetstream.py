@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from nats.js import api
 
 from engine.ids import change_id_from_bytes
 from tests.integration.natsutil import NatsServer, free_port, start_nats
-from transports.auth import Claims, Keyring, sign
+from transports.auth import Claims, Keyring, generate_key, sign
 from transports.base import (
     BLOB_CHUNK_BYTES,
     Appended,
@@ -57,7 +56,7 @@ DELIVERY_TIMEOUT_S = 20.0
 
 @pytest.fixture
 def api_key() -> str:
-    return secrets.token_hex(32)
+    return generate_key()
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 
 from engine.ids import change_id_from_bytes
-from transports.auth import Claims, Keyring, sign
+from transports.auth import Claims, Keyring, generate_key, sign
 from transports.base import Delivery, LogId, ManualClock, UnavailableError
 from transports.memory import MemoryTransport
 
@@ -23,7 +21,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def api_key() -> str:
-    return secrets.token_hex(32)
+    return generate_key()
 
 
 @pytest.fixture

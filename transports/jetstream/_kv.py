@@ -181,6 +181,16 @@ class _Kv:
                 keys.append(key)
         return sorted(keys)
 
+    async def live_keys(self, subject_filter: str) -> list[str]:
+        """Return every live key matching ``subject_filter`` (no token: internal records)."""
+        await self._ensure_bucket()
+        found = await self._last_per_subject(_KV_STREAM, _KV_PREFIX + subject_filter)
+        return sorted(
+            subject.removeprefix(_KV_PREFIX)
+            for subject, headers in found
+            if not _is_delete_marker(headers)
+        )
+
     async def _read(self, key: str) -> tuple[int, bytes | None] | None:
         """Return (revision, value) of the newest message of ``key``, or None if none.
 

@@ -30,6 +30,11 @@ MAX_MSG_ID_BYTES: Final = 256
 #: The KV bucket holding every org's keys.
 KV_BUCKET: Final = "mesa_kv"
 
+#: The KV keys of API key records: ``_keys.<key id>`` (no org starts with ``_``).
+KEY_RECORDS_FILTER: Final = "_keys.*"
+#: What a key id looks like (`transports.keys.key_id_of_public`).
+KEY_ID_RE: Final = re.compile(r"^mk[0-9a-f]{16}$")
+
 _KV_STREAM: Final = f"KV_{KV_BUCKET}"
 _KV_PREFIX: Final = f"$KV.{KV_BUCKET}."
 _JS_API: Final = "$JS.API"
@@ -75,6 +80,13 @@ def _blob_stream(bucket: str) -> str:
 def _blob_chunks_subject(bucket: str, nuid: str) -> str:
     """Return the subject holding the chunks of the object stored with ``nuid``."""
     return f"$O.{bucket}.C.{nuid}"
+
+
+def key_record_key(key_id: str) -> str:
+    """Return the KV key of the record of the API key ``key_id``."""
+    if not KEY_ID_RE.match(key_id):
+        raise ValueError(f"not a key id: {key_id!r}")
+    return f"_keys.{key_id}"
 
 
 def _is_digest(digest: object) -> bool:

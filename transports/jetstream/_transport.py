@@ -4,8 +4,8 @@ Invariants:
 
 - Every call is checked with `transports.auth` before anything is sent (names first,
   then whether the transport is closed, then the token, then the grant), exactly like
-  `transports.memory.MemoryTransport`, until a NATS auth callout exists. A refused
-  call sends nothing.
+  `transports.memory.MemoryTransport`. A refused call sends nothing but, after valid
+  names, a read of its key's record (`_keys`: once a second per key at most).
 - The injected clock only decides token expiry; entry times come from the server.
 - An authorized call made while the connection is down waits for the reconnect at
   most the request timeout, then raises `UnavailableError` having sent nothing
@@ -19,7 +19,15 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING
 
-from transports.auth import Claims, Keyring, authenticate, authorize, authorize_key
+from transports.auth import (
+    Claims,
+    KeyRecord,
+    Keyring,
+    authenticate,
+    authorize,
+    authorize_key,
+    key_scope,
+)
 from transports.base import (
     MAX_BLOB_BYTES,
     Appended,
@@ -29,12 +37,18 @@ from transports.base import (
     KvEntry,
     LogId,
     SystemClock,
+    validate_kv_key,
+    validate_org,
+    validate_repo,
 )
 from transports.jetstream._blobs import _Blobs
 from transports.jetstream._connection import _Connection
+from transports.jetstream._keys import _Keys
 from transports.jetstream._kv import _Kv
 from transports.jetstream._log import _Log
-from transports.jetstream._names import log_subject
+from transports.jetstream._names import (
+    log_subject,
+)
 from transports.jetstream._subscription import JetStreamSubscription
 
 if TYPE_CHECKING:
@@ -68,6 +82,7 @@ class JetStreamTransport:
         self._log = _Log(self._conn)
         self._blobs = _Blobs(self._conn)
         self._kv = _Kv(self._conn)
+        self._keys = _Keys(self._kv, keyring, clock, lambda: self._conn.closed)
 
     @classmethod
     async def connect(
@@ -147,7 +162,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time (the append may have
                 happened: retry with the same ``msg_id``).
         """
-        self._authorize(token, log.org, log.repo, write=True)
+        await self._authorize(token, log.org, log.repo, write=True)
         await self._conn.ready(f"append to {log_subject(log)}")
         return await self._log.append(
             log, payload, msg_id, max_payload_bytes=self.max_payload_bytes
@@ -161,7 +176,7 @@ class JetStreamTransport:
             PermissionDeniedError: the token does not grant the repo.
             UnavailableError: the server did not answer in time.
         """
-        self._authorize(token, log.org, log.repo, write=False)
+        await self._authorize(token, log.org, log.repo, write=False)
         await self._conn.ready(f"last sequence of {log_subject(log)}")
         return await self._log.last_seq(log)
 
@@ -178,7 +193,7 @@ class JetStreamTransport:
             ValueError: ``after_seq`` is negative.
             UnavailableError: the server did not answer in time.
         """
-        self._authorize(token, log.org, log.repo, write=False)
+        await self._authorize(token, log.org, log.repo, write=False)
         await self._conn.ready(f"subscribe to {log_subject(log)}")
         return await self._log.subscribe(log, after_seq)
 
@@ -194,7 +209,7 @@ class JetStreamTransport:
             PayloadTooLargeError: ``data`` exceeds ``max_blob_bytes``.
             UnavailableError: the server did not answer in time.
         """
-        self._authorize(token, org, repo, write=True)
+        await self._authorize(token, org, repo, write=True)
         await self._conn.ready(f"put a blob of {org}/{repo}")
         return await self._blobs.put(org, repo, data, max_bytes=self.max_blob_bytes)
 
@@ -212,7 +227,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
             TypeError: a chunk is not bytes-like.
         """
-        self._authorize(token, org, repo, write=True)
+        await self._authorize(token, org, repo, write=True)
         await self._conn.ready(f"put a blob of {org}/{repo}")
         return await self._blobs.put_chunks(org, repo, chunks, max_bytes=self.max_blob_bytes)
 
@@ -227,7 +242,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
             TransportError: the stored bytes are corrupt.
         """
-        self._authorize(token, org, repo, write=False)
+        await self._authorize(token, org, repo, write=False)
         await self._conn.ready(f"get blob {digest} of {org}/{repo}")
         return await self._blobs.get(org, repo, digest)
 
@@ -247,7 +262,7 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time (here or while iterating).
             TransportError: (while iterating) the stored bytes are corrupt.
         """
-        self._authorize(token, org, repo, write=False)
+        await self._authorize(token, org, repo, write=False)
         await self._conn.ready(f"get blob {digest} of {org}/{repo}")
         return await self._blobs.get_chunks(org, repo, digest)
 
@@ -262,7 +277,7 @@ class JetStreamTransport:
             PermissionDeniedError: the token does not grant the key's repo.
             UnavailableError: the server did not answer in time.
         """
-        self._authorize_key(token, key, write=False)
+        await self._authorize_key(token, key, write=False)
         await self._conn.ready(f"get {key}")
         return await self._kv.get(key)
 
@@ -286,7 +301,7 @@ class JetStreamTransport:
             PayloadTooLargeError: ``value`` exceeds ``max_payload_bytes``.
             UnavailableError: the server did not answer in time.
         """
-        self._authorize_key(token, key, write=True)
+        await self._authorize_key(token, key, write=True)
         await self._conn.ready(f"put {key}")
         return await self._kv.put(
             key, value, expected_revision, max_payload_bytes=self.max_payload_bytes
@@ -308,7 +323,7 @@ class JetStreamTransport:
             MissingError: the key does not exist (and no CAS failed first).
             UnavailableError: the server did not answer in time.
         """
-        self._authorize_key(token, key, write=True)
+        await self._authorize_key(token, key, write=True)
         await self._conn.ready(f"delete {key}")
         await self._kv.delete(key, expected_revision)
 
@@ -321,11 +336,30 @@ class JetStreamTransport:
             TokenRejectedError: the token is invalid or expired.
             UnavailableError: the server did not answer in time.
         """
+        await self._keys.refresh(token)
         claims = authenticate(self._keyring, self._clock.now_ms(), token, closed=self._conn.closed)
         await self._conn.ready(f"list keys {prefix}*")
         return await self._kv.keys(claims, prefix)
 
     # -- lifecycle ------------------------------------------------------------
+
+    # -- API keys (records under ``_keys.<id>`` in the KV: `_keys._Keys`) ------
+
+    async def put_key(self, token: str, record: KeyRecord) -> None:
+        """See `Transport.put_key`."""
+        await self._keys.create(token, record, self.max_payload_bytes)
+
+    async def bootstrap_key(self, record: KeyRecord) -> None:
+        """Store ``record`` with this connection's NATS credentials (an operator's first key)."""
+        await self._keys.put(record, self.max_payload_bytes, create=False)
+
+    async def list_keys(self, token: str, org: str) -> list[KeyRecord]:
+        """See `Transport.list_keys`."""
+        return await self._keys.list(token, org)
+
+    async def revoke_key(self, token: str, org: str, key_id: str) -> None:
+        """See `Transport.revoke_key`."""
+        await self._keys.revoke(token, org, key_id, self.max_payload_bytes)
 
     async def aclose(self) -> None:
         """End every subscription and close the connection (idempotent).
@@ -342,18 +376,17 @@ class JetStreamTransport:
 
     # -- internals ------------------------------------------------------------
 
-    def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
-        return authorize(
-            self._keyring,
-            self._clock.now_ms(),
-            token,
-            org,
-            repo,
-            write=write,
-            closed=self._conn.closed,
-        )
+    async def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
+        validate_org(org)
+        validate_repo(repo)
+        await self._keys.refresh(token)
+        now, closed = self._clock.now_ms(), self._conn.closed
+        return authorize(self._keyring, now, token, org, repo, write=write, closed=closed)
 
-    def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
+    async def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
+        validate_kv_key(key)
+        key_scope(key)
+        await self._keys.refresh(token)
         authorize_key(
             self._keyring, self._clock.now_ms(), token, key, write=write, closed=self._conn.closed
         )
