@@ -154,9 +154,9 @@ async def _resolve_change(
 ) -> tuple[str, RepoRecord, str | None]:
     """Return the change a repo config names, the repo, and the bookmark to follow.
 
-    A mount pinned to a bookmark (``RepoConfig(bookmark=...)``) follows it; a pinned
-    change id, or the repo's default bookmark when none is named, follows nothing (the
-    mount stays on the change it resolved, as the spec's realtime rooms do).
+    A mount of a bookmark follows it: a named one (``RepoConfig(bookmark=...)``) or,
+    when neither a bookmark nor a change id is named (a plain ``"app"``), the repo's
+    default bookmark, exactly as if it were named. A pinned change id follows nothing.
     """
     t = ctx.gateway
     org, name = ctx.org, config.name
@@ -173,4 +173,4 @@ async def _resolve_change(
     entry = await t.kv_get(token, bookmark_key(org, name, bookmark))
     if entry is None:
         raise NotFoundError(f"bookmark {bookmark!r} not found in {org}/{name}")
-    return BookmarkRecord.decode(entry.value).change_id, repo, config.bookmark
+    return BookmarkRecord.decode(entry.value).change_id, repo, bookmark

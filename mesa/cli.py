@@ -1,4 +1,8 @@
-"""The ``mesa`` command line."""
+"""The ``mesa`` command line (docs/cli.md).
+
+``# PYTHON_ARGCOMPLETE_OK``: shell completion comes from argcomplete
+(``eval "$(mesa completion bash)"``).
+"""
 
 from __future__ import annotations
 
@@ -6,65 +10,144 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import argcomplete
+import argcomplete.shell_integration
+
+from mesa._cli_out import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    error,
+    exit_code,
+    silence_stdout,
+)
+from mesa._version import __version__
+from mesa.errors import MesaError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code."""
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) that point at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the CLI's parser (every command, with its help)."""
+    parser = _Parser(
         prog="mesa", description="mesafs: a realtime versioned filesystem for AI agents"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="two mounts edit one change; a racing pair makes a conflict"
-    )
+    parser.add_argument("--version", action="version", version=f"mesa {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    text = "two processes edit one change and race (cleans up after)"
+    demo = commands.add_parser("demo", help=text, description=text)
     demo.add_argument("--org", default="acme")
+    demo.add_argument("--keep", action="store_true", help="keep the demo repo")
     demo.add_argument("--peer", metavar="REPO", help=argparse.SUPPRESS)
-    server = commands.add_parser(
-        "server", help="run the local NATS JetStream server in the foreground, or manage it"
-    )
-    server.add_argument(
-        "action", nargs="?", choices=["run", "status", "stop", "start"], default="run"
-    )
-    server.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help="client port for `run` (default: the home's recorded port, else 4222)",
-    )
-    server.add_argument(
-        "--http-port",
-        type=int,
-        default=None,
-        help="monitoring port for `run` (default: the home's recorded one, else 8222)",
-    )
+    text = "run or manage the embedded NATS JetStream server"
+    server = commands.add_parser("server", help=text, description=text)
+    _server_ports(server, argparse.SUPPRESS)
+    actions = server.add_subparsers(dest="action", metavar="ACTION")
+    for name, help_text in (
+        ("run", "run it in the foreground (the default; Ctrl-C stops it)"),
+        ("start", "start it in the background unless it runs"),
+        ("status", "say whether it runs, where, and its data directory (exit 1: not running)"),
+        ("stop", "stop it (warns about live mounts, which then lose their server)"),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        if name == "run":
+            _server_ports(action, argparse.SUPPRESS)
     from mesa.fuse._cli import add_commands  # does not import pyfuse3
 
     add_commands(commands)
-    from mesa import _cli_vcs
+    from mesa import _cli_repo, _cli_vcs
 
+    _cli_repo.register(commands)
     _cli_vcs.register(commands)
     from mesa import _cli_keys
 
     _cli_keys.register(commands)
+    completion = commands.add_parser(
+        "completion",
+        help="print a bash or zsh completion script",
+        description='print a completion script: eval "$(mesa completion bash)"',
+    )
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    return parser
+
+
+def _server_ports(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=default,
+        help="client port for `run` (default: the home's recorded port, else 4222)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=default,
+        help="monitoring port for `run` (default: the home's recorded one, else 8222)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (docs/cli.md lists them)."""
+    parser = build_parser()
+    argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
-    if args.command in _cli_keys.COMMANDS:
-        return _cli_keys.run(args)
+    command = f"mesa {args.command}"
+    try:
+        return _dispatch(parser, args)
+    except BrokenPipeError:
+        # The reader went away (`mesa log | head -1`): stop quietly, as `git log` does.
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{command}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except (MesaError, OSError, TimeoutError) as exc:
+        error(command, str(exc) or type(exc).__name__)
+        return exit_code(exc)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from mesa import _cli_repo, _cli_vcs
+
     if args.command in _cli_vcs.COMMANDS:
         return _cli_vcs.run(args)
+    from mesa import _cli_keys
+
+    if args.command in _cli_keys.COMMANDS:
+        return _cli_keys.run(args)
+    if args.command == "repo":
+        return _cli_repo.run(args)
     if args.command in ("mount", "unmount"):
         from mesa.fuse._cli import run
 
         return run(args)
     if args.command == "server":
-        return _server_command(args.action, args.port, args.http_port)
+        return _server_command(
+            args.action or "run", getattr(args, "port", None), getattr(args, "http_port", None)
+        )
+    if args.command == "completion":
+        sys.stdout.write(_completion_script(args.shell))
+        return 0
     if args.command == "demo":
         from mesa._demo import run_demo, run_peer
 
         if args.peer:
             return asyncio.run(run_peer(args.org, args.peer))
-        return asyncio.run(run_demo(args.org))
+        return asyncio.run(run_demo(args.org, keep=args.keep))
     parser.error(f"unknown command {args.command}")
-    return 2
+
+
+def _completion_script(shell: str) -> str:
+    """Argcomplete's completion script for ``mesa`` in ``shell``."""
+    return str(argcomplete.shell_integration.shellcode(["mesa"], shell=shell))
 
 
 def _server_command(action: str, port: int | None, http_port: int | None) -> int:
@@ -79,6 +162,12 @@ def _server_command(action: str, port: int | None, http_port: int | None) -> int
         print(f"running: pid {info.pid}, {info.url}, monitoring {info.http_url}, MESA_HOME={home}")
         return 0
     if action == "stop":
+        live = _live_mounts()
+        if live:
+            sys.stderr.write(
+                f"mesa server stop: warning: {len(live)} mount(s) still use this server "
+                f"({', '.join(live)}); they fail until it runs again\n"
+            )
         stopped = server.stop(home)
         print("stopped" if stopped else "not running")
         return 0
@@ -92,6 +181,26 @@ def _server_command(action: str, port: int | None, http_port: int | None) -> int
     http_port = recorded[1] if http_port is None else http_port
     print(f"mesa server: nats-server on 127.0.0.1:{port}, data in {home} (Ctrl-C stops it)")
     return server.run_foreground(home, port=port, http_port=http_port)
+
+
+def _live_mounts() -> list[str]:
+    """Mount points of live mount processes recorded under ``$MESA_HOME/mounts``."""
+    import json
+
+    from mesa import server
+    from mesa.fuse import _registry
+    from mesa.fuse._cli import _alive
+
+    found = []
+    for path in sorted((server.mesa_home() / "mounts").glob("*.json")):
+        try:
+            mountpoint = str(json.loads(path.read_text())["mountpoint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        record = _registry.read(mountpoint)
+        if record is not None and not record.finished and _alive(record.pid):
+            found.append(record.mountpoint)
+    return found
 
 
 if __name__ == "__main__":
