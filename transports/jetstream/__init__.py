@@ -56,11 +56,14 @@ Mapping (design.md §3):
   whole-bytes put skips an existing object. Reads pull the chunks a few at a time
   through an ephemeral pull consumer and check the digest by the end of the stream.
   A blob holds at most ``max_blob_bytes`` (1 TiB by default).
-- **KV.** One bucket, ``mesa_kv`` (history `KV_HISTORY`), keys as given
-  (``<org>.<repo>...``). Revisions are the bucket stream's sequences. Compare-and-set
-  uses ``Nats-Expected-Last-Subject-Sequence``; reads go to the stream leader
-  (``STREAM.MSG.GET``), so a writer reads its writes and a lost CAS reports the winner's
-  revision. A key whose newest message is a delete marker does not exist (revision 0).
+- **KV.** One bucket per repo, ``mesa_<org>_<repo'>_kv`` (history `KV_HISTORY`), keys as
+  given (``<org>.<repo>...``); the org's repo index ``mesa_<org>_repos``; API key
+  records in ``mesa_keys``. A repo's log stream, KV bucket, blob store and index entry
+  are provisioned together (`_provision`). Revisions are the bucket stream's sequences.
+  Compare-and-set uses ``Nats-Expected-Last-Subject-Sequence``; reads go to the stream
+  leader (``STREAM.MSG.GET``), so a writer reads its writes and a lost CAS reports the
+  winner's revision. A key whose newest message is a delete marker does not exist
+  (revision 0).
 - **Tokens** are verified here with the keyring (names first, then the token, then the
   grant), exactly like `transports.memory.MemoryTransport`, until a NATS auth callout
   exists: both call the one set of checks in `transports.auth`. The injected clock
@@ -81,29 +84,38 @@ recovers, so it holds across a server restart).
 from __future__ import annotations
 
 from transports.jetstream._blobformat import ZSTD_LEVEL
-from transports.jetstream._kv import KV_HISTORY
-from transports.jetstream._log import DUPLICATE_WINDOW_S
 from transports.jetstream._names import (
+    CONTROL_PREFIX,
     HEADER_RESERVE,
-    KV_BUCKET,
+    KEYS_BUCKET,
     MAX_MSG_ID_BYTES,
     blob_bucket,
+    inbox_prefix,
+    index_bucket,
+    kv_bucket,
+    kv_stream,
     log_subject,
     stream_name,
 )
+from transports.jetstream._provision import DUPLICATE_WINDOW_S, KV_HISTORY
 from transports.jetstream._subscription import JetStreamSubscription
 from transports.jetstream._transport import JetStreamTransport
 
 __all__ = [
     "DUPLICATE_WINDOW_S",
+    "CONTROL_PREFIX",
     "HEADER_RESERVE",
-    "KV_BUCKET",
+    "KEYS_BUCKET",
     "KV_HISTORY",
     "MAX_MSG_ID_BYTES",
     "ZSTD_LEVEL",
     "JetStreamSubscription",
     "JetStreamTransport",
     "blob_bucket",
+    "inbox_prefix",
+    "index_bucket",
+    "kv_bucket",
+    "kv_stream",
     "log_subject",
     "stream_name",
 ]

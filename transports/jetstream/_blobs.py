@@ -61,13 +61,15 @@ from transports.jetstream._blobformat import (
     _Encoder,
     _offload,
 )
-from transports.jetstream._connection import _Connection, _nats_errors
+from transports.jetstream._connection import _Connection
+from transports.jetstream._errors import _nats_errors
 from transports.jetstream._names import (
     _blob_chunks_subject,
     _blob_stream,
     _is_digest,
     blob_bucket,
 )
+from transports.jetstream._provision import _Provision
 
 _CHUNK_BYTES: Final = 128 * 1024
 #: Chunks one pull request of a get asks for, at most.
@@ -144,8 +146,9 @@ class _Blobs:
         conn: the shared connection.
     """
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, provision: _Provision) -> None:
         self._conn = conn
+        self._provision = provision
         self._stores: dict[str, Any] = {}
         conn.on_reconnected(self._stores.clear)
 
@@ -321,17 +324,15 @@ class _Blobs:
         store = self._stores.get(bucket)
         if store is not None:
             return store
+        if create:
+            await self._provision.ensure(org, repo)
         with _nats_errors(f"open blob bucket {bucket}"):
             try:
                 store = await self._conn.js.object_store(bucket)
             except nats.js.errors.BucketNotFoundError:
                 if not create:
                     return None
-                config = api.ObjectStoreConfig(
-                    description=f"mesafs blobs of {org}/{repo} (zstd, named by sha256)",
-                    storage=api.StorageType.FILE,
-                    replicas=self._conn.replicas,
-                )
-                store = await self._conn.js.create_object_store(bucket, config=config)
+                self._provision.forget(org, repo)
+                raise TransportError(f"blob bucket {bucket} vanished after provisioning") from None
         self._stores[bucket] = store
         return store

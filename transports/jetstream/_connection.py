@@ -22,12 +22,17 @@ Invariants:
 - After a reconnect the server may have lost or replaced streams and consumers: every
   cache registered with `_Connection.on_reconnected` is dropped, then every open
   subscription is told to replace its consumer.
-- Every nats-py call runs inside `_nats_errors`, so callers see only transport errors:
-  unreachable → `UnavailableError`, too large → `PayloadTooLargeError`, a JetStream API
-  error → `_ApiError` (a `TransportError` that keeps the codes), anything else →
-  `TransportError`.
+- Every nats-py call runs inside `_nats_errors` (`_errors`), so callers see only
+  transport errors.
 - Cleanup (deleting a consumer) is best effort and never raises: the server drops
   inactive consumers anyway.
+- **A refused credential ends the connection, never a silent retry loop.** A connection
+  presenting a token (`transports.jetstream._session`) that the server refuses at the
+  first connect fails at once with `TokenRejectedError`. Refused on a reconnect (the
+  token expired or its key was revoked, and the server closed the connection), it keeps
+  trying for `AUTH_GRACE_S` (the auth service may be restarting with the server), then
+  closes for good: every later call raises `TokenRejectedError`. A token known to have
+  expired closes it at the first refusal.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -45,7 +50,17 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as _NatsClient
 
-from transports.base import PayloadTooLargeError, TransportError, UnavailableError
+from transports.base import (
+    TokenRejectedError,
+    UnavailableError,
+)
+from transports.jetstream._errors import (
+    _CONNECT_FAILURES,
+    _ERR_NO_MESSAGE,
+    _ERR_STREAM_NOT_FOUND,
+    _ApiError,
+    _nats_errors,
+)
 from transports.jetstream._names import _JS_API, HEADER_RESERVE
 
 
@@ -61,33 +76,13 @@ class _Resumable(Protocol):
 
 _logger = logging.getLogger("transports.jetstream")
 
+#: How long a reconnect may be refused before the connection closes for good (seconds).
+AUTH_GRACE_S: Final = 15.0
+#: What nats-server says (lower case) when it refuses or ends a client's credential.
+_REFUSALS: Final = ("authorization violation", "authentication expired", "authentication revoked")
+
 _CLEANUP_TIMEOUT_S: Final = 1.0
 _RECONNECT_WAIT_S: Final = 0.25
-
-# JetStream API error codes.
-_ERR_NO_MESSAGE: Final = 10037
-_ERR_STREAM_NOT_FOUND: Final = 10059
-_ERR_STREAM_NAME_IN_USE: Final = 10058
-_ERR_WRONG_LAST_SEQUENCE: Final = (10071, 10164)
-
-# nats-py errors that mean "the server cannot be reached now".
-_UNREACHABLE: Final[tuple[type[BaseException], ...]] = (
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.NoServersError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-    # A stream that does not answer a publish: a server just restarting, not a refusal.
-    nats.js.errors.NoStreamResponseError,
-    asyncio.TimeoutError,
-    OSError,
-)
-
-_CONNECT_FAILURES: Final[tuple[type[BaseException], ...]] = (*_UNREACHABLE, nats.errors.Error)
 
 
 def _where(url: str) -> str:
@@ -97,43 +92,6 @@ def _where(url: str) -> str:
         return f"{parts.hostname}:{parts.port or 4222}"
     except ValueError:
         return "?"
-
-
-class _ApiError(TransportError):
-    """A JetStream API error response."""
-
-    def __init__(self, code: int, err_code: int, description: str) -> None:
-        self.code = code
-        self.err_code = err_code
-        super().__init__(f"JetStream API error {code}/{err_code}: {description}")
-
-
-# nats-py errors that mean "not connected now": nothing was sent.
-_DISCONNECTED: Final[tuple[type[BaseException], ...]] = (
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.ConnectionReconnectingError,
-)
-
-
-@contextlib.contextmanager
-def _nats_errors(what: str) -> Iterator[None]:
-    """Translate nats-py exceptions raised inside the block into transport errors."""
-    try:
-        yield
-    except TransportError:
-        raise
-    except _DISCONNECTED as exc:
-        raise UnavailableError(
-            f"{what}: the connection to NATS is down (reconnecting); this call was not sent"
-        ) from exc
-    except _UNREACHABLE as exc:
-        raise UnavailableError(f"{what}: {exc!r}") from exc
-    except nats.errors.MaxPayloadError as exc:
-        raise PayloadTooLargeError(f"{what}: {exc!r}") from exc
-    except nats.js.errors.APIError as exc:
-        raise _ApiError(exc.code or 0, exc.err_code or 0, str(exc.description)) from exc
-    except nats.errors.Error as exc:
-        raise TransportError(f"{what}: {exc!r}") from exc
 
 
 class _Connection:
@@ -157,6 +115,12 @@ class _Connection:
         self._up = asyncio.Event()
         self._down_since: float | None = None
         self.dropped_unsent = 0
+        # Credential refusals (module docstring): why the connection ended, if it did.
+        self.rejected: str | None = None
+        self.expires_at_s: float | None = None
+        self._refused = asyncio.Event()
+        self._refused_since: float | None = None
+        self._ever_connected = False
 
     def payload_limit(self) -> int:
         """Return the largest payload a message may carry: ``max_payload`` less headers."""
@@ -182,25 +146,32 @@ class _Connection:
         self._servers = [_where(url) for url in servers]
         try:
             async with asyncio.timeout(connect_timeout_s):
-                await nc.connect(
-                    servers=servers,
-                    connect_timeout=max(0.5, connect_timeout_s / len(servers)),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=_RECONNECT_WAIT_S,
-                    # No queue of publishes made while disconnected (module docstring).
-                    pending_size=0,
-                    ping_interval=10,
-                    max_outstanding_pings=3,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                    **options,
+                await self._until_refused(
+                    nc.connect(
+                        servers=servers,
+                        connect_timeout=max(0.5, connect_timeout_s / len(servers)),
+                        allow_reconnect=True,
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=_RECONNECT_WAIT_S,
+                        # No queue of publishes made while disconnected (module docstring).
+                        pending_size=0,
+                        ping_interval=10,
+                        max_outstanding_pings=3,
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                        closed_cb=self._on_closed,
+                        **options,
+                    )
                 )
                 self.js = nc.jetstream(timeout=self.timeout)
                 await self.js.account_info()
+            self._ever_connected = True
             self._up.set()
+        except TokenRejectedError:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         except _CONNECT_FAILURES as exc:
             last = nc.last_error
             with contextlib.suppress(Exception):
@@ -216,8 +187,52 @@ class _Connection:
                 f"within {connect_timeout_s}s ({detail})"
             ) from exc
 
+    async def _until_refused(self, work: Any) -> None:
+        """Run ``work`` (the connect); raise `TokenRejectedError` if the server refuses first."""
+        task = asyncio.ensure_future(work)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise TokenRejectedError(
+                "the server refused this credential (unknown, revoked or expired key, "
+                "expired or forged token)"
+            )
+        task.result()
+
     async def _on_error(self, exc: Exception) -> None:
         _logger.debug("nats: %r", exc)
+        text = str(exc).lower()
+        if any(refusal in text for refusal in _REFUSALS):
+            self._on_refused(text)
+
+    def _on_refused(self, text: str) -> None:
+        """The server refused the credential: fail now, or after the grace (docstring)."""
+        if not self._ever_connected:
+            self._refused.set()
+            return
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        expired = self.expires_at_s is not None and time.time() >= self.expires_at_s
+        if expired or now - self._refused_since >= AUTH_GRACE_S or "expired" in text:
+            if expired or "expired" in text:
+                why = "the token expired"
+            else:
+                why = f"the server refused this token for {AUTH_GRACE_S:.0f}s (revoked key?)"
+            self.rejected = f"{why}; the connection is closed"
+            _logger.warning("NATS connection closed for good: %s", why)
+            self._up.set()  # wake callers waiting in `ready`: they raise now
+            asyncio.get_running_loop().create_task(self._close_rejected())
+
+    async def _close_rejected(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.close()
 
     async def _on_disconnected(self) -> None:
         self._up.clear()
@@ -251,6 +266,7 @@ class _Connection:
         url = self.nc.connected_url
         down = None if self._down_since is None else time.monotonic() - self._down_since
         self._down_since = None
+        self._refused_since = None
         self._up.set()
         _logger.warning(
             "reconnected to NATS at %s after %s",
@@ -283,11 +299,15 @@ class _Connection:
                 sent), or the connection was closed for good.
         """
         nc = self.nc
+        if self.rejected is not None:
+            raise TokenRejectedError(f"{what}: {self.rejected}")
         if nc.is_connected:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while not nc.is_connected:
+            if self.rejected is not None:
+                raise TokenRejectedError(f"{what}: {self.rejected}")
             if self.closed or nc.is_closed:
                 raise UnavailableError(
                     f"{what}: the connection to NATS is closed (last error: {nc.last_error!r})"

@@ -1,4 +1,4 @@
-"""API key records in the KV: ``_keys.<key id>`` in the bucket every record lives in.
+"""API key records in the KV: ``_keys.<key id>`` in `KEYS_BUCKET`.
 
 Invariants:
 
@@ -29,7 +29,12 @@ from transports.auth import (
 )
 from transports.base import Clock, MissingError, RevisionMismatchError, UnavailableError
 from transports.jetstream._kv import _Kv
-from transports.jetstream._names import KEY_ID_RE, KEY_RECORDS_FILTER, key_record_key
+from transports.jetstream._names import (
+    KEY_ID_RE,
+    KEY_RECORDS_FILTER,
+    KEYS_BUCKET,
+    key_record_key,
+)
 
 #: How often a transport re-reads the record of a key it verifies tokens of (seconds).
 KEY_REFRESH_S: Final = 1.0
@@ -105,7 +110,7 @@ class _Keys:
         await self.refresh(token)
         authorize_admin(self._keyring, self._clock.now_ms(), token, org, closed=self._closed())
         records: list[KeyRecord] = []
-        for key in await self._kv.live_keys(KEY_RECORDS_FILTER):
+        for key in await self._kv.live_keys(KEYS_BUCKET, KEY_RECORDS_FILTER):
             entry = await self._kv.get(key)
             if entry is None:
                 continue

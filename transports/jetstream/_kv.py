@@ -1,11 +1,13 @@
-"""KV: one bucket for every org's keys, revisions from the bucket's stream, compare-and-set.
+"""KV: one bucket per repo, revisions from the bucket's stream, compare-and-set.
 
 Invariants:
 
-- One bucket, ``mesa_kv`` (history `KV_HISTORY`, file storage, ``replicas``
-  replicas), created by the first write; keys as given (``<org>.<repo>...``).
-  Revisions are the bucket stream's sequences, so a key's revisions increase strictly,
-  even across a delete and a re-create.
+- The records of ``org/repo`` live in its bucket, `kv_bucket` (history `KV_HISTORY`,
+  file storage, ``replicas`` replicas), provisioned with the rest of the repo's storage
+  by the first write (`_provision`); keys as given (``<org>.<repo>...``). API key
+  records (``_keys.<id>``) live in `KEYS_BUCKET`. Revisions are the bucket stream's
+  sequences, so a key's revisions increase strictly, even across a delete and a
+  re-create.
 - Compare-and-set uses ``Nats-Expected-Last-Subject-Sequence``; expected revision 0
   ("must not exist") of a deleted key compares against its delete marker. A lost CAS
   raises `RevisionMismatchError` with the winner's revision.
@@ -17,7 +19,8 @@ Invariants:
 - A listing reads the newest message of each matching subject, headers only, through
   a one-shot consumer, and starts again (up to 3 times) if that consumer skipped a
   message: it never returns a list with a hole. Keys of repos the token does not grant
-  are left out (`transports.auth.may_read_key`).
+  are left out (`transports.auth.may_read_key`). A listing across repos (a prefix
+  naming no repo, like ``<org>.``) walks the org's repo index (`index_bucket`).
 """
 
 from __future__ import annotations
@@ -39,18 +42,21 @@ from transports.base import (
     RevisionMismatchError,
     UnavailableError,
 )
-from transports.jetstream._connection import (
-    _ERR_STREAM_NAME_IN_USE,
-    _ERR_WRONG_LAST_SEQUENCE,
-    _ApiError,
-    _Connection,
-    _nats_errors,
+from transports.jetstream._connection import _Connection
+from transports.jetstream._errors import _ERR_WRONG_LAST_SEQUENCE, _ApiError, _nats_errors
+from transports.jetstream._names import (
+    KEYS_BUCKET,
+    _kv_filter,
+    bucket_of_key,
+    index_bucket,
+    kv_bucket,
+    kv_stream,
+    kv_subject,
 )
-from transports.jetstream._names import _KV_PREFIX, _KV_STREAM, KV_BUCKET, _kv_filter
+from transports.jetstream._provision import KV_HISTORY, _Provision
 from transports.jetstream._subscription import _CONSUMER_INACTIVE_S, _ack_info
 
-#: How many revisions the KV bucket keeps per key.
-KV_HISTORY: Final = 5
+__all__ = ["KV_HISTORY", "_Kv"]
 
 _CAS_ATTEMPTS: Final = 16
 _LISTING_ATTEMPTS: Final = 3
@@ -85,15 +91,12 @@ class _Kv:
 
     Args:
         conn: the shared connection.
+        provision: creates a repo's storage before its first write.
     """
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, provision: _Provision) -> None:
         self._conn = conn
-        self._ready = False
-        conn.on_reconnected(self._forget_bucket)
-
-    def _forget_bucket(self) -> None:
-        self._ready = False
+        self._provision = provision
 
     async def get(self, key: str) -> KvEntry | None:
         """Return the record at ``key``, or None."""
@@ -114,7 +117,7 @@ class _Kv:
         """
         if len(value) > max_payload_bytes:
             raise PayloadTooLargeError(f"value of {len(value)} bytes exceeds {max_payload_bytes}")
-        await self._ensure_bucket()
+        await self._ensure_bucket(key)
         if expected_revision is None:
             return await self._publish(key, bytes(value), {})
         if expected_revision < 0:
@@ -146,7 +149,7 @@ class _Kv:
         """
         missing = MissingError(f"no KV key {key!r}")
         if expected_revision is not None and expected_revision > 0:
-            await self._ensure_bucket()
+            await self._ensure_bucket(key)
             try:
                 await self._delete_marker(key, expected_revision)
             except _WrongLastSequenceError:
@@ -170,23 +173,36 @@ class _Kv:
         subject_filter = _kv_filter(prefix, claims.org)
         if subject_filter is None:
             return []
+        tokens = subject_filter.split(".")
+        if len(tokens) >= 3:
+            repos = [tokens[1]]
+        else:  # the prefix names no single repo: every repo of the org it may cover
+            repos = [
+                repo
+                for repo in await self.live_keys(index_bucket(claims.org), ">")
+                if f"{claims.org}.{repo}.".startswith(prefix)
+            ]
         keys: list[str] = []
-        for subject, headers in await self._last_per_subject(
-            _KV_STREAM, _KV_PREFIX + subject_filter
-        ):
-            key = subject.removeprefix(_KV_PREFIX)
-            if _is_delete_marker(headers):
+        for repo in repos:
+            try:
+                bucket = kv_bucket(claims.org, repo)
+            except ValueError:
                 continue
-            if key.startswith(prefix) and may_read_key(claims, key):
-                keys.append(key)
+            if not may_read_key(claims, f"{claims.org}.{repo}.x"):
+                continue
+            keys.extend(
+                key
+                for key in await self.live_keys(bucket, subject_filter)
+                if key.startswith(prefix) and may_read_key(claims, key)
+            )
         return sorted(keys)
 
-    async def live_keys(self, subject_filter: str) -> list[str]:
-        """Return every live key matching ``subject_filter`` (no token: internal records)."""
-        await self._ensure_bucket()
-        found = await self._last_per_subject(_KV_STREAM, _KV_PREFIX + subject_filter)
+    async def live_keys(self, bucket: str, subject_filter: str) -> list[str]:
+        """Return every live key of ``bucket`` matching ``subject_filter`` (no token check)."""
+        head = kv_subject(bucket, "")
+        found = await self._last_per_subject(kv_stream(bucket), head + subject_filter)
         return sorted(
-            subject.removeprefix(_KV_PREFIX)
+            subject.removeprefix(head)
             for subject, headers in found
             if not _is_delete_marker(headers)
         )
@@ -196,7 +212,10 @@ class _Kv:
 
         The value is None when that message is a delete marker.
         """
-        message = await self._conn.get_message(_KV_STREAM, {"last_by_subj": _KV_PREFIX + key})
+        bucket = bucket_of_key(key)
+        message = await self._conn.get_message(
+            kv_stream(bucket), {"last_by_subj": kv_subject(bucket, key)}
+        )
         if message is None:
             return None
         revision = int(message["seq"])
@@ -218,7 +237,9 @@ class _Kv:
         """
         try:
             with _nats_errors(f"write KV key {key}"):
-                ack = await self._conn.js.publish(_KV_PREFIX + key, value, headers=headers or None)
+                ack = await self._conn.js.publish(
+                    kv_subject(bucket_of_key(key), key), value, headers=headers or None
+                )
         except _ApiError as exc:
             if exc.err_code in _ERR_WRONG_LAST_SEQUENCE:
                 raise _WrongLastSequenceError(str(exc)) from exc
@@ -231,27 +252,13 @@ class _Kv:
             key, b"", {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(last)}
         )
 
-    async def _ensure_bucket(self) -> None:
-        """Create the KV bucket unless it exists (checked once per connection)."""
-        if self._ready:
-            return
-        with _nats_errors(f"open KV bucket {KV_BUCKET}"):
-            try:
-                await self._conn.js.stream_info(_KV_STREAM)
-            except nats.js.errors.NotFoundError:
-                config = api.KeyValueConfig(
-                    bucket=KV_BUCKET,
-                    description="mesafs bookmarks and metadata",
-                    history=KV_HISTORY,
-                    storage=api.StorageType.FILE,
-                    replicas=self._conn.replicas,
-                )
-                try:
-                    await self._conn.js.create_key_value(config=config)
-                except nats.js.errors.APIError as exc:
-                    if exc.err_code != _ERR_STREAM_NAME_IN_USE:
-                        raise
-        self._ready = True
+    async def _ensure_bucket(self, key: str) -> None:
+        """Provision the bucket ``key`` lives in unless this connection already did."""
+        if bucket_of_key(key) == KEYS_BUCKET:
+            await self._provision.ensure_keys_bucket()
+        else:
+            org, repo = key.split(".", 2)[:2]
+            await self._provision.ensure(org, repo)
 
     async def _last_per_subject(
         self, stream: str, subject_filter: str

@@ -2,11 +2,12 @@
 
 Invariants:
 
-- The log stream of a repo (`stream_name`) is created, or its subjects, window,
-  replicas and flags are updated, on the first append or subscribe of each connection
-  (again after a reconnect): file storage, ``num_replicas`` = ``replicas``,
-  ``duplicate_window`` 2 min, ``deny_delete`` (entries are never removed one by one),
-  ``allow_direct``. A stream found with another storage type is an error.
+- The log stream of a repo (`stream_name`) is provisioned with the rest of the repo's
+  storage (`transports.jetstream._provision`) on the first append or subscribe of each
+  connection (again after a reconnect): file storage, ``num_replicas`` = ``replicas``,
+  ``duplicate_window`` 2 min, ``deny_delete`` and (for new streams) ``deny_purge``:
+  entries are never removed, ``allow_direct``. A stream found with another storage
+  type is an error.
 - Append = ``js.publish`` with a ``Nats-Msg-Id`` header. A duplicate ack (same
   ``msg_id`` within the window, on any change of the repo) returns the original
   sequence. The window counts from the original's store time and survives a server
@@ -23,12 +24,10 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any, Final
+from typing import Any
 
 import nats.js.errors
-from nats.js import api
 
 from transports.base import (
     Appended,
@@ -37,14 +36,15 @@ from transports.base import (
     TransportError,
     UnavailableError,
 )
-from transports.jetstream._connection import _ERR_STREAM_NAME_IN_USE, _Connection, _nats_errors
-from transports.jetstream._names import _check_msg_id, _log_subjects, log_subject, stream_name
+from transports.jetstream._connection import _Connection
+from transports.jetstream._errors import _nats_errors
+from transports.jetstream._names import _check_msg_id, log_subject, stream_name
+from transports.jetstream._provision import DUPLICATE_WINDOW_S, _Provision
 from transports.jetstream._subscription import JetStreamSubscription, _open_subscription
 
 _logger = logging.getLogger("transports.jetstream")
 
-#: How long JetStream remembers a ``Nats-Msg-Id`` (seconds).
-DUPLICATE_WINDOW_S: Final = 120.0
+__all__ = ["DUPLICATE_WINDOW_S", "_Log"]
 
 
 class _Log:
@@ -52,13 +52,12 @@ class _Log:
 
     Args:
         conn: the shared connection.
+        provision: creates a repo's storage before its first use.
     """
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, provision: _Provision) -> None:
         self._conn = conn
-        self._ready_streams: set[str] = set()
-        self._stream_locks: dict[str, asyncio.Lock] = {}
-        conn.on_reconnected(self._ready_streams.clear)
+        self._provision = provision
 
     async def append(
         self, log: LogId, payload: bytes, msg_id: str, *, max_payload_bytes: int
@@ -82,7 +81,7 @@ class _Log:
         ack = await self._publish_entry(subject, bytes(payload), msg_id)
         if ack is None:
             # The stream vanished (or the server was replaced): create it and retry.
-            self._ready_streams.discard(stream)
+            self._provision.forget(log.org, log.repo)
             await self._ensure_stream(log.org, log.repo)
             ack = await self._publish_entry(subject, bytes(payload), msg_id)
             if ack is None:
@@ -123,54 +122,6 @@ class _Log:
         return await _open_subscription(self._conn, stream, log_subject(log), after_seq)
 
     async def _ensure_stream(self, org: str, repo: str) -> str:
-        """Create or update the log stream of ``org/repo`` once per connection."""
-        name = stream_name(org, repo)
-        if name in self._ready_streams:
-            return name
-        lock = self._stream_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            if name not in self._ready_streams:
-                with _nats_errors(f"create stream {name}"):
-                    await self._create_or_update_stream(name, org, repo)
-                self._ready_streams.add(name)
-        return name
-
-    async def _create_or_update_stream(self, name: str, org: str, repo: str) -> None:
-        """Create the stream ``name``, or bring an existing one to the wanted config."""
-        subjects = [_log_subjects(org, repo)]
-        try:
-            info = await self._conn.js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            config = api.StreamConfig(
-                name=name,
-                description=f"mesafs log of {org}/{repo}",
-                subjects=subjects,
-                retention=api.RetentionPolicy.LIMITS,
-                storage=api.StorageType.FILE,
-                num_replicas=self._conn.replicas,
-                duplicate_window=DUPLICATE_WINDOW_S,
-                allow_direct=True,
-                deny_delete=True,
-            )
-            try:
-                await self._conn.js.add_stream(config=config)
-                return
-            except nats.js.errors.APIError as exc:
-                if exc.err_code != _ERR_STREAM_NAME_IN_USE:
-                    raise
-            info = await self._conn.js.stream_info(name)
-        config = info.config
-        if config.storage not in (api.StorageType.FILE, "file"):
-            raise TransportError(f"stream {name} exists with {config.storage} storage, not file")
-        wanted = {
-            "subjects": subjects,
-            "num_replicas": self._conn.replicas,
-            "duplicate_window": DUPLICATE_WINDOW_S,
-            "allow_direct": True,
-            "deny_delete": True,
-        }
-        if any(getattr(config, field) != value for field, value in wanted.items()):
-            _logger.info("updating stream %s to %s", name, wanted)
-            for field, value in wanted.items():
-                setattr(config, field, value)
-            await self._conn.js.update_stream(config=config)
+        """Make sure the storage of ``org/repo`` exists (`_provision`); return the stream."""
+        await self._provision.ensure(org, repo)
+        return stream_name(org, repo)

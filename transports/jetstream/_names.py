@@ -10,7 +10,14 @@ Invariants:
   injective (up to sha256 collisions for very long names).
 - A change's log is the subject ``mesa.<org>.<repo>.log.<change>``; the repo's stream
   takes ``mesa.<org>.<repo>.log.*``.
-- Every KV key lives in the one bucket ``mesa_kv`` under ``$KV.mesa_kv.<key>``.
+- Every repo has its own KV bucket, ``mesa_<org>_<repo'>_kv``, holding the records of
+  that repo under their full keys (``$KV.mesa_<org>_<repo'>_kv.<org>.<repo>.<...>``);
+  an org's repo index is the bucket ``mesa_<org>_repos`` (key: the repo name; no repo
+  bucket ends in ``_repos``); API key records live in ``mesa_keys``, which only the
+  service reaches. One bucket per repo is what lets a permission hold at whole-stream
+  granularity (reference/nats-auth-callout.md).
+- A connection presenting a token takes its inbox prefix from the token
+  (`inbox_prefix`): the auth callout allows that prefix and no other inbox.
 - Nothing sent as a header can break the header block or outgrow `HEADER_RESERVE`:
   a ``msg_id`` is at most `MAX_MSG_ID_BYTES` UTF-8 bytes and has no line breaks.
 """
@@ -27,16 +34,16 @@ from transports.base import LogId, validate_org, validate_repo
 HEADER_RESERVE: Final = 512
 #: The longest ``msg_id`` accepted, in UTF-8 bytes.
 MAX_MSG_ID_BYTES: Final = 256
-#: The KV bucket holding every org's keys.
-KV_BUCKET: Final = "mesa_kv"
+#: The KV bucket holding every API key record (reached only by the service).
+KEYS_BUCKET: Final = "mesa_keys"
+#: The subject prefix of the service's control requests (`transports.jetstream.service`).
+CONTROL_PREFIX: Final = "mesa.ctl"
 
 #: The KV keys of API key records: ``_keys.<key id>`` (no org starts with ``_``).
 KEY_RECORDS_FILTER: Final = "_keys.*"
 #: What a key id looks like (`transports.keys.key_id_of_public`).
 KEY_ID_RE: Final = re.compile(r"^mk[0-9a-f]{16}$")
 
-_KV_STREAM: Final = f"KV_{KV_BUCKET}"
-_KV_PREFIX: Final = f"$KV.{KV_BUCKET}."
 _JS_API: Final = "$JS.API"
 _MAX_REPO_TOKEN: Final = 120
 
@@ -80,6 +87,43 @@ def _blob_stream(bucket: str) -> str:
 def _blob_chunks_subject(bucket: str, nuid: str) -> str:
     """Return the subject holding the chunks of the object stored with ``nuid``."""
     return f"$O.{bucket}.C.{nuid}"
+
+
+def kv_bucket(org: str, repo: str) -> str:
+    """Return the KV bucket holding the records of ``org/repo``."""
+    return f"mesa_{validate_org(org)}_{_repo_token(validate_repo(repo))}_kv"
+
+
+def index_bucket(org: str) -> str:
+    """Return the KV bucket listing the repos of ``org`` (key: repo name)."""
+    return f"mesa_{validate_org(org)}_repos"
+
+
+def kv_stream(bucket: str) -> str:
+    """Return the stream behind the KV bucket ``bucket``."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """Return the subject of ``key`` in the KV bucket ``bucket``."""
+    return f"$KV.{bucket}.{key}"
+
+
+def bucket_of_key(key: str) -> str:
+    """Return the bucket a KV key lives in: its repo's, or the key records' one."""
+    if key.startswith("_keys."):
+        return KEYS_BUCKET
+    org, repo = key.split(".", 2)[:2]
+    return kv_bucket(org, repo)
+
+
+def inbox_prefix(token: str) -> str:
+    """Return the inbox prefix of a connection presenting ``token``.
+
+    Derived from the token, so the auth callout can allow exactly it: a connection
+    holding another token cannot subscribe to this one's replies.
+    """
+    return "_INBOX_" + hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
 def key_record_key(key_id: str) -> str:

@@ -34,7 +34,8 @@ import nats.errors
 from nats.js import api
 
 from transports.base import Delivery, TransportError
-from transports.jetstream._connection import _Connection, _nats_errors
+from transports.jetstream._connection import _Connection
+from transports.jetstream._errors import _nats_errors
 
 _logger = logging.getLogger("transports.jetstream")
 

@@ -2,22 +2,22 @@
 
 Invariants:
 
-- Every call is checked with `transports.auth` before anything is sent (names first,
-  then whether the transport is closed, then the token, then the grant), exactly like
-  `transports.memory.MemoryTransport`. A refused call sends nothing but, after valid
-  names, a read of its key's record (`_keys`: once a second per key at most).
+- Every call is checked before anything is sent (names, then whether the transport is
+  closed, then the token, then the grant), exactly like `transports.memory`: trusted,
+  with `transports.auth` and the key records (`_keys`: a key's record read once a
+  second at most); in token mode, against what the service says the token grants
+  (`_session`), while the server enforces it anyway.
 - The injected clock only decides token expiry; entry times come from the server.
 - An authorized call made while the connection is down waits for the reconnect at
-  most the request timeout, then raises `UnavailableError` having sent nothing
-  (`transports.jetstream._connection`): nothing is queued to be sent later.
-- The work is done by one object per concern over one shared `_Connection`: `_Log`,
-  `_Blobs` and `_Kv`. This module holds no I/O of its own.
+  most the request timeout, then raises `UnavailableError` having sent nothing.
+- The work is done per session (`_session`: a connection and its `_Log`, `_Blobs`,
+  `_Kv`); management calls by `_admin`. This module holds no I/O of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from transports.auth import (
     Claims,
@@ -25,7 +25,7 @@ from transports.auth import (
     Keyring,
     authenticate,
     authorize,
-    authorize_key,
+    check,
     key_scope,
 )
 from transports.base import (
@@ -37,22 +37,23 @@ from transports.base import (
     KvEntry,
     LogId,
     SystemClock,
+    TokenRejectedError,
     validate_kv_key,
     validate_org,
     validate_repo,
 )
-from transports.jetstream._blobs import _Blobs
-from transports.jetstream._connection import _Connection
+from transports.jetstream._admin import _Admin
 from transports.jetstream._keys import _Keys
-from transports.jetstream._kv import _Kv
-from transports.jetstream._log import _Log
-from transports.jetstream._names import (
-    log_subject,
-)
+from transports.jetstream._names import HEADER_RESERVE, log_subject
+from transports.jetstream._session import _Session, _TokenSessions
 from transports.jetstream._subscription import JetStreamSubscription
 
 if TYPE_CHECKING:
     from transports.base import Transport
+
+#: ``max_payload_bytes`` of a token-mode transport until its first connection says
+#: (nats-server's default ``max_payload`` less the header reserve).
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024 - HEADER_RESERVE
 
 
 class JetStreamTransport:
@@ -72,17 +73,18 @@ class JetStreamTransport:
         *,
         replicas: int,
         request_timeout_s: float,
+        tokens: _TokenSessions | None = None,
     ) -> None:
         self._keyring = keyring
         self._clock = clock
-        self._conn = _Connection(replicas=replicas, request_timeout_s=request_timeout_s)
-        self.max_payload_bytes = 0
+        self._tokens = tokens
+        self._trusted = _Session(replicas=replicas, request_timeout_s=request_timeout_s, token=None)
+        self._conn = self._trusted.conn
+        self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
         self.max_blob_bytes = MAX_BLOB_BYTES
-        # Registration order is the order a reconnect drops their caches in.
-        self._log = _Log(self._conn)
-        self._blobs = _Blobs(self._conn)
-        self._kv = _Kv(self._conn)
+        self._kv = self._trusted.kv
         self._keys = _Keys(self._kv, keyring, clock, lambda: self._conn.closed)
+        self._admin = _Admin(self._conn, self._keys, keyring, clock, tokens)
 
     @classmethod
     async def connect(
@@ -98,8 +100,15 @@ class JetStreamTransport:
         password: str | None = None,
         nats_token: str | None = None,
         name: str = "mesafs",
+        present_tokens: bool = False,
     ) -> JetStreamTransport:
         """Connect to NATS and return a transport.
+
+        With ``present_tokens``, nothing connects here: every token the transport is
+        handed gets its own connection presenting it, and the server's auth callout and
+        the mesa service decide what it may do (`transports.jetstream._session`). Without
+        it the transport is trusted: one connection with the NATS credentials given, and
+        tokens checked here with ``keyring``.
 
         Args:
             servers: NATS URLs (``nats://host:port``) of one server or of a cluster.
@@ -112,6 +121,7 @@ class JetStreamTransport:
             password: NATS password.
             nats_token: NATS authentication token (not a mesa token).
             name: the connection name shown by the server.
+            present_tokens: connect once per token, presenting it (see above).
 
         Raises:
             UnavailableError: no server answered, or JetStream is not enabled, in time.
@@ -124,6 +134,23 @@ class JetStreamTransport:
             raise ValueError(f"replicas must be between 1 and 5, got {replicas}")
         if connect_timeout_s <= 0 or request_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if present_tokens:
+            if user is not None or password is not None or nats_token is not None:
+                raise ValueError("present_tokens connects with tokens, not NATS credentials")
+            tokens = _TokenSessions(
+                server_list,
+                replicas=replicas,
+                connect_timeout_s=connect_timeout_s,
+                request_timeout_s=request_timeout_s,
+                name=name,
+            )
+            return cls(
+                keyring,
+                clock or SystemClock(),
+                replicas=replicas,
+                request_timeout_s=request_timeout_s,
+                tokens=tokens,
+            )
         transport = cls(
             keyring, clock or SystemClock(), replicas=replicas, request_timeout_s=request_timeout_s
         )
@@ -162,9 +189,9 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time (the append may have
                 happened: retry with the same ``msg_id``).
         """
-        await self._authorize(token, log.org, log.repo, write=True)
-        await self._conn.ready(f"append to {log_subject(log)}")
-        return await self._log.append(
+        session = await self._authorize(token, log.org, log.repo, write=True)
+        await session.conn.ready(f"append to {log_subject(log)}")
+        return await session.log.append(
             log, payload, msg_id, max_payload_bytes=self.max_payload_bytes
         )
 
@@ -176,26 +203,18 @@ class JetStreamTransport:
             PermissionDeniedError: the token does not grant the repo.
             UnavailableError: the server did not answer in time.
         """
-        await self._authorize(token, log.org, log.repo, write=False)
-        await self._conn.ready(f"last sequence of {log_subject(log)}")
-        return await self._log.last_seq(log)
+        session = await self._authorize(token, log.org, log.repo, write=False)
+        await session.conn.ready(f"last sequence of {log_subject(log)}")
+        return await session.log.last_seq(log)
 
     async def subscribe(self, token: str, log: LogId, *, after_seq: int) -> JetStreamSubscription:
         """Return an ordered subscription to ``log`` starting after ``after_seq``.
 
-        The token is checked once, when subscribing. ``after_seq`` should be 0 or the
-        sequence of an entry of this change: it becomes the first delivery's
-        ``prev_seq``.
-
-        Raises:
-            TokenRejectedError: the token is invalid or expired.
-            PermissionDeniedError: the token does not grant the repo.
-            ValueError: ``after_seq`` is negative.
-            UnavailableError: the server did not answer in time.
+        Errors as `Transport.last_seq`.
         """
-        await self._authorize(token, log.org, log.repo, write=False)
-        await self._conn.ready(f"subscribe to {log_subject(log)}")
-        return await self._log.subscribe(log, after_seq)
+        session = await self._authorize(token, log.org, log.repo, write=False)
+        await session.conn.ready(f"subscribe to {log_subject(log)}")
+        return await session.log.subscribe(log, after_seq)
 
     # -- blobs ----------------------------------------------------------------
 
@@ -209,62 +228,38 @@ class JetStreamTransport:
             PayloadTooLargeError: ``data`` exceeds ``max_blob_bytes``.
             UnavailableError: the server did not answer in time.
         """
-        await self._authorize(token, org, repo, write=True)
-        await self._conn.ready(f"put a blob of {org}/{repo}")
-        return await self._blobs.put(org, repo, data, max_bytes=self.max_blob_bytes)
+        session = await self._authorize(token, org, repo, write=True)
+        await session.conn.ready(f"put a blob of {org}/{repo}")
+        return await session.blobs.put(org, repo, data, max_bytes=self.max_blob_bytes)
 
     async def put_blob_chunks(self, token: str, org: str, repo: str, chunks: ByteChunks) -> str:
         """Store the concatenated ``chunks`` once, streaming, and return their sha256 digest.
 
-        The token is checked before the first chunk is taken. An exception raised by
-        ``chunks`` propagates and stores nothing.
-
-        Raises:
-            InvalidNameError: ``org`` or ``repo`` is not a valid name.
-            TokenRejectedError: the token is invalid or expired.
-            PermissionDeniedError: the token does not grant the repo read-write.
-            PayloadTooLargeError: the chunks exceed ``max_blob_bytes`` (taken no further).
-            UnavailableError: the server did not answer in time.
-            TypeError: a chunk is not bytes-like.
+        Errors as `Transport.put_blob`.
         """
-        await self._authorize(token, org, repo, write=True)
-        await self._conn.ready(f"put a blob of {org}/{repo}")
-        return await self._blobs.put_chunks(org, repo, chunks, max_bytes=self.max_blob_bytes)
+        session = await self._authorize(token, org, repo, write=True)
+        await session.conn.ready(f"put a blob of {org}/{repo}")
+        return await session.blobs.put_chunks(org, repo, chunks, max_bytes=self.max_blob_bytes)
 
     async def get_blob(self, token: str, org: str, repo: str, digest: str) -> bytes:
         """Return the bytes stored under ``digest``.
 
-        Raises:
-            InvalidNameError: ``org`` or ``repo`` is not a valid name.
-            TokenRejectedError: the token is invalid or expired.
-            PermissionDeniedError: the token does not grant the repo.
-            MissingError: no blob is stored under ``digest`` in this repo.
-            UnavailableError: the server did not answer in time.
-            TransportError: the stored bytes are corrupt.
+        Errors as `Transport.put_blob_chunks`.
         """
-        await self._authorize(token, org, repo, write=False)
-        await self._conn.ready(f"get blob {digest} of {org}/{repo}")
-        return await self._blobs.get(org, repo, digest)
+        session = await self._authorize(token, org, repo, write=False)
+        await session.conn.ready(f"get blob {digest} of {org}/{repo}")
+        return await session.blobs.get(org, repo, digest)
 
     async def get_blob_chunks(
         self, token: str, org: str, repo: str, digest: str
     ) -> AsyncGenerator[bytes, None]:
         """Return a stream of the bytes stored under ``digest``, at most 1 MiB a piece.
 
-        The token is checked here, once. Close the stream (``aclose``) when stopping
-        early: it holds a consumer on the server until then.
-
-        Raises:
-            InvalidNameError: ``org`` or ``repo`` is not a valid name.
-            TokenRejectedError: the token is invalid or expired.
-            PermissionDeniedError: the token does not grant the repo.
-            MissingError: no blob is stored under ``digest`` in this repo.
-            UnavailableError: the server did not answer in time (here or while iterating).
-            TransportError: (while iterating) the stored bytes are corrupt.
+        Errors as `Transport.get_blob_chunks`.
         """
-        await self._authorize(token, org, repo, write=False)
-        await self._conn.ready(f"get blob {digest} of {org}/{repo}")
-        return await self._blobs.get_chunks(org, repo, digest)
+        session = await self._authorize(token, org, repo, write=False)
+        await session.conn.ready(f"get blob {digest} of {org}/{repo}")
+        return await session.blobs.get_chunks(org, repo, digest)
 
     # -- KV -------------------------------------------------------------------
 
@@ -277,33 +272,20 @@ class JetStreamTransport:
             PermissionDeniedError: the token does not grant the key's repo.
             UnavailableError: the server did not answer in time.
         """
-        await self._authorize_key(token, key, write=False)
-        await self._conn.ready(f"get {key}")
-        return await self._kv.get(key)
+        session = await self._authorize_key(token, key, write=False)
+        await session.conn.ready(f"get {key}")
+        return await session.kv.get(key)
 
     async def kv_put(
         self, token: str, key: str, value: bytes, *, expected_revision: int | None = None
     ) -> int:
         """Store ``value`` at ``key`` and return the new revision.
 
-        Args:
-            token: the caller's token; it must grant the key's repo read-write.
-            key: ``<org>.<repo>[.<token>...]``.
-            value: the record, at most ``max_payload_bytes``.
-            expected_revision: None for an unconditional put, 0 for "must not exist",
-                otherwise the revision the key must currently have.
-
-        Raises:
-            InvalidNameError: ``key`` is not valid.
-            TokenRejectedError: the token is invalid or expired.
-            PermissionDeniedError: the token does not grant the key's repo read-write.
-            RevisionMismatchError: the key's revision is not ``expected_revision``.
-            PayloadTooLargeError: ``value`` exceeds ``max_payload_bytes``.
-            UnavailableError: the server did not answer in time.
+        Errors as `Transport.kv_put`.
         """
-        await self._authorize_key(token, key, write=True)
-        await self._conn.ready(f"put {key}")
-        return await self._kv.put(
+        session = await self._authorize_key(token, key, write=True)
+        await session.conn.ready(f"put {key}")
+        return await session.kv.put(
             key, value, expected_revision, max_payload_bytes=self.max_payload_bytes
         )
 
@@ -312,20 +294,11 @@ class JetStreamTransport:
     ) -> None:
         """Delete ``key``, as a compare-and-set when ``expected_revision`` is given.
 
-        A delete writes a delete marker, which consumes a revision, so a key re-created
-        later gets a higher revision than any it had before.
-
-        Raises:
-            InvalidNameError: ``key`` is not valid.
-            TokenRejectedError: the token is invalid or expired.
-            PermissionDeniedError: the token does not grant the key's repo read-write.
-            RevisionMismatchError: the key's revision is not ``expected_revision``.
-            MissingError: the key does not exist (and no CAS failed first).
-            UnavailableError: the server did not answer in time.
+        Errors as `Transport.kv_delete`.
         """
-        await self._authorize_key(token, key, write=True)
-        await self._conn.ready(f"delete {key}")
-        await self._kv.delete(key, expected_revision)
+        session = await self._authorize_key(token, key, write=True)
+        await session.conn.ready(f"delete {key}")
+        await session.kv.delete(key, expected_revision)
 
     async def kv_keys(self, token: str, prefix: str) -> list[str]:
         """Return the keys that start with ``prefix`` and that the token may read, sorted.
@@ -336,18 +309,22 @@ class JetStreamTransport:
             TokenRejectedError: the token is invalid or expired.
             UnavailableError: the server did not answer in time.
         """
-        await self._keys.refresh(token)
-        claims = authenticate(self._keyring, self._clock.now_ms(), token, closed=self._conn.closed)
-        await self._conn.ready(f"list keys {prefix}*")
-        return await self._kv.keys(claims, prefix)
-
-    # -- lifecycle ------------------------------------------------------------
+        if self._tokens is not None:
+            session = await self._tokens.get(token)
+            claims = self._live_claims(session)
+        else:
+            session = self._trusted
+            await self._keys.refresh(token)
+            now, closed = self._clock.now_ms(), self._conn.closed
+            claims = authenticate(self._keyring, now, token, closed=closed)
+        await session.conn.ready(f"list keys {prefix}*")
+        return await session.kv.keys(claims, prefix)
 
     # -- API keys (records under ``_keys.<id>`` in the KV: `_keys._Keys`) ------
 
     async def put_key(self, token: str, record: KeyRecord) -> None:
         """See `Transport.put_key`."""
-        await self._keys.create(token, record, self.max_payload_bytes)
+        await self._admin.put_key(token, record, self.max_payload_bytes)
 
     async def bootstrap_key(self, record: KeyRecord) -> None:
         """Store ``record`` with this connection's NATS credentials (an operator's first key)."""
@@ -355,41 +332,63 @@ class JetStreamTransport:
 
     async def list_keys(self, token: str, org: str) -> list[KeyRecord]:
         """See `Transport.list_keys`."""
-        return await self._keys.list(token, org)
+        return await self._admin.list_keys(token, org)
 
     async def revoke_key(self, token: str, org: str, key_id: str) -> None:
         """See `Transport.revoke_key`."""
-        await self._keys.revoke(token, org, key_id, self.max_payload_bytes)
+        await self._admin.revoke_key(token, org, key_id, self.max_payload_bytes)
+
+    async def delete_repo_storage(self, token: str, org: str, repo: str) -> None:
+        """See `Transport.delete_repo_storage`."""
+        await self._admin.delete_repo_storage(token, org, repo)
 
     async def aclose(self) -> None:
-        """End every subscription and close the connection (idempotent).
+        """End every subscription and close the connections (idempotent).
 
         Later calls raise `UnavailableError`.
         """
+        if self._tokens is not None:
+            await self._tokens.aclose()
         await self._conn.aclose()
 
     @property
     def connected_server(self) -> str | None:
         """``host:port`` of the server this transport is connected to now, or None."""
-        url = self._conn.nc.connected_url
+        if self._tokens is not None:
+            urls = [s.conn.nc.connected_url for s in self._tokens.open_sessions()]
+            url = next((u for u in urls if u is not None), None)
+        else:
+            url = self._conn.nc.connected_url
         return None if url is None else str(url.netloc)
 
-    # -- internals ------------------------------------------------------------
-
-    async def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> Claims:
+    async def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> _Session:
+        """Check a call (names, closed, token, grant) and return the session to make it on."""
         validate_org(org)
         validate_repo(repo)
+        if self._tokens is not None:
+            session = await self._tokens.get(token)
+            check(self._live_claims(session), org, repo, write=write)
+            return session
         await self._keys.refresh(token)
         now, closed = self._clock.now_ms(), self._conn.closed
-        return authorize(self._keyring, now, token, org, repo, write=write, closed=closed)
+        authorize(self._keyring, now, token, org, repo, write=write, closed=closed)
+        return self._trusted
 
-    async def _authorize_key(self, token: str, key: str, *, write: bool) -> None:
+    async def _authorize_key(self, token: str, key: str, *, write: bool) -> _Session:
         validate_kv_key(key)
-        key_scope(key)
-        await self._keys.refresh(token)
-        authorize_key(
-            self._keyring, self._clock.now_ms(), token, key, write=write, closed=self._conn.closed
-        )
+        org, repo = key_scope(key)
+        return await self._authorize(token, org, repo, write=write)
+
+    def _live_claims(self, session: _Session) -> Claims:
+        """Return what the service said the session's token grants, unless it expired."""
+        assert session.claims is not None
+        assert self._tokens is not None
+        if self._tokens.payload_limit is not None:
+            self.max_payload_bytes = self._tokens.payload_limit
+        claims: Claims = session.claims
+        if self._clock.now_ms() >= claims.exp * 1000:
+            raise TokenRejectedError("token expired")
+        return claims
 
 
 if TYPE_CHECKING:

@@ -1,0 +1,174 @@
+"""Sessions: one NATS connection and the concerns over it; one per token in token mode.
+
+Invariants:
+
+- A **trusted** transport (given NATS credentials: the service, or a backend an operator
+  trusts) has one session; it checks tokens itself against the key records
+  (`transports.jetstream._keys`) and provisions storage directly.
+- A **token-mode** transport opens one session per token it is handed: the connection
+  presents the token as its NATS connect token and takes its inbox prefix from it
+  (`inbox_prefix`), so the server's auth callout decides what it may reach and nothing
+  depends on this process for safety. The session then asks the service what the
+  token really grants (``whoami``: verified, clamped to its key), so a call outside
+  that grant fails here with the same error the memory transport gives, before the
+  server would refuse it. Storage and keys go through the service (`_control`).
+- Sessions of tokens that expired are closed (the server ends them at expiry anyway);
+  at most `MAX_SESSIONS` are open, the least recently used closed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Final
+
+from transports.auth import Claims, unverified_claims
+from transports.base import TokenRejectedError, UnavailableError
+from transports.jetstream._blobs import _Blobs
+from transports.jetstream._connection import _Connection
+from transports.jetstream._control import call, claims_from_json
+from transports.jetstream._kv import _Kv
+from transports.jetstream._log import _Log
+from transports.jetstream._names import inbox_prefix
+from transports.jetstream._provision import _Provision
+
+#: The most token sessions a transport keeps open.
+MAX_SESSIONS: Final = 256
+
+
+class _Session:
+    """One connection and its logs, blobs and KV (see module docstring).
+
+    Args:
+        replicas: ``num_replicas`` of what it provisions.
+        request_timeout_s: the most one request may take.
+        token: the token the connection presents, or None for a trusted session.
+    """
+
+    def __init__(self, *, replicas: int, request_timeout_s: float, token: str | None) -> None:
+        self.conn = _Connection(replicas=replicas, request_timeout_s=request_timeout_s)
+        self.token = token
+        remote = None if token is None else self._provision_remote
+        self.provision = _Provision(self.conn, remote)
+        self.log = _Log(self.conn, self.provision)
+        self.blobs = _Blobs(self.conn, self.provision)
+        self.kv = _Kv(self.conn, self.provision)
+        self.claims: Claims | None = None
+
+    async def _provision_remote(self, org: str, repo: str) -> None:
+        assert self.token is not None
+        await call(self.conn, "provision", self.token, org=org, repo=repo)
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent)."""
+        await self.conn.aclose()
+
+
+class _TokenSessions:
+    """The sessions of a token-mode transport, opened on first use of each token."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        replicas: int,
+        connect_timeout_s: float,
+        request_timeout_s: float,
+        name: str,
+    ) -> None:
+        self._servers = list(servers)
+        self._replicas = replicas
+        self._connect_timeout_s = connect_timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._name = name
+        self._sessions: OrderedDict[str, asyncio.Task[_Session]] = OrderedDict()
+        self.closed = False
+        self.payload_limit: int | None = None
+
+    async def get(self, token: str) -> _Session:
+        """Return the open session of ``token``, connecting (and asking ``whoami``) first.
+
+        Raises:
+            TokenRejectedError: the token is malformed, expired, or the server refused it.
+            UnavailableError: no server (or no service) answered in time, or closed.
+        """
+        if self.closed:
+            raise UnavailableError("the transport is closed")
+        if not isinstance(token, str):
+            raise TokenRejectedError("a token must be a string")
+        await self._reap()
+        task = self._sessions.get(token)
+        if task is not None and task.done():
+            failed = task.cancelled() or task.exception() is not None
+            if failed or task.result().conn.nc.is_closed or task.result().conn.rejected:
+                if not failed:
+                    await task.result().aclose()
+                del self._sessions[token]
+                task = None
+        if task is None:
+            task = asyncio.ensure_future(self._open(token))
+            self._sessions[token] = task
+        self._sessions.move_to_end(token)
+        session = await asyncio.shield(task)
+        while len(self._sessions) > MAX_SESSIONS:
+            _, oldest = self._sessions.popitem(last=False)
+            if oldest.done() and not oldest.cancelled() and oldest.exception() is None:
+                await oldest.result().aclose()
+        return session
+
+    async def _open(self, token: str) -> _Session:
+        given = unverified_claims(token)  # TokenRejectedError when it is no token
+        if given.exp <= time.time():
+            raise TokenRejectedError("token expired")
+        session = _Session(
+            replicas=self._replicas, request_timeout_s=self._request_timeout_s, token=token
+        )
+        session.conn.expires_at_s = given.exp
+        try:
+            await session.conn.connect(
+                self._servers,
+                self._connect_timeout_s,
+                name=f"{self._name} {given.org} {given.mount_id}"[:128],
+                token=token,
+                inbox_prefix=inbox_prefix(token),
+            )
+            session.claims = claims_from_json(await call(session.conn, "whoami", token))
+        except BaseException:
+            await session.aclose()
+            raise
+        limit = session.conn.payload_limit()
+        self.payload_limit = limit if self.payload_limit is None else min(limit, self.payload_limit)
+        return session
+
+    async def _reap(self) -> None:
+        """Close the sessions of tokens that expired (the server closed them already)."""
+        now = time.time()
+        for token, task in list(self._sessions.items()):
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                continue
+            claims = task.result().claims
+            if claims is not None and claims.exp <= now:
+                del self._sessions[token]
+                await task.result().aclose()
+
+    def open_sessions(self) -> list[_Session]:
+        """Return the sessions connected now."""
+        return [
+            task.result()
+            for task in self._sessions.values()
+            if task.done() and not task.cancelled() and task.exception() is None
+        ]
+
+    async def aclose(self) -> None:
+        """Close every session (idempotent)."""
+        self.closed = True
+        tasks = list(self._sessions.values())
+        self._sessions.clear()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await (await task).aclose()
