@@ -1,0 +1,598 @@
+"""The NATS auth callout service: nats-server asks it, for every new connection, what to allow.
+
+nats-server (config mode, no operator; see `callout_config`) sends each connecting client's
+CONNECT options to ``$SYS.REQ.USER.AUTH`` as an *authorization request*: a JWT signed by the
+server's own ``N...`` key. `CalloutService` verifies that JWT, passes what it learned as an
+`AuthRequest` to an `Authorizer` (the application's policy: look the token up, check it,
+decide), and answers with an *authorization response* JWT signed by the callout issuer
+(an account nkey, `new_issuer`). The response carries a NATS *user JWT* built from the
+authorizer's `Grant`: the connection's name, its publish/subscribe allow and deny lists, its
+account and its expiry. The server then enforces those permissions on the connection and
+closes it at the expiry (the client sees ``-ERR 'User Authentication Expired'``).
+
+Invariants:
+
+- The service never dies on input. A request that is not a well-formed, correctly signed,
+  unexpired authorization request addressed to this issuer is answered with an empty reply
+  (the server's "deny"); an authorizer that raises `Denied`, raises anything else, or does
+  not answer in time gets an error response. Each request runs in its own task, at most
+  ``max_concurrency`` at once; beyond that a request is refused at once, not queued (the
+  server waits only ``auth_timeout``, 2 s by default, for an answer).
+- A `Grant`'s allow lists are exhaustive: an empty ``pub_allow`` means "publish nothing"
+  (NATS itself reads a missing allow list as "everything", so it is encoded as a deny of
+  ``>``). Every issued user JWT also denies ``$SYS.>`` for publish and subscribe: in config
+  mode the authorization requests, which carry every connecting client's token, travel in
+  the callout account on ``$SYS.REQ.USER.AUTH``, and a client subscribed to ``>`` would
+  otherwise read them.
+- Tokens and passwords are never logged, and are removed from any exception text that is
+  logged or sent to the server.
+- Only the JWT encoding is written here, because no kept library encodes NATS JWTs (pyjwt
+  has no ``ed25519-nkey`` algorithm, nats-jwt does not know authorization claims):
+  base64url without padding of a JSON header and of the claims, then of the Ed25519
+  signature of ``header.claims``. Keys, seeds and signatures come from ``nkeys`` (PyNaCl).
+
+Server configuration: the CONNECT line, which holds the token, is capped by
+``max_control_line`` (4096 bytes by default); `callout_config` raises it to
+`MAX_CONTROL_LINE_BYTES` so tokens up to ``max_token_bytes`` (16 KiB by default) reach the
+service. A longer CONNECT line is refused by the server itself
+(``-ERR 'Maximum Control Line Exceeded'``) before any callout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+import nkeys
+
+__all__ = [
+    "AUTH_CALLOUT_SUBJECT",
+    "MAX_CONTROL_LINE_BYTES",
+    "AuthRequest",
+    "Authorizer",
+    "CalloutService",
+    "Denied",
+    "Grant",
+    "callout_config",
+    "new_issuer",
+]
+
+#: The subject nats-server sends authorization requests to.
+AUTH_CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH"
+#: The ``max_control_line`` `callout_config` sets: room for a 16 KiB token and the rest of
+#: a CONNECT line (name, user, password, versions).
+MAX_CONTROL_LINE_BYTES = 32768
+
+_REQUEST_AUDIENCE = "nats-authorization-request"
+_JWT_ALG = "ed25519-nkey"
+_JWT_HEADER = {"typ": "JWT", "alg": _JWT_ALG}
+_SYS_SUBJECTS = "$SYS.>"
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+# A subject or a user name in a user JWT: printable, no whitespace.
+_SUBJECT = re.compile(r"[!-~]+")
+# A value written into the server config between double quotes.
+_CONFIG_VALUE = re.compile(r"[!#-\[\]-~]+")
+_PUBLIC_KEY_CHARS = 56
+# The authorizer gets until the request's own deadline plus this (the server's clock and ours
+# may differ by a little); an answer after the server gave up is wasted.
+_DEADLINE_SLACK_S = 1.0
+# aclose waits this long for requests in flight before cancelling them.
+_CLOSE_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """What the service learned from a verified authorization request.
+
+    Attributes:
+        token: the client's ``auth_token`` CONNECT option (None if absent).
+        user: the client's ``user`` CONNECT option.
+        password: the client's ``pass`` CONNECT option.
+        client_name: the connection name the client gave.
+        client_host: the client's IP address as the server saw it.
+        client_id: the server's connection id (cid) of the client.
+        user_nkey: the fresh ``U...`` key the server made for this attempt (the user JWT's sub).
+        server_id: the public key (``N...``) of the server asking (the response's aud).
+    """
+
+    token: str | None
+    user: str | None
+    password: str | None
+    client_name: str | None
+    client_host: str | None
+    client_id: int | None
+    user_nkey: str
+    server_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant:
+    """What an authorizer lets a connection do.
+
+    Attributes:
+        name: the user name shown in connz (``authorized_user``).
+        pub_allow: subjects (wildcards allowed) the connection may publish to; empty: none.
+        pub_deny: subjects it may not publish to, even if allowed.
+        sub_allow: subjects it may subscribe to; empty: none.
+        sub_deny: subjects it may not subscribe to (nor receive through a wildcard).
+        expires_at_s: the user JWT's exp, seconds since the epoch; the server closes the
+            connection then. None: no expiry.
+        account: the account the connection is placed in (config mode: its name).
+        tags: written into the user JWT's ``nats.tags`` (e.g. a key id).
+    """
+
+    name: str
+    pub_allow: tuple[str, ...]
+    pub_deny: tuple[str, ...] = ()
+    sub_allow: tuple[str, ...]
+    sub_deny: tuple[str, ...] = ()
+    expires_at_s: int | None
+    account: str = "$G"
+    tags: tuple[str, ...] = ()
+
+
+class Denied(Exception):  # noqa: N818 (the name is the interface)
+    """Raised by an authorizer to refuse a connection; the reason is logged, never shown to it."""
+
+
+#: The application's policy: a `Grant` for an `AuthRequest`, or `Denied`.
+Authorizer = Callable[[AuthRequest], Awaitable[Grant]]
+
+
+class _BadRequestError(Exception):
+    """Raised when an authorization request cannot be verified; its text says why."""
+
+
+def new_issuer() -> tuple[str, str]:
+    """Return a new callout issuer: (account seed ``SA...``, account public key ``A...``)."""
+    seed = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_ACCOUNT)
+    public = nkeys.from_seed(seed).public_key
+    return seed.decode("ascii"), public.decode("ascii")
+
+
+def callout_config(
+    issuer_public: str,
+    service_user: str,
+    service_password: str,
+    *,
+    bypass_users: Sequence[tuple[str, str]] = (),
+    account: str | None = None,
+    max_control_line_bytes: int | None = MAX_CONTROL_LINE_BYTES,
+) -> str:
+    """Return the nats-server config text that sends every connection to the callout.
+
+    The text is a ``max_control_line`` setting (unless ``max_control_line_bytes`` is None)
+    and an ``authorization`` block: the service's own login and the ``bypass_users`` as
+    static users that skip the callout, and ``auth_callout`` with the issuer. Changing it
+    needs a server restart (a reload refuses auth callout changes).
+
+    Args:
+        issuer_public: the issuer's account public key (``A...``, from `new_issuer`).
+        service_user: the user the callout service connects as.
+        service_password: its password.
+        bypass_users: more (user, password) pairs that skip the callout (admins, daemons).
+        account: the callout account (requests are sent there); None: the global ``$G``.
+            The account must be defined elsewhere in the config.
+        max_control_line_bytes: the server's ``max_control_line``; None leaves it out.
+
+    Raises:
+        ValueError: a key, name or password the config cannot hold.
+    """
+    if not _is_public_key(issuer_public, nkeys.PREFIX_BYTE_ACCOUNT):
+        raise ValueError("issuer_public must be an account public key (A...)")
+    users = [(service_user, service_password), *bypass_users]
+    names = [name for name, _ in users]
+    if len(set(names)) != len(names):
+        raise ValueError("user names must be distinct")
+    for value in (*names, *(password for _, password in users), *([account] if account else [])):
+        if not _CONFIG_VALUE.fullmatch(value):
+            raise ValueError(
+                "user names, passwords and the account must be printable ASCII "
+                "without spaces, quotes or backslashes"
+            )
+    entries = ", ".join(f'{{ user: "{name}", password: "{password}" }}' for name, password in users)
+    callout = [f'    issuer: "{issuer_public}"', f"    users: [{', '.join(map(_quote, names))}]"]
+    if account is not None:
+        callout.append(f'    account: "{account}"')
+    lines = []
+    if max_control_line_bytes is not None:
+        if max_control_line_bytes < 4096:
+            raise ValueError("max_control_line_bytes below the server default (4096)")
+        lines.append(f"max_control_line: {max_control_line_bytes}")
+    lines += [
+        "authorization {",
+        f"  users: [ {entries} ]",
+        "  auth_callout {",
+        *callout,
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _quote(value: str) -> str:
+    return f'"{value}"'
+
+
+class CalloutService:
+    """Answers nats-server's authorization requests with the authorizer's grants.
+
+    Run several (on several connections, one queue group) so new connections do not depend on
+    one process. The connection ``nc`` belongs to the caller: it must log in as a user that
+    bypasses the callout, and stays open after `aclose`.
+
+    Attributes:
+        served: requests answered with a user JWT.
+        denied: requests refused by the authorizer (`Denied`), or refused here because the
+            token or password is longer than ``max_token_bytes`` or the grant had expired.
+        errors: requests that could not be verified, authorizer failures (another exception,
+            or no answer by the request's deadline), refusals because ``max_concurrency``
+            requests were in flight, invalid grants, and replies that could not be sent.
+    """
+
+    def __init__(
+        self,
+        nc: Any,
+        issuer_seed: str,
+        authorizer: Authorizer,
+        *,
+        queue: str = "mesa-callout",
+        max_token_bytes: int = 16384,
+        max_concurrency: int = 64,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Prepare the service (nothing is subscribed before `start`).
+
+        Raises:
+            ValueError: ``issuer_seed`` is not an account seed (``SA...``), or a limit is
+                not positive.
+        """
+        try:
+            prefix, _ = nkeys.decode_seed(issuer_seed.encode("ascii"))
+            keypair = nkeys.from_seed(issuer_seed.encode("ascii"))
+        except (nkeys.NkeysError, UnicodeError, ValueError) as exc:
+            raise ValueError("issuer_seed is not an nkey seed") from exc
+        if prefix != nkeys.PREFIX_BYTE_ACCOUNT:
+            raise ValueError("issuer_seed must be an account seed (SA...)")
+        if max_token_bytes <= 0 or max_concurrency <= 0:
+            raise ValueError("max_token_bytes and max_concurrency must be positive")
+        self._nc = nc
+        self._keypair = keypair
+        self.issuer_public: str = keypair.public_key.decode("ascii")
+        self._authorizer = authorizer
+        self._queue = queue
+        self._max_token_bytes = max_token_bytes
+        self._max_concurrency = max_concurrency
+        self._log = logger or logging.getLogger("transports.jetstream.callout")
+        self._sub: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served = 0
+        self.denied = 0
+        self.errors = 0
+
+    async def start(self) -> None:
+        """Subscribe to `AUTH_CALLOUT_SUBJECT` in the queue group and flush.
+
+        Raises:
+            RuntimeError: already started.
+        """
+        if self._sub is not None:
+            raise RuntimeError("the callout service is already started")
+        self._sub = await self._nc.subscribe(
+            AUTH_CALLOUT_SUBJECT, queue=self._queue, cb=self._on_message
+        )
+        # The server must know the subscription before a client counts on it.
+        await self._nc.flush()
+
+    async def aclose(self) -> None:
+        """Stop taking requests; let those in flight finish briefly, then cancel them."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=_CLOSE_GRACE_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def __aenter__(self) -> CalloutService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _on_message(self, msg: Any) -> None:
+        # nats-py runs a subscription's callbacks one after another: hand the work to a task
+        # so a slow authorizer holds up only its own request.
+        if len(self._tasks) >= self._max_concurrency:
+            self.errors += 1
+            self._log.warning("auth callout: %d requests in flight, refusing one", len(self._tasks))
+            task = asyncio.create_task(self._reply(msg.reply, b""))
+        else:
+            task = asyncio.create_task(self._handle(msg.data, msg.reply))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, data: bytes, reply: str) -> None:
+        try:
+            request, deadline_s = _parse_request(data, self.issuer_public)
+        except _BadRequestError as exc:
+            self.errors += 1
+            self._log.warning("auth callout: unverifiable request refused: %s", exc)
+            await self._reply(reply, b"")
+            return
+        secrets_ = [s for s in (request.token, request.password) if s]
+        if any(len(s.encode("utf-8")) > self._max_token_bytes for s in secrets_):
+            self.denied += 1
+            self._log.info(
+                "auth callout: refused client %s: credential longer than %d bytes",
+                request.client_id,
+                self._max_token_bytes,
+            )
+            await self._reply(reply, self._error_response(request, "credential too long"))
+            return
+        response = await self._decide(request, deadline_s, secrets_)
+        await self._reply(reply, response)
+
+    async def _decide(self, request: AuthRequest, deadline_s: float, secrets_: list[str]) -> bytes:
+        """Run the authorizer and return the signed response (a user JWT or an error)."""
+        timeout_s = max(deadline_s - time.time(), 0.0) + _DEADLINE_SLACK_S
+        try:
+            async with asyncio.timeout(timeout_s):
+                grant = await self._authorizer(request)
+        except Denied as exc:
+            self.denied += 1
+            reason = _redact(str(exc), secrets_) or "denied"
+            self._log.info("auth callout: denied client %s: %s", request.client_id, reason)
+            return self._error_response(request, reason)
+        except TimeoutError:
+            self.errors += 1
+            self._log.error(
+                "auth callout: authorizer gave no answer in %.1f s (client %s)",
+                timeout_s,
+                request.client_id,
+            )
+            return self._error_response(request, "authorizer timed out")
+        except Exception as exc:
+            self.errors += 1
+            self._log.error(
+                "auth callout: authorizer failed for client %s: %s: %s",
+                request.client_id,
+                type(exc).__name__,
+                _redact(str(exc), secrets_),
+            )
+            return self._error_response(request, f"authorizer failed: {type(exc).__name__}")
+        try:
+            user_jwt = self._user_jwt(request, grant)
+        except ValueError as exc:
+            self.errors += 1
+            self._log.error("auth callout: invalid grant for client %s: %s", request.client_id, exc)
+            return self._error_response(request, "invalid grant")
+        if grant.expires_at_s is not None and grant.expires_at_s <= int(time.time()):
+            self.denied += 1
+            self._log.info("auth callout: denied client %s: grant expired", request.client_id)
+            return self._error_response(request, "grant expired")
+        self.served += 1
+        self._log.debug("auth callout: granted %r to client %s", grant.name, request.client_id)
+        return self._response(request, {"jwt": user_jwt})
+
+    def _user_jwt(self, request: AuthRequest, grant: Grant) -> str:
+        """Return the user JWT for ``grant``; `ValueError` if the grant is malformed."""
+        for subject in (*grant.pub_allow, *grant.pub_deny, *grant.sub_allow, *grant.sub_deny):
+            if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+                raise ValueError(f"subject {subject!r} is empty or has whitespace")
+        if not grant.name or not grant.account or "\n" in grant.name:
+            raise ValueError("a grant needs a one-line name and an account")
+        if grant.expires_at_s is not None and not isinstance(grant.expires_at_s, int):
+            raise ValueError("expires_at_s must be an int")
+        user: dict[str, Any] = {
+            "pub": _permission(grant.pub_allow, grant.pub_deny),
+            "sub": _permission(grant.sub_allow, grant.sub_deny),
+            # No limits beyond the account's (what nats-io/jwt writes for a new user).
+            "subs": -1,
+            "data": -1,
+            "payload": -1,
+            "type": "user",
+            "version": 2,
+        }
+        if grant.tags:
+            user["tags"] = list(grant.tags)
+        claims: dict[str, Any] = {"aud": grant.account, "name": grant.name}
+        if grant.expires_at_s is not None:
+            claims["exp"] = grant.expires_at_s
+        claims["sub"] = request.user_nkey
+        return self._encode(claims, user)
+
+    def _error_response(self, request: AuthRequest, reason: str) -> bytes:
+        return self._response(request, {"error": reason})
+
+    def _response(self, request: AuthRequest, body: dict[str, str]) -> bytes:
+        claims = {"aud": request.server_id, "sub": request.user_nkey}
+        nats = {**body, "type": "authorization_response", "version": 2}
+        return self._encode(claims, nats).encode("ascii")
+
+    def _encode(self, claims: Mapping[str, Any], nats: Mapping[str, Any]) -> str:
+        """Return a JWT of ``claims`` (plus iat, iss, jti) and ``nats``, signed by the issuer."""
+        full = {**claims, "iat": int(time.time()), "iss": self.issuer_public}
+        full["jti"] = _jti(full)
+        full["nats"] = dict(nats)
+        signing_input = f"{_b64_json(_JWT_HEADER)}.{_b64_json(full)}"
+        signature = self._keypair.sign(signing_input.encode("ascii"))
+        return f"{signing_input}.{_b64(signature)}"
+
+    async def _reply(self, reply: str, payload: bytes) -> None:
+        if not reply:
+            self.errors += 1
+            self._log.warning("auth callout: request without a reply subject dropped")
+            return
+        try:
+            await self._nc.publish(reply, payload)
+        except Exception as exc:
+            self.errors += 1
+            self._log.error("auth callout: reply not sent: %s: %s", type(exc).__name__, exc)
+
+
+def _permission(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str]]:
+    # An empty allow list means "no limit" to nats-server: say "nothing" with a deny of ">".
+    denied = [*deny, _SYS_SUBJECTS] if allow else [">"]
+    result: dict[str, list[str]] = {"deny": sorted(set(denied))}
+    if allow:
+        result["allow"] = list(allow)
+    return result
+
+
+def _parse_request(data: bytes, issuer_public: str) -> tuple[AuthRequest, float]:
+    """Verify an authorization request JWT; return it and its deadline (exp, epoch seconds).
+
+    Raises:
+        _BadRequestError: not a JWT, not ``ed25519-nkey``, not signed by the server key it names,
+            not an authorization request for ``issuer_public``, expired, or missing fields.
+    """
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise _BadRequestError("not ASCII (an encrypted request? xkey is not supported)") from exc
+    chunks = text.split(".")
+    if len(chunks) != 3:
+        raise _BadRequestError(f"expected 3 JWT chunks, got {len(chunks)}")
+    header = _json_chunk(chunks[0], "header")
+    if str(header.get("typ", "")).upper() != "JWT" or header.get("alg") != _JWT_ALG:
+        raise _BadRequestError(f"header must be typ JWT, alg {_JWT_ALG}")
+    claims = _json_chunk(chunks[1], "claims")
+    server_key = claims.get("iss")
+    if not isinstance(server_key, str) or not _is_public_key(server_key, nkeys.PREFIX_BYTE_SERVER):
+        raise _BadRequestError("iss is not a server public key")
+    signature = _unb64(chunks[2], "signature")
+    verify_key = nacl.signing.VerifyKey(_raw_public_key(server_key))
+    try:
+        verify_key.verify(f"{chunks[0]}.{chunks[1]}".encode("ascii"), signature)
+    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+        raise _BadRequestError("bad signature") from exc
+    if claims.get("aud") != _REQUEST_AUDIENCE:
+        raise _BadRequestError(f"aud is not {_REQUEST_AUDIENCE}")
+    if claims.get("sub") != issuer_public:
+        raise _BadRequestError("sub is not this callout's issuer")
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or isinstance(exp, bool):
+        raise _BadRequestError("exp missing")
+    if time.time() > exp:
+        raise _BadRequestError("request expired")
+    return _request_fields(claims, server_key), float(exp)
+
+
+def _request_fields(claims: dict[str, Any], server_key: str) -> AuthRequest:
+    nats = claims.get("nats")
+    if not isinstance(nats, dict):
+        raise _BadRequestError("nats claims missing")
+    if nats.get("type") != "authorization_request" or nats.get("version") != 2:
+        raise _BadRequestError("not an authorization_request of version 2")
+    user_nkey = nats.get("user_nkey")
+    if not isinstance(user_nkey, str) or not _is_public_key(user_nkey, nkeys.PREFIX_BYTE_USER):
+        raise _BadRequestError("user_nkey is not a user public key")
+    server = _dict_field(nats, "server_id")
+    if server.get("id") != server_key:
+        raise _BadRequestError("server_id.id is not the signing server")
+    client = _dict_field(nats, "client_info")
+    connect = _dict_field(nats, "connect_opts")
+    client_id = client.get("id")
+    if not isinstance(client_id, int) or isinstance(client_id, bool):
+        client_id = None
+    return AuthRequest(
+        token=_str_field(connect, "auth_token"),
+        user=_str_field(connect, "user"),
+        password=_str_field(connect, "pass"),
+        client_name=_str_field(connect, "name"),
+        client_host=_str_field(client, "host"),
+        client_id=client_id,
+        user_nkey=user_nkey,
+        server_id=server_key,
+    )
+
+
+def _dict_field(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    value = parent.get(key, {})
+    if not isinstance(value, dict):
+        raise _BadRequestError(f"{key} is not an object")
+    return value
+
+
+def _str_field(parent: dict[str, Any], key: str) -> str | None:
+    value = parent.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _BadRequestError(f"{key} is not a string")
+    return value
+
+
+def _json_chunk(chunk: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_unb64(chunk, what))
+    except (ValueError, RecursionError) as exc:
+        raise _BadRequestError(f"{what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise _BadRequestError(f"{what} is not a JSON object")
+    return value
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64_json(value: Mapping[str, Any]) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def _unb64(chunk: str, what: str) -> bytes:
+    # Strict like Go's RawURLEncoding: the URL alphabet, no padding.
+    if not _B64URL.fullmatch(chunk) or len(chunk) % 4 == 1:
+        raise _BadRequestError(f"{what} is not unpadded base64url")
+    try:
+        return base64.urlsafe_b64decode(chunk + "=" * (-len(chunk) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise _BadRequestError(f"{what} is not unpadded base64url") from exc
+
+
+def _jti(claims: Mapping[str, Any]) -> str:
+    """Return the JWT id as nats-io/jwt makes it: base32 sha512/256 of the standard claims."""
+    order = ("aud", "exp", "iat", "iss", "name", "nbf", "sub")
+    standard = {key: claims[key] for key in order if claims.get(key)}
+    digest = hashlib.new("sha512_256", json.dumps(standard, separators=(",", ":")).encode())
+    return base64.b32encode(digest.digest()).decode("ascii").rstrip("=")
+
+
+def _raw_public_key(key: str) -> bytes:
+    return base64.b32decode(key)[1:33]
+
+
+def _is_public_key(key: str, prefix: int) -> bool:
+    """Return whether ``key`` is an nkey public key of role ``prefix`` with a valid checksum."""
+    if not isinstance(key, str) or len(key) != _PUBLIC_KEY_CHARS:
+        return False
+    try:
+        raw = base64.b32decode(key)
+    except (binascii.Error, ValueError):
+        return False
+    checksum = int.from_bytes(raw[-2:], "little")
+    return len(raw) == 35 and raw[0] == prefix and nkeys.crc16(raw[:-2]) == checksum
+
+
+def _redact(text: str, secrets_: Sequence[str]) -> str:
+    for secret in secrets_:
+        text = text.replace(secret, "<redacted>")
+    return text
