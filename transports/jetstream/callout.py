@@ -319,6 +319,10 @@ class CalloutService:
     async def _on_message(self, msg: Any) -> None:
         # nats-py runs a subscription's callbacks one after another: hand the work to a task
         # so a slow authorizer holds up only its own request.
+        if not msg.reply:
+            self.errors += 1
+            self._log.warning("auth callout: request without a reply subject dropped")
+            return
         if len(self._tasks) >= self._max_concurrency:
             self.errors += 1
             self._log.warning("auth callout: %d requests in flight, refusing one", len(self._tasks))
@@ -436,10 +440,6 @@ class CalloutService:
         return f"{signing_input}.{_b64(signature)}"
 
     async def _reply(self, reply: str, payload: bytes) -> None:
-        if not reply:
-            self.errors += 1
-            self._log.warning("auth callout: request without a reply subject dropped")
-            return
         try:
             await self._nc.publish(reply, payload)
         except Exception as exc:
