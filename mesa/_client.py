@@ -12,7 +12,6 @@ Their errors are `ApiError` subclasses (`NotFoundError`, `ConflictError` ...).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ from mesa._records import (
     bookmark_key,
     change_key,
     repo_key,
-    repo_prefix,
 )
 from mesa._store import RepoStore, open_store
 from mesa._types import DiskCacheConfig, RepoConfig
@@ -217,27 +215,20 @@ class Repos:
         return [await self.get(name) for name in names]
 
     async def delete(self, name: str) -> None:
-        """Delete the repo ``name``: its record, bookmarks, changes and snapshot records.
+        """Delete the repo ``name``: its records, logs and blobs, all at once (admin key).
 
-        The repo record goes last, so an interrupted delete can be run again. The log
-        stream and the blobs stay in the transport, unreachable (docs/versioning.md).
+        Its record bucket, log stream and blob store are deleted by the server side in
+        one request, so nothing of the repo stays behind and a refused delete (not an
+        admin) changes nothing. Close the mounts of the repo first: what they write
+        after the delete belongs to no repo (docs/versioning.md).
 
         Raises:
             NotFoundError: no such repo.
+            AuthorizationError: the key is not an admin key of the org.
         """
         ctx = self._ctx
         await self.get(name)
-        token = ctx.management_token()
-        t = ctx.gateway
-        key = repo_key(ctx.org, name)
-        try:
-            for other in await t.kv_keys(token, repo_prefix(ctx.org, name)):
-                if other != key:
-                    with contextlib.suppress(NotFoundError):
-                        await t.kv_delete(token, other)
-            await t.kv_delete(token, key)
-        except NotFoundError as exc:
-            raise NotFoundError(f"repo {ctx.org}/{name} not found") from exc
+        await ctx.gateway.delete_repo_storage(ctx.management_token(), ctx.org, name)
 
 
 class Changes:

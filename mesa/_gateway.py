@@ -195,6 +195,11 @@ class Gateway:
         with _mapped():
             await self.raw.revoke_key(token, org, key_id)
 
+    async def delete_repo_storage(self, token: str, org: str, repo: str) -> None:
+        """See `Transport.delete_repo_storage`."""
+        with _mapped():
+            await self.raw.delete_repo_storage(token, org, repo)
+
     async def aclose(self) -> None:
         """Close the transport."""
         with _mapped():

@@ -136,6 +136,10 @@ class LazyTransport:
         """See `Transport.revoke_key`."""
         await (await self.get()).revoke_key(token, org, key_id)
 
+    async def delete_repo_storage(self, token: str, org: str, repo: str) -> None:
+        """See `Transport.delete_repo_storage`."""
+        await (await self.get()).delete_repo_storage(token, org, repo)
+
     async def aclose(self) -> None:
         """Close this loop's connection (others close with their loops)."""
         task = self._by_loop.pop(asyncio.get_running_loop(), None)

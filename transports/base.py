@@ -289,6 +289,10 @@ class Transport(Protocol):
         """Revoke a key of ``org`` (admin keys only); a missing key raises MissingError."""
         ...
 
+    async def delete_repo_storage(self, token: str, org: str, repo: str) -> None:
+        """Delete every log, blob and record of ``org/repo`` (admin keys only); idempotent."""
+        ...
+
     async def aclose(self) -> None:
         """Release every resource the transport holds."""
         ...

@@ -58,6 +58,8 @@ from transports.base import (
     RevisionMismatchError,
     UnavailableError,
     blob_pieces,
+    validate_org,
+    validate_repo,
 )
 from transports.keys import KeyRecord
 
@@ -445,6 +447,24 @@ class MemoryTransport:
         if record is None or record.org != org:
             raise MissingError(f"no key {key_id!r} in org {org!r}")
         self._keyring.put(replace(record, revoked=True))
+
+    async def delete_repo_storage(self, token: str, org: str, repo: str) -> None:
+        """Delete every log, blob and record of ``org/repo`` (see `Transport.delete_repo_storage`).
+
+        Open subscriptions to its logs end.
+        """
+        validate_org(org)
+        validate_repo(repo)
+        authorize_admin(self._keyring, self._clock.now_ms(), token, org, closed=self._closed)
+        stream = self._streams.pop((org, repo), None)
+        if stream is not None:
+            for subscribers in stream.subscribers.values():
+                for subscription in list(subscribers):
+                    subscription.close_nowait()
+        self._blobs.pop((org, repo), None)
+        prefix = f"{org}.{repo}."
+        for key in [key for key in self._kv if key.startswith(prefix)]:
+            del self._kv[key]
 
     # -- lifecycle ------------------------------------------------------------
 

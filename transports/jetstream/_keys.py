@@ -60,10 +60,14 @@ class _Keys:
             kid = str(jwt.get_unverified_header(token).get("kid", ""))
         except jwt.PyJWTError:
             return  # the verifier says why
+        await self.refresh_id(kid)
+
+    async def refresh_id(self, kid: str, *, force: bool = False) -> None:
+        """Bring the record of the key ``kid`` up to date (``force``: even if read just now)."""
         if not KEY_ID_RE.match(kid):
             return
         now = time.monotonic()
-        if now - self._fetched.get(kid, -KEY_REFRESH_S) < KEY_REFRESH_S:
+        if not force and now - self._fetched.get(kid, -KEY_REFRESH_S) < KEY_REFRESH_S:
             return
         try:
             entry = await self._kv.get(key_record_key(kid))

@@ -168,8 +168,14 @@ class _Kv:
                 return
         raise UnavailableError(f"{key} changed {_CAS_ATTEMPTS} times while it was being deleted")
 
-    async def keys(self, claims: Claims, prefix: str) -> list[str]:
-        """Return the keys that start with ``prefix`` and that ``claims`` may read, sorted."""
+    async def keys(
+        self, claims: Claims, prefix: str, *, only: frozenset[str] | None = None
+    ) -> list[str]:
+        """Return the keys that start with ``prefix`` and that ``claims`` may read, sorted.
+
+        ``only``, if given, limits a listing across repos to those repos (the repos a
+        token's connection may reach).
+        """
         subject_filter = _kv_filter(prefix, claims.org)
         if subject_filter is None:
             return []
@@ -180,7 +186,7 @@ class _Kv:
             repos = [
                 repo
                 for repo in await self.live_keys(index_bucket(claims.org), ">")
-                if f"{claims.org}.{repo}.".startswith(prefix)
+                if f"{claims.org}.{repo}.".startswith(prefix) and (only is None or repo in only)
             ]
         keys: list[str] = []
         for repo in repos:

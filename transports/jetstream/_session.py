@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
-from transports.auth import Claims, unverified_claims
+from transports.auth import ALL_REPOS, Claims, unverified_claims
 from transports.base import TokenRejectedError, UnavailableError
 from transports.jetstream._blobs import _Blobs
 from transports.jetstream._connection import _Connection
@@ -37,6 +37,8 @@ from transports.jetstream._provision import _Provision
 
 #: The most token sessions a transport keeps open.
 MAX_SESSIONS: Final = 256
+#: The least time between two renewals of one token's session (seconds).
+_RENEW_EVERY_S: Final = 1.0
 
 
 class _Session:
@@ -57,6 +59,11 @@ class _Session:
         self.blobs = _Blobs(self.conn, self.provision)
         self.kv = _Kv(self.conn, self.provision)
         self.claims: Claims | None = None
+        # The repos the callout let this connection reach (``whoami``), and whether
+        # they are "every repo of the org when it connected".
+        self.granted: frozenset[str] = frozenset()
+        self.org_wide = False
+        self.opened_at = time.monotonic()
 
     async def _provision_remote(self, org: str, repo: str) -> None:
         assert self.token is not None
@@ -85,6 +92,7 @@ class _TokenSessions:
         self._request_timeout_s = request_timeout_s
         self._name = name
         self._sessions: OrderedDict[str, asyncio.Task[_Session]] = OrderedDict()
+        self._retired: list[_Session] = []
         self.closed = False
         self.payload_limit: int | None = None
 
@@ -135,7 +143,10 @@ class _TokenSessions:
                 token=token,
                 inbox_prefix=inbox_prefix(token),
             )
-            session.claims = claims_from_json(await call(session.conn, "whoami", token))
+            reply = await call(session.conn, "whoami", token)
+            session.claims = claims_from_json(reply)
+            session.granted = frozenset(str(r) for r in reply.get("granted", ()))
+            session.org_wide = ALL_REPOS in session.claims.repos
         except BaseException:
             await session.aclose()
             raise
@@ -143,9 +154,31 @@ class _TokenSessions:
         self.payload_limit = limit if self.payload_limit is None else min(limit, self.payload_limit)
         return session
 
+    async def renew(self, token: str, *, force: bool = False) -> _Session:
+        """Return a new session of ``token`` (an org-wide token: a repo was created since).
+
+        The callout lists an org's repos when a connection opens, so reaching a repo made
+        later takes a new connection. The old one stays open for the subscriptions made
+        on it and is closed once it has none (or its token expired). Unless ``force``d
+        (a repo was just created), at most one renewal a second per token: a read of a
+        repo that does not exist does not open a connection each time.
+        """
+        task = self._sessions.get(token)
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            old = task.result()
+            if not force and time.monotonic() - old.opened_at < _RENEW_EVERY_S:
+                return old
+            del self._sessions[token]
+            self._retired.append(old)
+        return await self.get(token)
+
     async def _reap(self) -> None:
         """Close the sessions of tokens that expired (the server closed them already)."""
         now = time.time()
+        for old in list(self._retired):
+            if not old.conn.subscriptions or (old.claims is not None and old.claims.exp <= now):
+                self._retired.remove(old)
+                await old.aclose()
         for token, task in list(self._sessions.items()):
             if not task.done() or task.cancelled() or task.exception() is not None:
                 continue
@@ -167,6 +200,9 @@ class _TokenSessions:
         self.closed = True
         tasks = list(self._sessions.values())
         self._sessions.clear()
+        for old in self._retired:
+            await old.aclose()
+        self._retired.clear()
         for task in tasks:
             if not task.done():
                 task.cancel()

@@ -36,6 +36,8 @@ from transports.base import (
     Clock,
     KvEntry,
     LogId,
+    MissingError,
+    PermissionDeniedError,
     SystemClock,
     TokenRejectedError,
     validate_kv_key,
@@ -43,8 +45,9 @@ from transports.base import (
     validate_repo,
 )
 from transports.jetstream._admin import _Admin
+from transports.jetstream._control import call
 from transports.jetstream._keys import _Keys
-from transports.jetstream._names import HEADER_RESERVE, log_subject
+from transports.jetstream._names import HEADER_RESERVE, index_bucket, log_subject
 from transports.jetstream._session import _Session, _TokenSessions
 from transports.jetstream._subscription import JetStreamSubscription
 
@@ -204,6 +207,8 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         session = await self._authorize(token, log.org, log.repo, write=False)
+        if self._absent(session, log.repo):
+            return 0
         await session.conn.ready(f"last sequence of {log_subject(log)}")
         return await session.log.last_seq(log)
 
@@ -212,7 +217,9 @@ class JetStreamTransport:
 
         Errors as `Transport.last_seq`.
         """
-        session = await self._authorize(token, log.org, log.repo, write=False)
+        session = await self._authorize(token, log.org, log.repo, write=False, provision=True)
+        if self._absent(session, log.repo):
+            raise MissingError(f"{log.org}/{log.repo} does not exist")
         await session.conn.ready(f"subscribe to {log_subject(log)}")
         return await session.log.subscribe(log, after_seq)
 
@@ -247,6 +254,8 @@ class JetStreamTransport:
         Errors as `Transport.put_blob_chunks`.
         """
         session = await self._authorize(token, org, repo, write=False)
+        if self._absent(session, repo):
+            raise MissingError(f"no blob {digest!r} in {org}/{repo}")
         await session.conn.ready(f"get blob {digest} of {org}/{repo}")
         return await session.blobs.get(org, repo, digest)
 
@@ -258,6 +267,8 @@ class JetStreamTransport:
         Errors as `Transport.get_blob_chunks`.
         """
         session = await self._authorize(token, org, repo, write=False)
+        if self._absent(session, repo):
+            raise MissingError(f"no blob {digest!r} in {org}/{repo}")
         await session.conn.ready(f"get blob {digest} of {org}/{repo}")
         return await session.blobs.get_chunks(org, repo, digest)
 
@@ -273,6 +284,8 @@ class JetStreamTransport:
             UnavailableError: the server did not answer in time.
         """
         session = await self._authorize_key(token, key, write=False)
+        if self._absent(session, key_scope(key)[1]):
+            return None
         await session.conn.ready(f"get {key}")
         return await session.kv.get(key)
 
@@ -309,16 +322,22 @@ class JetStreamTransport:
             TokenRejectedError: the token is invalid or expired.
             UnavailableError: the server did not answer in time.
         """
+        only: frozenset[str] | None = None
         if self._tokens is not None:
             session = await self._tokens.get(token)
             claims = self._live_claims(session)
+            if session.org_wide:
+                await session.conn.ready(f"list keys {prefix}*")
+                if set(await session.kv.live_keys(index_bucket(claims.org), ">")) - session.granted:
+                    session = await self._tokens.renew(token)
+                only = session.granted
         else:
             session = self._trusted
             await self._keys.refresh(token)
             now, closed = self._clock.now_ms(), self._conn.closed
             claims = authenticate(self._keyring, now, token, closed=closed)
         await session.conn.ready(f"list keys {prefix}*")
-        return await session.kv.keys(claims, prefix)
+        return await session.kv.keys(claims, prefix, only=only)
 
     # -- API keys (records under ``_keys.<id>`` in the KV: `_keys._Keys`) ------
 
@@ -361,13 +380,25 @@ class JetStreamTransport:
             url = self._conn.nc.connected_url
         return None if url is None else str(url.netloc)
 
-    async def _authorize(self, token: str, org: str, repo: str, *, write: bool) -> _Session:
+    async def _authorize(
+        self, token: str, org: str, repo: str, *, write: bool, provision: bool | None = None
+    ) -> _Session:
         """Check a call (names, closed, token, grant) and return the session to make it on."""
         validate_org(org)
         validate_repo(repo)
         if self._tokens is not None:
             session = await self._tokens.get(token)
-            check(self._live_claims(session), org, repo, write=write)
+            claims = self._live_claims(session)
+            check(claims, org, repo, write=write)
+            if session.org_wide and repo not in session.granted:
+                # A repo the connection's grant predates (or none): create it if this
+                # writes, then take a connection whose grant lists it.
+                create = (write if provision is None else provision) and _may_write(
+                    claims, org, repo
+                )
+                if create:
+                    await call(session.conn, "provision", token, org=org, repo=repo)
+                session = await self._tokens.renew(token, force=create)
             return session
         await self._keys.refresh(token)
         now, closed = self._clock.now_ms(), self._conn.closed
@@ -379,6 +410,10 @@ class JetStreamTransport:
         org, repo = key_scope(key)
         return await self._authorize(token, org, repo, write=write)
 
+    def _absent(self, session: _Session, repo: str) -> bool:
+        """Whether ``repo`` does not exist for an org-wide session that just renewed."""
+        return session.org_wide and repo not in session.granted
+
     def _live_claims(self, session: _Session) -> Claims:
         """Return what the service said the session's token grants, unless it expired."""
         assert session.claims is not None
@@ -389,6 +424,14 @@ class JetStreamTransport:
         if self._clock.now_ms() >= claims.exp * 1000:
             raise TokenRejectedError("token expired")
         return claims
+
+
+def _may_write(claims: Claims, org: str, repo: str) -> bool:
+    try:
+        check(claims, org, repo, write=True)
+    except PermissionDeniedError:
+        return False
+    return True
 
 
 if TYPE_CHECKING:
