@@ -50,6 +50,10 @@ class Context:
     clock: Clock
     api_key: str = field(repr=False)
     snapshot_every: int | None
+    # The management token in use and when (ms) to sign the next one.
+    _management: list[tuple[str, int]] = field(
+        default_factory=list, repr=False, compare=False, hash=False
+    )
 
     @property
     def holds_token(self) -> bool:
@@ -105,11 +109,18 @@ class Context:
     def management_token(self) -> str:
         """Return a short-lived token for repo, record and key management.
 
-        It asks for every scope; the server clamps it to what the key has.
+        It asks for every scope; the server clamps it to what the key has. One token
+        serves until half its lifetime has passed (a token-mode transport opens one
+        connection per token, so signing one per call would open one per call).
         """
-        return self.sign_token(
+        now = self.clock.now_ms()
+        if self._management and now < self._management[0][1]:
+            return self._management[0][0]
+        token = self.sign_token(
             {ALL_REPOS: READ_WRITE}, MANAGEMENT_TOKEN_TTL_S, "client", scopes=SCOPES
         )[0]
+        self._management[:] = [(token, now + MANAGEMENT_TOKEN_TTL_S * 500)]
+        return token
 
     def new_change_id(self) -> str:
         """Return a fresh random change id."""

@@ -1,7 +1,11 @@
 """Which transport a client uses when it is given none, and connecting it lazily.
 
-- ``MESA_NATS_URL=nats://a,nats://b`` — an existing NATS deployment (``MESA_REPLICAS``
-  sets stream replicas); the client's API key (``api_key=`` or ``MESA_API_KEY``) is required.
+- ``MESA_NATS_URL=nats://a,nats://b`` — an existing NATS deployment with the mesa
+  service beside it (``MESA_REPLICAS`` sets stream replicas); the client's API key or
+  token (``api_key=`` or ``MESA_API_KEY``) is required, and every connection presents a
+  token the deployment's auth callout checks. With NATS credentials in the URL
+  (``nats://user:password@host``) the client is trusted instead: one connection with
+  those credentials, tokens checked in this process (docs/operations.md).
 - ``MESA_NATS_URL=memory://`` — an in-process memory transport shared by the clients
   of this process only (no persistence; for trying things out and for tests).
 - unset — the embedded default: the host's local nats-server (mesa/server.py), started
@@ -13,7 +17,8 @@
 
 A client is built synchronously but a NATS connection is made inside an event loop, so
 the transport here connects on first use, once per event loop, and every client of the
-process that points at the same servers shares that connection.
+process that points at the same servers shares that transport (one connection per
+token it is handed, or the one trusted connection).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from mesa import server
 from mesa.errors import InvalidOptionsError, MesaConnectionError, MissingCredentialError
@@ -205,8 +211,13 @@ def _remote(url: str) -> tuple[Transport, Keyring, str | None]:
             from transports.jetstream import JetStreamTransport
 
             return await JetStreamTransport.connect(
-                list(servers), keyring=keyring, replicas=replicas
+                list(servers), keyring=keyring, replicas=replicas, present_tokens=not trusted
             )
+
+        # NATS credentials in the URL (nats://user:password@host) make a trusted client,
+        # which checks tokens itself (a backend holding the service's login); without
+        # them every connection presents its token to the deployment's auth callout.
+        trusted = any(urlsplit(s if "://" in s else f"nats://{s}").username for s in servers)
 
         keyring = Keyring()
         cached = (LazyTransport(keyring, connect), keyring, None)
@@ -228,11 +239,10 @@ def _embedded(home: Any, admin: str) -> tuple[Transport, Keyring, str | None]:
                 raise  # already says what (a taken port names it and the home)
             except OSError as exc:
                 raise MesaConnectionError(f"cannot start the local server: {exc}") from exc
+            # Every connection presents its token: the local server's auth callout, not
+            # this process, decides what it may do.
             return await JetStreamTransport.connect(
-                [info.url],
-                keyring=keyring,
-                user=server.NATS_USER,
-                password=server.nats_password(admin),
+                [info.url], keyring=keyring, present_tokens=True
             )
 
         keyring = Keyring()

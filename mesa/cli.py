@@ -160,7 +160,18 @@ def _server_command(action: str, port: int | None, http_port: int | None) -> int
             print(f"not running (MESA_HOME={home})")
             return 1
         print(f"running: pid {info.pid}, {info.url}, monitoring {info.http_url}, MESA_HOME={home}")
-        return 0
+        service = info.service or {}
+        if service.get("ready"):
+            print(
+                f"service: pid {service.get('pid')} (auth callout and control), supervisor pid "
+                f"{service.get('supervisor_pid')}, restarts {service.get('restarts', 0)}"
+            )
+            return 0
+        print(
+            f"service: not running (last exit {service.get('last_exit')}); new connections are "
+            f"refused until it runs (`mesa server start` restarts it; see {home}/service.log)"
+        )
+        return 1
     if action == "stop":
         live = _live_mounts()
         if live:

@@ -3,7 +3,10 @@
 Layout under ``$MESA_HOME`` (default ``~/.local/share/mesa``)::
 
     admin.key     the admin API key (0600), created on first start
-    nats.conf     the generated server config (0600: it holds the NATS password)
+    nats.conf     the generated server config (0600: it holds the NATS passwords)
+    service.creds the mesa service's logins and callout issuer seed (0600)
+    service.json  the service supervisor's record of the service (`mesa._supervisor`)
+    service.log   the service's output
     ports.json    {"port", "http_port"}: the home's address, kept across restarts
     server.json   {"pid", "url", "http_url", "started_at_ms"} of the running server
     server.lock   held (flock) while a process checks or starts the server
@@ -13,8 +16,11 @@ Layout under ``$MESA_HOME`` (default ``~/.local/share/mesa``)::
 Every process on the host that uses the default takes ``server.lock``, reuses the
 server recorded in ``server.json`` if it answers, and otherwise starts one, so two
 processes starting at the same moment end with one server. The server listens on
-loopback only; clients authenticate with a NATS password derived from the admin key,
-so only users who can read ``$MESA_HOME`` can connect.
+loopback only. Beside it runs the **mesa service** (`transports.jetstream.service`: the
+NATS auth callout and the control requests), kept up by a supervisor process
+(`mesa._supervisor`); every client connection presents a token and gets only what that
+token grants. The service's own NATS password (and the callout issuer) are derived from
+the admin key, so only users who can read ``$MESA_HOME`` hold more than a token.
 
 **The address of a home does not move.** Clients reconnect to the URL they first
 connected to, so a server that came back elsewhere would strand every live mount. The
@@ -32,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import hmac
@@ -51,13 +58,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
+from mesa import _supervisor
 from mesa.errors import MesaConnectionError
 
 NATS_USER = "mesa"
+#: The system-account user the service kicks connections with.
+SYSTEM_USER = "mesa-sys"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 #: The file of a home that records its address (see the module docstring).
 PORTS_FILE = "ports.json"
+_SUPERVISOR_MAIN = "import sys; from mesa._supervisor import main; sys.exit(main(sys.argv[1:]))"
 #: Ask nats-server to choose a free port (first start of a home).
 _ANY_PORT = -1
 
@@ -87,8 +98,18 @@ def nats_server_binary() -> str:
 
 
 def nats_password(admin_key: str) -> str:
-    """Return the NATS password the local server expects, derived from the admin key."""
+    """Return the service's NATS password, derived from the admin key."""
     return hmac.new(admin_key.encode(), b"mesa-nats-password", hashlib.sha256).hexdigest()
+
+
+def _system_password(admin_key: str) -> str:
+    """Return the system-account user's NATS password, derived from the admin key."""
+    return hmac.new(admin_key.encode(), b"mesa-nats-system", hashlib.sha256).hexdigest()
+
+
+def _issuer_secret(admin_key: str) -> bytes:
+    """Return the 32 bytes the callout issuer's key is made from (derived from the admin key)."""
+    return hmac.new(admin_key.encode(), b"mesa-callout-issuer", hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,8 @@ class ServerInfo:
     http_url: str
     admin_key: str = field(repr=False)
     home: Path = Path()
+    #: The service supervisor's record (`mesa._supervisor`), when one was read.
+    service: dict[str, object] | None = None
 
     @property
     def authenticated_url(self) -> str:
@@ -318,8 +341,66 @@ def _running(home: Path, key: str) -> ServerInfo | None:
     if not isinstance(pid, int) or not isinstance(url, str) or not isinstance(http_url, str):
         return None
     if _alive(pid) and _answers(url):
-        return ServerInfo(pid, url, http_url, key, home)
+        return ServerInfo(pid, url, http_url, key, home, _supervisor.read_state(home))
     return None
+
+
+def _service_alive(home: Path, nats_pid: int | None = None) -> dict[str, object] | None:
+    """Return the service state of ``home`` if its supervisor runs, else None.
+
+    With ``nats_pid``, a supervisor watching another nats-server (one that is stopping)
+    is stopped first and counts as not running.
+    """
+    state = _supervisor.read_state(home)
+    pid = state.get("supervisor_pid") if state else None
+    if not isinstance(pid, int) or not _alive(pid):
+        return None
+    if nats_pid is not None and state and state.get("nats_pid") != nats_pid:
+        _terminate(pid)
+        return None
+    return state
+
+
+def _ensure_service(home: Path, key: str, url: str, nats_pid: int) -> dict[str, object]:
+    """Start the service supervisor unless one runs, and wait until the service answers.
+
+    Raises:
+        MesaConnectionError: the service did not become ready in time.
+    """
+    state = _service_alive(home, nats_pid)
+    if state is None:
+        from transports.jetstream.daemon import ServiceCredentials, derived_issuer
+
+        credentials = ServiceCredentials(
+            servers=(url,),
+            user=NATS_USER,
+            password=nats_password(key),
+            system_user=SYSTEM_USER,
+            system_password=_system_password(key),
+            issuer_seed=derived_issuer(_issuer_secret(key))[0],
+        )
+        path = home / _supervisor.SERVICE_CREDENTIALS
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(credentials.dump())
+        (home / _supervisor.SERVICE_STATE).unlink(missing_ok=True)
+        _spawn_detached(
+            # -c, not -m: the package imports this module (runpy would warn).
+            [sys.executable, "-c", _SUPERVISOR_MAIN, str(home), str(nats_pid)],
+            home / _supervisor.SERVICE_LOG,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = _supervisor.read_state(home)
+        if state and state.get("ready"):
+            return state
+        if state and state.get("nats_pid") == nats_pid and state.get("supervisor_pid") is None:
+            break  # the supervisor gave up (nats-server is gone)
+        time.sleep(0.05)
+    raise MesaConnectionError(
+        f"the mesa service (auth callout) of {home} did not start within "
+        f"{START_TIMEOUT_S:.0f}s; see {home / _supervisor.SERVICE_LOG}"
+    )
 
 
 def write_config(
@@ -330,8 +411,11 @@ def write_config(
     ``sync_always=False`` keeps JetStream's default sync interval: only for benchmark
     setup that fills logs fast and measures reads; the default never uses it.
     """
+    from transports.jetstream.daemon import derived_issuer, service_config
+
     store = home / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
+    issuer_public = derived_issuer(_issuer_secret(key))[1]
     config = f"""# generated by mesa; edits are overwritten on the next start
 # the ports of this home are recorded in {PORTS_FILE} (-1: nats-server picks a free one)
 server_name: mesa-local
@@ -339,10 +423,7 @@ listen: 127.0.0.1:{port}
 http: 127.0.0.1:{http_port}
 ports_file_dir: {json.dumps(str(home))}
 max_payload: 1MB
-authorization {{
-  user: {json.dumps(NATS_USER)}
-  password: {json.dumps(nats_password(key))}
-}}
+{service_config(issuer_public, NATS_USER, nats_password(key), SYSTEM_USER, _system_password(key))}
 jetstream {{
   store_dir: {json.dumps(str(store))}
   {"sync_interval: always" if sync_always else ""}
@@ -401,7 +482,8 @@ def ensure_running(home: Path | None = None, *, sync_always: bool = True) -> Ser
     with _locked(home):
         running = _running(home, key)
         if running is not None:
-            return running
+            service = _ensure_service(home, key, running.url, running.pid)
+            return dataclasses.replace(running, service=service)
         recorded = recorded_ports(home)
         if recorded is None:
             port, http_port = _ANY_PORT, _ANY_PORT
@@ -422,7 +504,7 @@ def ensure_running(home: Path | None = None, *, sync_always: bool = True) -> Ser
         binary = nats_server_binary()
         _remove_stale_ports_files(home, binary)
         conf = write_config(home, key, port, http_port, sync_always=sync_always)
-        pid = _spawn_detached(binary, conf, home / "server.log")
+        pid = _spawn_detached([binary, "-c", str(conf)], home / "server.log")
         try:
             ports = _wait_listening(home, binary, pid, lambda: _alive(pid))
         except BaseException:
@@ -448,14 +530,15 @@ def ensure_running(home: Path | None = None, *, sync_always: bool = True) -> Ser
         }
         (home / "server.json").write_text(json.dumps(state))
         register_admin_key(url, key)
-        return ServerInfo(pid, url, http_url, key, home)
+        service = _ensure_service(home, key, url, pid)
+        return ServerInfo(pid, url, http_url, key, home, service)
 
 
-def _spawn_detached(binary: str, conf: Path, log: Path) -> int:
-    """Start the server as a grandchild (so it outlives this process) and return its pid."""
-    script = 'exec "$0" -c "$1" >>"$2" 2>&1 </dev/null & echo $!'
+def _spawn_detached(command: list[str], log: Path) -> int:
+    """Start ``command`` as a grandchild (so it outlives this process) and return its pid."""
+    script = 'log="$1"; shift; exec "$@" >>"$log" 2>&1 </dev/null & echo $!'
     out = subprocess.run(
-        ["sh", "-c", script, binary, str(conf), str(log)],
+        ["sh", "-c", script, "sh", str(log), *command],
         check=True,
         capture_output=True,
         text=True,
@@ -476,20 +559,31 @@ def stop(home: Path | None = None) -> bool:
     """Stop the local server; return whether one was running."""
     home = home or mesa_home()
     with _locked(home):
+        service = _service_alive(home)
+        supervisor = service.get("supervisor_pid") if service else None
+        if isinstance(supervisor, int):
+            _terminate(supervisor)
         state = _read_state(home)
         pid = state.get("pid") if state else None
         (home / "server.json").unlink(missing_ok=True)
         if not isinstance(pid, int) or not _alive(pid):
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while _alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        _terminate(pid)
         return True
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM ``pid``, wait up to `STOP_TIMEOUT_S`, then SIGKILL it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def run_foreground(home: Path | None = None, port: int = 4222, http_port: int = 8222) -> int:
@@ -526,6 +620,7 @@ def run_foreground(home: Path | None = None, port: int = 4222, http_port: int = 
         (home / "server.json").write_text(json.dumps(state))
     try:
         register_admin_key(str(state["url"]), key)
+        _ensure_service(home, key, str(state["url"]), proc.pid)
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGTERM)

@@ -19,13 +19,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.integration.natsutil import NatsServer, start_cluster, start_nats
 from transports.auth import ANY_ORG, KeyRecord, Keyring, generate_key
 from transports.base import UnavailableError
+
+if TYPE_CHECKING:
+    from tests.integration.secured import SecuredDeployment
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Generous bounds: CI machines are slow, but no test may hang.
@@ -208,10 +211,18 @@ class Deployment:
         record = KeyRecord.for_key(self.api_key, ANY_ORG, name="test deployment")
         register_key(self.urls, record, self.replicas)
 
+    def client_urls(self, urls: list[str] | None = None) -> list[str]:
+        """The URLs clients get: with NATS credentials in them, so clients are trusted.
+
+        These servers run no auth callout (they accept any credentials), so a client
+        must be a trusted one (`mesa._local`); `SecuredDeployment` is the other kind.
+        """
+        return [u.replace("nats://", "nats://mesa:trusted@", 1) for u in (urls or self.urls)]
+
     def env(self, urls: list[str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESA_")}
         env.update(
-            MESA_NATS_URL=",".join(urls or self.urls),
+            MESA_NATS_URL=",".join(self.client_urls(urls)),
             MESA_API_KEY=self.api_key,
             MESA_REPLICAS=str(self.replicas),
             # MESA_NATS_URL wins, so no embedded server starts here; mount processes
@@ -282,6 +293,18 @@ async def wait_mounted(child: MountProcess, limit_s: float = MOUNT_TIMEOUT_S) ->
 
     child.mounted = await child.wait_for(done, limit_s, "mounted")
     return child.mounted
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[SecuredDeployment]:
+    """nats-server behind the auth callout, with one mesa service; all stopped at the end."""
+    from tests.integration.secured import start_secured, stop_secured
+
+    deployment = start_secured(tmp_path)
+    try:
+        yield deployment
+    finally:
+        stop_secured(deployment)
 
 
 @pytest.fixture

@@ -102,8 +102,10 @@ class NatsServer:
         jetstream: bool = True,
         sync_always: bool = False,
         max_payload: int | None = None,
+        extra_config: str = "",
     ) -> None:
         self.workdir = workdir
+        self.extra_config = extra_config
         self.name = name
         self.cluster = cluster
         self.jetstream = jetstream
@@ -235,7 +237,7 @@ class NatsServer:
                 f"  routes: [{routes}]\n"
                 "}"
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra_config
 
     def _read_ports(self, ports_file: Path) -> bool:
         try:
@@ -266,6 +268,7 @@ def start_nats(
     jetstream: bool = True,
     sync_always: bool = False,
     max_payload: int | None = None,
+    extra_config: str = "",
 ) -> NatsServer:
     """Start one nats-server under ``tmp_path`` and return it once healthy.
 
@@ -277,8 +280,10 @@ def start_nats(
         jetstream: enable JetStream.
         sync_always: fsync every JetStream write (``sync_interval: always``).
         max_payload: the server's ``max_payload`` (default 1 MiB).
+        extra_config: text appended to the generated config (an auth callout block).
     """
     server = _make_server(tmp_path, cluster, name, jetstream, sync_always, max_payload)
+    server.extra_config = extra_config
     server.start()
     return server
 

@@ -13,8 +13,7 @@ import pytest
 
 from mesa.errors import AuthenticationError, AuthorizationError
 from mesa_sdk import Mesa
-from tests.integration.conftest import Deployment
-from tests.integration.natsutil import NatsServer
+from tests.integration.secured import SecuredDeployment
 from transports.auth import Keyring
 from transports.jetstream import JetStreamTransport
 from transports.jetstream._keys import KEY_REFRESH_S
@@ -23,17 +22,19 @@ pytestmark = pytest.mark.integration
 
 
 async def test_keys_live_on_the_server(
-    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+    secured: SecuredDeployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deployment = Deployment([nats_server.url])
-    monkeypatch.setenv("MESA_NATS_URL", nats_server.url)
+    deployment = secured
+    monkeypatch.setenv("MESA_NATS_URL", deployment.urls[0])
     admin = Mesa(org="acme", api_key=deployment.api_key)
     await admin.repos.create("app")
     made = await admin.api_keys.create(name="worker", scopes=["read", "write"], repos=["app"])
     assert made.key is not None
     assert [k.id for k in await admin.api_keys.list()] == [made.id]
 
-    other = await JetStreamTransport.connect([nats_server.url], keyring=Keyring())
+    other = await JetStreamTransport.connect(
+        deployment.urls, keyring=Keyring(), present_tokens=True
+    )
     try:
         worker = Mesa(org="acme", api_key=made.key, transport=other)
         async with worker.fs.mount(repos=["app"]) as fs:

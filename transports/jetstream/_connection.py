@@ -225,10 +225,16 @@ class _Connection:
                 why = "the token expired"
             else:
                 why = f"the server refused this token for {AUTH_GRACE_S:.0f}s (revoked key?)"
-            self.rejected = f"{why}; the connection is closed"
-            _logger.warning("NATS connection closed for good: %s", why)
-            self._up.set()  # wake callers waiting in `ready`: they raise now
-            asyncio.get_running_loop().create_task(self._close_rejected())
+            self.reject(why)
+
+    def reject(self, why: str) -> None:
+        """Close the connection for good: every later call raises `TokenRejectedError`."""
+        if self.rejected is not None:
+            return
+        self.rejected = f"{why}; the connection is closed"
+        _logger.warning("NATS connection closed for good: %s", why)
+        self._up.set()  # wake callers waiting in `ready`: they raise now
+        asyncio.get_running_loop().create_task(self._close_rejected())
 
     async def _close_rejected(self) -> None:
         with contextlib.suppress(Exception):

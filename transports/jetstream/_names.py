@@ -36,6 +36,9 @@ HEADER_RESERVE: Final = 512
 MAX_MSG_ID_BYTES: Final = 256
 #: The KV bucket holding every API key record (reached only by the service).
 KEYS_BUCKET: Final = "mesa_keys"
+#: The last token of ``<inbox prefix>.<notice>``, where the service tells a connection
+#: that the key of its token was revoked, just before closing it.
+REVOKED_NOTICE: Final = "mesa-revoked"
 #: The subject prefix of the service's control requests (`transports.jetstream.service`).
 CONTROL_PREFIX: Final = "mesa.ctl"
 

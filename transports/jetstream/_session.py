@@ -32,7 +32,7 @@ from transports.jetstream._connection import _Connection
 from transports.jetstream._control import call, claims_from_json
 from transports.jetstream._kv import _Kv
 from transports.jetstream._log import _Log
-from transports.jetstream._names import inbox_prefix
+from transports.jetstream._names import REVOKED_NOTICE, inbox_prefix
 from transports.jetstream._provision import _Provision
 
 #: The most token sessions a transport keeps open.
@@ -64,6 +64,10 @@ class _Session:
         self.granted: frozenset[str] = frozenset()
         self.org_wide = False
         self.opened_at = time.monotonic()
+
+    async def on_revoked(self, _msg: object) -> None:
+        """The service says this token's key was revoked: fail every call from now on."""
+        self.conn.reject("the key of this token was revoked")
 
     async def _provision_remote(self, org: str, repo: str) -> None:
         assert self.token is not None
@@ -142,6 +146,9 @@ class _TokenSessions:
                 name=f"{self._name} {given.org} {given.mount_id}"[:128],
                 token=token,
                 inbox_prefix=inbox_prefix(token),
+            )
+            await session.conn.nc.subscribe(
+                f"{inbox_prefix(token)}.{REVOKED_NOTICE}", cb=session.on_revoked
             )
             reply = await call(session.conn, "whoami", token)
             session.claims = claims_from_json(reply)

@@ -16,12 +16,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import nkeys
+
 from transports.base import TransportError
+from transports.jetstream._migrate import migrate_legacy_kv
 from transports.jetstream._transport import JetStreamTransport
 from transports.jetstream.callout import MAX_CONTROL_LINE_BYTES
 from transports.jetstream.service import MesaService
 
-__all__ = ["ServiceCredentials", "main", "run_service", "service_config"]
+__all__ = [
+    "ServiceCredentials",
+    "derived_issuer",
+    "main",
+    "run_service",
+    "service_config",
+]
 
 
 def service_config(
@@ -30,42 +39,48 @@ def service_config(
     service_password: str,
     system_user: str,
     system_password: str,
-    *,
-    account: str = "MESA",
 ) -> str:
     """Return the nats-server config text that puts every connection behind the service.
 
-    Two accounts: ``account`` (JetStream enabled) holds the service's own login and every
-    connection the callout admits; ``SYS`` is the system account, whose one user the
-    service uses to kick the connections of revoked keys. Both users bypass the callout.
-    ``max_control_line`` is raised so real tokens fit in a CONNECT line. Changing this
-    needs a server restart (a reload refuses auth callout changes).
+    The service's login (in the global account, with JetStream) and a system-account
+    user (``SYS``, used to kick the connections of revoked keys) bypass the callout;
+    every other connection is sent to it and placed in the global account with the
+    permissions it grants. ``max_control_line`` is raised so real tokens fit in a CONNECT
+    line. Changing this needs a server restart (a reload refuses auth callout changes).
 
     Raises:
         ValueError: a name or password the config cannot hold.
     """
-    for value in (service_user, service_password, system_user, system_password, account):
+    for value in (service_user, service_password, system_user, system_password):
         if not value or not all(c.isalnum() or c in "-_" for c in value):
             raise ValueError("names and passwords must be non-empty [A-Za-z0-9_-]")
-    if account == "SYS" or service_user == system_user:
-        raise ValueError("the service account and user must differ from the system ones")
+    if service_user == system_user:
+        raise ValueError("the service and system users must differ")
     return f"""max_control_line: {MAX_CONTROL_LINE_BYTES}
 accounts {{
-  {account}: {{
-    jetstream: enabled
-    users: [ {{ user: "{service_user}", password: "{service_password}" }} ]
-  }}
   SYS: {{ users: [ {{ user: "{system_user}", password: "{system_password}" }} ] }}
 }}
 system_account: SYS
 authorization {{
+  users: [ {{ user: "{service_user}", password: "{service_password}" }} ]
   auth_callout {{
     issuer: "{issuer_public}"
-    account: "{account}"
     users: [ "{service_user}", "{system_user}" ]
   }}
 }}
 """
+
+
+def derived_issuer(secret: bytes) -> tuple[str, str]:
+    """Return the callout issuer (account seed, public key) made from 32 secret bytes.
+
+    For deployments that derive every secret from one (the embedded default derives it
+    from its admin key); `transports.jetstream.callout.new_issuer` makes a random one.
+    """
+    if len(secret) != 32:
+        raise ValueError("the secret must be 32 bytes")
+    seed = nkeys.encode_seed(secret, nkeys.PREFIX_BYTE_ACCOUNT)
+    return seed.decode("ascii"), nkeys.from_seed(seed).public_key.decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -78,7 +93,6 @@ class ServiceCredentials:
     system_user: str
     system_password: str
     issuer_seed: str
-    account: str = "MESA"
 
     @classmethod
     def load(cls, path: str) -> ServiceCredentials:
@@ -97,7 +111,6 @@ class ServiceCredentials:
                 system_user=str(data["system_user"]),
                 system_password=str(data["system_password"]),
                 issuer_seed=str(data["issuer_seed"]),
-                account=str(data.get("account", "MESA")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a service credentials file ({exc!r})") from exc
@@ -112,7 +125,6 @@ class ServiceCredentials:
                 "system_user": self.system_user,
                 "system_password": self.system_password,
                 "issuer_seed": self.issuer_seed,
-                "account": self.account,
             }
         )
 
@@ -145,9 +157,8 @@ async def run_service(credentials: ServiceCredentials, *, ready: Any = None) -> 
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
     )
-    service = MesaService(
-        transport, credentials.issuer_seed, account=credentials.account, system_nc=system_nc
-    )
+    await migrate_legacy_kv(transport._conn, transport._kv)
+    service = MesaService(transport, credentials.issuer_seed, system_nc=system_nc)
     try:
         await service.start()
         if ready is not None:

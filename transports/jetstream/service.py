@@ -58,7 +58,7 @@ from transports.jetstream._control import (
     encode_reply,
 )
 from transports.jetstream._grants import permissions
-from transports.jetstream._names import inbox_prefix, index_bucket, stream_name
+from transports.jetstream._names import REVOKED_NOTICE, inbox_prefix, index_bucket, stream_name
 from transports.jetstream._provision import create_repo_storage, delete_repo_storage
 from transports.jetstream._transport import JetStreamTransport
 from transports.jetstream.callout import (
@@ -121,8 +121,9 @@ class MesaService:
         self._callout = CalloutService(self._nc, issuer_seed, self.authorize)
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        # key id -> {(server id, client id): expiry (s)} of the connections granted here.
-        self._connections: dict[str, dict[tuple[str, int], float]] = {}
+        # key id -> {(server id, client id): (expiry (s), inbox prefix)} of the
+        # connections granted here.
+        self._connections: dict[str, dict[tuple[str, int], tuple[float, str]]] = {}
         self.stats = ServiceStats()
 
     async def start(self) -> None:
@@ -184,7 +185,7 @@ class MesaService:
         if request.client_id is not None:
             self._connections.setdefault(claims.key_id, {})[
                 (request.server_id, request.client_id)
-            ] = expires
+            ] = (expires, inbox_prefix(request.token))
         self.stats.granted += 1
         return Grant(
             name=f"mesa {claims.org} {claims.key_id} {claims.mount_id}"[:200],
@@ -292,7 +293,14 @@ class MesaService:
         await self._transport._keys.refresh_id(key_id, force=True)
         now = time.time()
         granted = self._connections.pop(key_id, {})
-        live = [where for where, expires in granted.items() if expires > now]
+        live = [(where, inbox) for where, (expires, inbox) in granted.items() if expires > now]
+        # Tell each connection why first (`REVOKED_NOTICE`), so its client fails with
+        # "revoked" at once instead of retrying a refused reconnect.
+        for _, inbox in live:
+            with contextlib.suppress(Exception):
+                await self._nc.publish(f"{inbox}.{REVOKED_NOTICE}", b"key revoked")
+        with contextlib.suppress(Exception):
+            await self._nc.flush(timeout=_KICK_TIMEOUT_S)
         if self._system_nc is None:
             if live:
                 _logger.warning(
@@ -303,7 +311,7 @@ class MesaService:
                 )
             return 0
         kicked = 0
-        for server_id, cid in live:
+        for (server_id, cid), _ in live:
             try:
                 await self._system_nc.request(
                     f"$SYS.REQ.SERVER.{server_id}.KICK",
@@ -320,7 +328,7 @@ class MesaService:
         """Forget connections whose tokens expired (the server closed them)."""
         now = time.time()
         for key_id in list(self._connections):
-            live = {k: v for k, v in self._connections[key_id].items() if v > now}
+            live = {k: v for k, v in self._connections[key_id].items() if v[0] > now}
             if live:
                 self._connections[key_id] = live
             else:
