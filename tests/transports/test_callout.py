@@ -465,6 +465,30 @@ async def test_a_slow_authorizer_does_not_hold_up_other_connections(server: Serv
 
 
 @pytest.mark.integration
+async def test_beyond_max_concurrency_a_request_is_refused_at_once(server: Server) -> None:
+    policy = TokenPolicy()
+    async with running_service(server, policy, max_concurrency=1) as service:
+        slow = asyncio.create_task(connect_error(server.url, token=SLOW_TOKEN))
+        await asyncio.sleep(0.2)
+        error, elapsed_s = await connect_error(
+            server.url, token=policy.token(pub=["x"], subs=["x"])
+        )
+        assert error == AUTH_VIOLATION
+        assert elapsed_s < 1.0
+        assert not slow.done()
+        assert [c.token for c in policy.calls] == [SLOW_TOKEN]
+        assert (service.served, service.errors) == (0, 1)
+        await slow
+        # The slot is free again once the service gives up the slow request (its deadline).
+        async with asyncio.timeout(5):
+            while service.errors < 2:
+                await asyncio.sleep(0.05)
+        client = await Client().connect(server.url, token=policy.token(pub=["x"], subs=["x"]))
+        await client.close()
+        assert (service.served, service.errors) == (1, 2)
+
+
+@pytest.mark.integration
 async def test_two_services_in_one_queue_group_both_serve_and_one_is_enough(
     server: Server,
 ) -> None:
@@ -659,6 +683,30 @@ async def test_an_expired_or_malformed_grant_is_an_error_response_not_a_jwt() ->
     errors = [jwt_parts(reply.decode())[1]["nats"].get("error") for reply in replies]
     assert errors == ["grant expired", "invalid grant", "invalid grant"]
     assert (service.served, service.denied, service.errors) == (0, 1, 2)
+
+
+async def test_a_bug_while_handling_a_request_is_logged_counted_and_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed, _ = new_issuer()
+    replies: list[tuple[str, bytes]] = []
+
+    class FakeConnection:
+        async def publish(self, subject: str, payload: bytes) -> None:
+            replies.append((subject, payload))
+
+    async def never(request: AuthRequest) -> Grant:
+        raise AssertionError
+
+    service = CalloutService(FakeConnection(), seed, never)
+    bad_msg: Any = FakeMsg(b"", "r")
+    bad_msg.data = None  # what no nats-py message holds: parsing it raises AttributeError
+    await service._on_message(bad_msg)
+    await asyncio.sleep(0.05)
+    assert replies == [("r", b"")]
+    assert service.errors == 1
+    assert "request handling failed" in caplog.text
+    assert "AttributeError" in caplog.text
 
 
 def test_new_issuer_returns_an_account_seed_and_its_public_key() -> None:

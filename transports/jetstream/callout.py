@@ -328,9 +328,18 @@ class CalloutService:
             self._log.warning("auth callout: %d requests in flight, refusing one", len(self._tasks))
             task = asyncio.create_task(self._reply(msg.reply, b""))
         else:
-            task = asyncio.create_task(self._handle(msg.data, msg.reply))
+            task = asyncio.create_task(self._handle_guarded(msg.data, msg.reply))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _handle_guarded(self, data: bytes, reply: str) -> None:
+        try:
+            await self._handle(data, reply)
+        except Exception:
+            # A bug here must neither end the task unnoticed nor leave the server waiting.
+            self.errors += 1
+            self._log.exception("auth callout: request handling failed")
+            await self._reply(reply, b"")
 
     async def _handle(self, data: bytes, reply: str) -> None:
         try:
