@@ -94,6 +94,7 @@ class TokenPolicy:
     def __init__(self) -> None:
         self.key = Ed25519PrivateKey.generate()
         self.calls: list[AuthRequest] = []
+        self.slow_ended = asyncio.Event()
 
     def token(self, *, pub: list[str], subs: list[str], ttl_s: int = 300, name: str = "t") -> str:
         claims = {"name": name, "exp": int(time.time()) + ttl_s, "pub": pub, "subs": subs}
@@ -106,7 +107,10 @@ class TokenPolicy:
         if request.token == BOOM_TOKEN:
             raise RuntimeError(f"cannot parse {request.token}")
         if request.token == SLOW_TOKEN:
-            await asyncio.sleep(3600)
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                self.slow_ended.set()
         try:
             claims = jwt.decode(request.token, self.key.public_key(), algorithms=["EdDSA"])
         except jwt.InvalidTokenError as exc:
@@ -480,9 +484,7 @@ async def test_beyond_max_concurrency_a_request_is_refused_at_once(server: Serve
         assert (service.served, service.errors) == (0, 1)
         await slow
         # The slot is free again once the service gives up the slow request (its deadline).
-        async with asyncio.timeout(5):
-            while service.errors < 2:
-                await asyncio.sleep(0.05)
+        await asyncio.wait_for(policy.slow_ended.wait(), 5)
         client = await Client().connect(server.url, token=policy.token(pub=["x"], subs=["x"]))
         await client.close()
         assert (service.served, service.errors) == (1, 2)
