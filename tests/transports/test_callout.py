@@ -313,6 +313,81 @@ async def test_a_client_allowed_everything_never_sees_auth_requests(server: Serv
 
 
 @pytest.mark.integration
+async def test_a_bypass_user_of_the_global_account_never_sees_auth_requests(
+    server: Server,
+) -> None:
+    policy = TokenPolicy()
+    watcher = Client()
+    await watcher.connect(server.url, user=ADMIN_USER, password=ADMIN_PASSWORD)
+    try:
+        seen = await collect(watcher.nc, ">")
+        await collect(watcher.nc, "$SYS.>")
+        async with running_service(server, policy) as service:
+            client = await Client().connect(server.url, token=policy.token(pub=["x"], subs=[]))
+            await client.nc.publish("x", b"1")
+            await client.nc.flush()
+            await client.close()
+        await asyncio.sleep(0.2)
+        assert service.served == 1
+        assert seen == [("x", b"1")]
+        assert watcher.errors == ['nats: permissions violation for subscription to "$sys.>"']
+    finally:
+        await watcher.close()
+
+
+@pytest.mark.integration
+async def test_with_a_callout_account_grants_place_clients_in_the_app_account(
+    tmp_path: Path,
+) -> None:
+    seed, public = new_issuer()
+    config = callout_config(
+        public,
+        SERVICE_USER,
+        SERVICE_PASSWORD,
+        bypass_users=[(ADMIN_USER, ADMIN_PASSWORD)],
+        account="AUTH",
+        app_account="APP",
+    )
+    nats_server = CalloutNatsServer(tmp_path / "nats", config)
+    await asyncio.to_thread(nats_server.start)
+    try:
+        server = Server(nats_server, seed)
+        base = TokenPolicy()
+
+        async def in_app(request: AuthRequest) -> Grant:
+            grant = await base(request)
+            return Grant(
+                name=grant.name,
+                pub_allow=grant.pub_allow,
+                sub_allow=grant.sub_allow,
+                expires_at_s=grant.expires_at_s,
+                account="APP",
+            )
+
+        watcher = await admin(server)
+        seen = await collect(watcher, ">")
+        policy: Any = in_app
+        async with running_service(server, policy) as service:
+            token = base.token(pub=["app.>", "$JS.API.>"], subs=["_INBOX.>"])
+            client = await Client().connect(server.url, token=token)
+            try:
+                js = client.nc.jetstream()
+                await js.add_stream(name="APPSTREAM", subjects=["app.>"])
+                ack = await js.publish("app.one", b"1")
+                assert (ack.stream, ack.seq) == ("APPSTREAM", 1)
+            finally:
+                await client.close()
+            assert service.served == 1
+        await asyncio.sleep(0.2)
+        # The watcher shares the app account with the client, not the callout account.
+        assert ("app.one", b"1") in seen
+        assert [s for s, _ in seen if s.startswith("$SYS")] == []
+        await watcher.close()
+    finally:
+        await asyncio.to_thread(nats_server.stop)
+
+
+@pytest.mark.integration
 async def test_a_denied_token_gets_an_authorization_violation_at_connect(server: Server) -> None:
     policy = TokenPolicy()
     other_key_token = TokenPolicy().token(pub=[">"], subs=[">"])
@@ -720,22 +795,46 @@ def test_new_issuer_returns_an_account_seed_and_its_public_key() -> None:
     assert new_issuer() != (seed, public)
 
 
-def test_callout_config_text() -> None:
+def test_callout_config_text_in_the_global_account() -> None:
     _, public = new_issuer()
-    text = callout_config(public, "svc", "pw", bypass_users=[("adm", "pw2")], account="AUTH")
+    text = callout_config(public, "svc", "pw", bypass_users=[("adm", "pw2")])
     assert text == (
         f"max_control_line: {MAX_CONTROL_LINE_BYTES}\n"
         "authorization {\n"
-        '  users: [ { user: "svc", password: "pw" }, { user: "adm", password: "pw2" } ]\n'
+        "  users: [\n"
+        '    { user: "svc", password: "pw" }\n'
+        '    { user: "adm", password: "pw2", permissions: '
+        '{ publish: { deny: ["$SYS.>"] }, subscribe: { deny: ["$SYS.>"] } } }\n'
+        "  ]\n"
+        "  auth_callout {\n"
+        f'    issuer: "{public}"\n'
+        '    users: ["svc", "adm"]\n'
+        "  }\n"
+        "}\n"
+    )
+    assert "max_control_line" not in callout_config(
+        public, "svc", "pw", max_control_line_bytes=None
+    )
+
+
+def test_callout_config_text_with_a_callout_account() -> None:
+    _, public = new_issuer()
+    text = callout_config(
+        public, "svc", "pw", bypass_users=[("adm", "pw2")], account="AUTH", app_account="APP"
+    )
+    assert text == (
+        f"max_control_line: {MAX_CONTROL_LINE_BYTES}\n"
+        "accounts {\n"
+        '  "AUTH": { users: [ { user: "svc", password: "pw" } ] }\n'
+        '  "APP": { jetstream: enabled, users: [ { user: "adm", password: "pw2" } ] }\n'
+        "}\n"
+        "authorization {\n"
         "  auth_callout {\n"
         f'    issuer: "{public}"\n'
         '    users: ["svc", "adm"]\n'
         '    account: "AUTH"\n'
         "  }\n"
         "}\n"
-    )
-    assert "max_control_line" not in callout_config(
-        public, "svc", "pw", max_control_line_bytes=None
     )
 
 
@@ -756,6 +855,17 @@ def test_callout_config_refuses_what_the_config_cannot_hold(
 ) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (each case has its own message)
         callout_config(issuer or new_issuer()[1], user, password, bypass_users=bypass)
+
+
+@pytest.mark.parametrize(
+    ("account", "app_account"),
+    [("AUTH", None), (None, "APP"), ("AUTH", "AUTH"), ("$SYS", "APP"), ("AUTH", "$G")],
+)
+def test_callout_config_refuses_an_account_layout_it_does_not_know(
+    account: str | None, app_account: str | None
+) -> None:
+    with pytest.raises(ValueError, match="account"):
+        callout_config(new_issuer()[1], "svc", "pw", account=account, app_account=app_account)
 
 
 def test_the_service_needs_an_account_seed() -> None:
