@@ -14,6 +14,9 @@ Modules:
     _blobs: the Object Store bucket of a repo: streamed puts, pulled reads.
     _blobformat: a blob's stored format (1 MiB zstd frames), digests, its threads.
     _kv: the KV bucket, compare-and-set, key listings.
+    callout: the NATS auth callout service (`CalloutService`) and its server config
+        (`callout_config`); public, imported as ``transports.jetstream.callout``.
+    _calloutjwt: the NATS JWTs of the callout (request verification, response signing).
 
 Mapping (design.md §3):
 

@@ -28,10 +28,8 @@ Invariants:
   account of its own.
 - Tokens and passwords are never logged, and are removed from any exception text that is
   logged or sent to the server.
-- Only the JWT encoding is written here, because no kept library encodes NATS JWTs (pyjwt
-  has no ``ed25519-nkey`` algorithm, nats-jwt does not know authorization claims):
-  base64url without padding of a JSON header and of the claims, then of the Ed25519
-  signature of ``header.claims``. Keys, seeds and signatures come from ``nkeys`` (PyNaCl).
+- The NATS JWTs (verifying requests, signing responses) are in `_calloutjwt`: nkeys signs,
+  the base64url/JSON framing is written by hand because no kept library does it.
 
 Server configuration: the CONNECT line, which holds the token, is capped by
 ``max_control_line`` (4096 bytes by default); `callout_config` raises it to
@@ -43,11 +41,7 @@ service. A longer CONNECT line is refused by the server itself
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
-import json
 import logging
 import re
 import secrets
@@ -56,9 +50,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
 import nkeys
+
+from transports.jetstream._calloutjwt import (
+    AuthRequest,
+    BadRequestError,
+    encode_jwt,
+    is_public_key,
+    parse_request,
+)
 
 __all__ = [
     "AUTH_CALLOUT_SUBJECT",
@@ -78,46 +78,16 @@ AUTH_CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH"
 #: a CONNECT line (name, user, password, versions).
 MAX_CONTROL_LINE_BYTES = 32768
 
-_REQUEST_AUDIENCE = "nats-authorization-request"
-_JWT_ALG = "ed25519-nkey"
-_JWT_HEADER = {"typ": "JWT", "alg": _JWT_ALG}
 _SYS_SUBJECTS = "$SYS.>"
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 # A subject or a user name in a user JWT: printable, no whitespace.
 _SUBJECT = re.compile(r"[!-~]+")
 # A value written into the server config between double quotes.
 _CONFIG_VALUE = re.compile(r"[!#-\[\]-~]+")
-_PUBLIC_KEY_CHARS = 56
 # The authorizer gets until the request's own deadline plus this (the server's clock and ours
 # may differ by a little); an answer after the server gave up is wasted.
 _DEADLINE_SLACK_S = 1.0
 # aclose waits this long for requests in flight before cancelling them.
 _CLOSE_GRACE_S = 2.0
-
-
-@dataclass(frozen=True)
-class AuthRequest:
-    """What the service learned from a verified authorization request.
-
-    Attributes:
-        token: the client's ``auth_token`` CONNECT option (None if absent).
-        user: the client's ``user`` CONNECT option.
-        password: the client's ``pass`` CONNECT option.
-        client_name: the connection name the client gave.
-        client_host: the client's IP address as the server saw it.
-        client_id: the server's connection id (cid) of the client.
-        user_nkey: the fresh ``U...`` key the server made for this attempt (the user JWT's sub).
-        server_id: the public key (``N...``) of the server asking (the response's aud).
-    """
-
-    token: str | None
-    user: str | None
-    password: str | None
-    client_name: str | None
-    client_host: str | None
-    client_id: int | None
-    user_nkey: str
-    server_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,10 +122,6 @@ class Denied(Exception):  # noqa: N818 (the name is the interface)
 
 #: The application's policy: a `Grant` for an `AuthRequest`, or `Denied`.
 Authorizer = Callable[[AuthRequest], Awaitable[Grant]]
-
-
-class _BadRequestError(Exception):
-    """Raised when an authorization request cannot be verified; its text says why."""
 
 
 def new_issuer() -> tuple[str, str]:
@@ -209,7 +175,7 @@ def callout_config(
         ValueError: a key, name or password the config cannot hold, or an account layout
             that is not one of the two above.
     """
-    if not _is_public_key(issuer_public, nkeys.PREFIX_BYTE_ACCOUNT):
+    if not is_public_key(issuer_public, nkeys.PREFIX_BYTE_ACCOUNT):
         raise ValueError("issuer_public must be an account public key (A...)")
     users = [(service_user, service_password), *bypass_users]
     names = [name for name, _ in users]
@@ -374,8 +340,8 @@ class CalloutService:
 
     async def _handle(self, data: bytes, reply: str) -> None:
         try:
-            request, deadline_s = _parse_request(data, self.issuer_public)
-        except _BadRequestError as exc:
+            request, deadline_s = parse_request(data, self.issuer_public)
+        except BadRequestError as exc:
             self.errors += 1
             self._log.warning("auth callout: unverifiable request refused: %s", exc)
             await self._reply(reply, b"")
@@ -471,13 +437,7 @@ class CalloutService:
         return self._encode(claims, nats).encode("ascii")
 
     def _encode(self, claims: Mapping[str, Any], nats: Mapping[str, Any]) -> str:
-        """Return a JWT of ``claims`` (plus iat, iss, jti) and ``nats``, signed by the issuer."""
-        full = {**claims, "iat": int(time.time()), "iss": self.issuer_public}
-        full["jti"] = _jti(full)
-        full["nats"] = dict(nats)
-        signing_input = f"{_b64_json(_JWT_HEADER)}.{_b64_json(full)}"
-        signature = self._keypair.sign(signing_input.encode("ascii"))
-        return f"{signing_input}.{_b64(signature)}"
+        return encode_jwt(claims, nats, self._keypair, self.issuer_public, int(time.time()))
 
     async def _reply(self, reply: str, payload: bytes) -> None:
         try:
@@ -494,142 +454,6 @@ def _permission(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list
     if allow:
         result["allow"] = list(allow)
     return result
-
-
-def _parse_request(data: bytes, issuer_public: str) -> tuple[AuthRequest, float]:
-    """Verify an authorization request JWT; return it and its deadline (exp, epoch seconds).
-
-    Raises:
-        _BadRequestError: not a JWT, not ``ed25519-nkey``, not signed by the server key it names,
-            not an authorization request for ``issuer_public``, expired, or missing fields.
-    """
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise _BadRequestError("not ASCII (an encrypted request? xkey is not supported)") from exc
-    chunks = text.split(".")
-    if len(chunks) != 3:
-        raise _BadRequestError(f"expected 3 JWT chunks, got {len(chunks)}")
-    header = _json_chunk(chunks[0], "header")
-    if str(header.get("typ", "")).upper() != "JWT" or header.get("alg") != _JWT_ALG:
-        raise _BadRequestError(f"header must be typ JWT, alg {_JWT_ALG}")
-    claims = _json_chunk(chunks[1], "claims")
-    server_key = claims.get("iss")
-    if not isinstance(server_key, str) or not _is_public_key(server_key, nkeys.PREFIX_BYTE_SERVER):
-        raise _BadRequestError("iss is not a server public key")
-    signature = _unb64(chunks[2], "signature")
-    verify_key = nacl.signing.VerifyKey(_raw_public_key(server_key))
-    try:
-        verify_key.verify(f"{chunks[0]}.{chunks[1]}".encode("ascii"), signature)
-    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
-        raise _BadRequestError("bad signature") from exc
-    if claims.get("aud") != _REQUEST_AUDIENCE:
-        raise _BadRequestError(f"aud is not {_REQUEST_AUDIENCE}")
-    if claims.get("sub") != issuer_public:
-        raise _BadRequestError("sub is not this callout's issuer")
-    exp = claims.get("exp")
-    if not isinstance(exp, int) or isinstance(exp, bool):
-        raise _BadRequestError("exp missing")
-    if time.time() > exp:
-        raise _BadRequestError("request expired")
-    return _request_fields(claims, server_key), float(exp)
-
-
-def _request_fields(claims: dict[str, Any], server_key: str) -> AuthRequest:
-    nats = claims.get("nats")
-    if not isinstance(nats, dict):
-        raise _BadRequestError("nats claims missing")
-    if nats.get("type") != "authorization_request" or nats.get("version") != 2:
-        raise _BadRequestError("not an authorization_request of version 2")
-    user_nkey = nats.get("user_nkey")
-    if not isinstance(user_nkey, str) or not _is_public_key(user_nkey, nkeys.PREFIX_BYTE_USER):
-        raise _BadRequestError("user_nkey is not a user public key")
-    server = _dict_field(nats, "server_id")
-    if server.get("id") != server_key:
-        raise _BadRequestError("server_id.id is not the signing server")
-    client = _dict_field(nats, "client_info")
-    connect = _dict_field(nats, "connect_opts")
-    client_id = client.get("id")
-    if not isinstance(client_id, int) or isinstance(client_id, bool):
-        client_id = None
-    return AuthRequest(
-        token=_str_field(connect, "auth_token"),
-        user=_str_field(connect, "user"),
-        password=_str_field(connect, "pass"),
-        client_name=_str_field(connect, "name"),
-        client_host=_str_field(client, "host"),
-        client_id=client_id,
-        user_nkey=user_nkey,
-        server_id=server_key,
-    )
-
-
-def _dict_field(parent: dict[str, Any], key: str) -> dict[str, Any]:
-    value = parent.get(key, {})
-    if not isinstance(value, dict):
-        raise _BadRequestError(f"{key} is not an object")
-    return value
-
-
-def _str_field(parent: dict[str, Any], key: str) -> str | None:
-    value = parent.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _BadRequestError(f"{key} is not a string")
-    return value
-
-
-def _json_chunk(chunk: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(_unb64(chunk, what))
-    except (ValueError, RecursionError) as exc:
-        raise _BadRequestError(f"{what} is not JSON") from exc
-    if not isinstance(value, dict):
-        raise _BadRequestError(f"{what} is not a JSON object")
-    return value
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64_json(value: Mapping[str, Any]) -> str:
-    return _b64(json.dumps(value, separators=(",", ":")).encode("utf-8"))
-
-
-def _unb64(chunk: str, what: str) -> bytes:
-    # Strict like Go's RawURLEncoding: the URL alphabet, no padding.
-    if not _B64URL.fullmatch(chunk) or len(chunk) % 4 == 1:
-        raise _BadRequestError(f"{what} is not unpadded base64url")
-    try:
-        return base64.urlsafe_b64decode(chunk + "=" * (-len(chunk) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise _BadRequestError(f"{what} is not unpadded base64url") from exc
-
-
-def _jti(claims: Mapping[str, Any]) -> str:
-    """Return the JWT id as nats-io/jwt makes it: base32 sha512/256 of the standard claims."""
-    order = ("aud", "exp", "iat", "iss", "name", "nbf", "sub")
-    standard = {key: claims[key] for key in order if claims.get(key)}
-    digest = hashlib.new("sha512_256", json.dumps(standard, separators=(",", ":")).encode())
-    return base64.b32encode(digest.digest()).decode("ascii").rstrip("=")
-
-
-def _raw_public_key(key: str) -> bytes:
-    return base64.b32decode(key)[1:33]
-
-
-def _is_public_key(key: str, prefix: int) -> bool:
-    """Return whether ``key`` is an nkey public key of role ``prefix`` with a valid checksum."""
-    if not isinstance(key, str) or len(key) != _PUBLIC_KEY_CHARS:
-        return False
-    try:
-        raw = base64.b32decode(key)
-    except (binascii.Error, ValueError):
-        return False
-    checksum = int.from_bytes(raw[-2:], "little")
-    return len(raw) == 35 and raw[0] == prefix and nkeys.crc16(raw[:-2]) == checksum
 
 
 def _redact(text: str, secrets_: Sequence[str]) -> str:
