@@ -4,14 +4,13 @@ One nats-server (JetStream, loopback, port chosen by the server) runs per module
 config `callout_config` writes; each test starts its own `CalloutService` instances on
 connections of the bypass user ``callout`` and stops them. The authorizer under test reads
 EdDSA tokens (pyjwt) whose claims say what to grant; ``admin`` is a second bypass user that
-watches subjects. Tests that only build values (config text, keys, response JWTs) need no
-server.
+watches subjects. Tests of values alone (config text, keys, response JWTs) are in
+test_callout_values.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -31,6 +30,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nats.aio.client import Client as NatsClient
 
 from tests.integration.natsutil import NatsServer
+from tests.transports.calloututil import (
+    FakeMsg,
+    deeply_nested,
+    forged_request,
+    jwt_parts,
+    none_alg,
+    resign,
+    tamper,
+)
 from transports.jetstream.callout import (
     AUTH_CALLOUT_SUBJECT,
     MAX_CONTROL_LINE_BYTES,
@@ -198,14 +206,6 @@ async def collect(nc: Any, subject: str) -> list[tuple[str, bytes]]:
     await nc.subscribe(subject, cb=on_msg)
     await nc.flush()
     return got
-
-
-def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    header, claims, _ = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-    return json.loads(base64.urlsafe_b64decode(pad(header))), json.loads(
-        base64.urlsafe_b64decode(pad(claims))
-    )
 
 
 # --- with a server ------------------------------------------------------------------------
@@ -481,15 +481,6 @@ async def test_garbage_requests_get_an_empty_reply_and_the_service_serves_on(
     await nc.close()
 
 
-class FakeMsg:
-    """What the service reads of a nats-py message."""
-
-    def __init__(self, data: bytes, reply: str) -> None:
-        self.data = data
-        self.reply = reply
-        self.subject = AUTH_CALLOUT_SUBJECT
-
-
 @pytest.mark.integration
 async def test_malformed_and_oversize_tokens_are_refused_and_the_service_serves_on(
     server: Server, caplog: pytest.LogCaptureFixture
@@ -600,279 +591,3 @@ async def test_with_no_service_running_connections_fail_after_the_auth_timeout(
     # The bypass users are not affected.
     nc = await admin(server)
     await nc.close()
-
-
-# --- without a server ---------------------------------------------------------------------
-
-
-def forged_request(server_kp: Any, issuer_public: str) -> str:
-    """A well-formed authorization request, as nats-server would send, signed by server_kp."""
-    server_key = server_kp.public_key.decode()
-    user_seed = nkeys.encode_seed(b"\x09" * 32, nkeys.PREFIX_BYTE_USER)
-    claims = {
-        "aud": "nats-authorization-request",
-        "exp": int(time.time()) + 60,
-        "iat": int(time.time()),
-        "iss": server_key,
-        "sub": issuer_public,
-        "nats": {
-            "server_id": {"name": "n", "host": "h", "id": server_key},
-            "user_nkey": nkeys.from_seed(user_seed).public_key.decode(),
-            "client_info": {"host": "127.0.0.1", "id": 9, "kind": "Client"},
-            "connect_opts": {"lang": "python3", "protocol": 1},
-            "type": "authorization_request",
-            "version": 2,
-        },
-    }
-    return sign_jwt({"typ": "JWT", "alg": "ed25519-nkey"}, claims, server_kp)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def sign_jwt(header: dict[str, Any], claims: dict[str, Any], kp: Any) -> str:
-    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
-    return f"{signing_input}.{b64(kp.sign(signing_input.encode()))}"
-
-
-def resign(
-    token: str,
-    kp: Any,
-    *,
-    header: dict[str, Any] | None = None,
-    claims: dict[str, Any] | None = None,
-    nats: dict[str, Any] | None = None,
-) -> bytes:
-    old_header, old_claims = jwt_parts(token)
-    new_claims = {**old_claims, **(claims or {})}
-    if nats is not None:
-        new_claims["nats"] = {**old_claims["nats"], **nats}
-    return sign_jwt({**old_header, **(header or {})}, new_claims, kp).encode()
-
-
-def none_alg(token: str) -> bytes:
-    _, claims = jwt_parts(token)
-    header = b64(json.dumps({"typ": "JWT", "alg": "none"}).encode())
-    return f"{header}.{b64(json.dumps(claims).encode())}.".encode()
-
-
-def deeply_nested(token: str) -> bytes:
-    header, _, signature = token.split(".")
-    return f"{header}.{b64(b'[' * 100_000 + b']' * 100_000)}.{signature}".encode()
-
-
-def tamper(token: str) -> bytes:
-    header, _, signature = token.split(".")
-    _, decoded = jwt_parts(token)
-    decoded["nats"]["connect_opts"]["auth_token"] = "injected"
-    return f"{header}.{b64(json.dumps(decoded).encode())}.{signature}".encode()
-
-
-def public_key_valid(key: str, prefix: int) -> bool:
-    raw = base64.b32decode(key)
-    return raw[0] == prefix and nkeys.crc16(raw[:-2]) == int.from_bytes(raw[-2:], "little")
-
-
-async def test_a_response_carries_a_user_jwt_of_the_grant_signed_by_the_issuer() -> None:
-    seed, issuer = new_issuer()
-    server_kp = nkeys.from_seed(nkeys.encode_seed(b"\x05" * 32, nkeys.PREFIX_BYTE_SERVER))
-    expires_at_s = int(time.time()) + 600
-
-    async def grant_all(request: AuthRequest) -> Grant:
-        return Grant(
-            name="agent",
-            pub_allow=("a.>",),
-            pub_deny=("a.secret",),
-            sub_allow=("a.>", "_INBOX_x.>"),
-            expires_at_s=expires_at_s,
-            account="TENANT",
-            tags=("key:k1",),
-        )
-
-    replies: list[tuple[str, bytes]] = []
-
-    class FakeConnection:
-        async def publish(self, subject: str, payload: bytes) -> None:
-            replies.append((subject, payload))
-
-    service = CalloutService(FakeConnection(), seed, grant_all)
-    request = forged_request(server_kp, issuer)
-    await service._handle(request.encode(), "reply.1")  # the message path minus NATS
-    [(subject, payload)] = replies
-    assert subject == "reply.1"
-    header, response = jwt_parts(payload.decode())
-    request_claims = jwt_parts(request)[1]
-    assert header == {"typ": "JWT", "alg": "ed25519-nkey"}
-    assert response["iss"] == issuer
-    assert response["sub"] == request_claims["nats"]["user_nkey"]
-    assert response["aud"] == server_kp.public_key.decode()
-    assert response["nats"]["type"] == "authorization_response"
-    assert response["nats"]["version"] == 2
-    assert set(response["nats"]) == {"jwt", "type", "version"}
-    signing_input, signature = payload.decode().rsplit(".", 1)
-    issuer_kp = nkeys.from_seed(seed.encode())
-    assert issuer_kp.verify(signing_input.encode(), base64.urlsafe_b64decode(signature + "=="))
-    user_header, user = jwt_parts(response["nats"]["jwt"])
-    assert user_header == header
-    assert user["iss"] == issuer
-    assert user["sub"] == response["sub"]
-    assert user["aud"] == "TENANT"
-    assert user["name"] == "agent"
-    assert user["exp"] == expires_at_s
-    assert user["nats"] == {
-        "pub": {"allow": ["a.>"], "deny": ["$SYS.>", "a.secret"]},
-        "sub": {"allow": ["a.>", "_INBOX_x.>"], "deny": ["$SYS.>"]},
-        "subs": -1,
-        "data": -1,
-        "payload": -1,
-        "tags": ["key:k1"],
-        "type": "user",
-        "version": 2,
-    }
-    assert len(user["jti"]) == 52
-    assert (service.served, service.denied, service.errors) == (1, 0, 0)
-
-
-async def test_an_expired_or_malformed_grant_is_an_error_response_not_a_jwt() -> None:
-    seed, issuer = new_issuer()
-    server_kp = nkeys.from_seed(nkeys.encode_seed(b"\x05" * 32, nkeys.PREFIX_BYTE_SERVER))
-    grants = iter(
-        [
-            Grant(name="a", pub_allow=("x",), sub_allow=(), expires_at_s=int(time.time()) - 1),
-            Grant(name="a", pub_allow=("has space",), sub_allow=(), expires_at_s=None),
-            Grant(name="", pub_allow=(), sub_allow=(), expires_at_s=None),
-        ]
-    )
-
-    async def authorizer(request: AuthRequest) -> Grant:
-        return next(grants)
-
-    replies: list[bytes] = []
-
-    class FakeConnection:
-        async def publish(self, subject: str, payload: bytes) -> None:
-            replies.append(payload)
-
-    service = CalloutService(FakeConnection(), seed, authorizer)
-    for _ in range(3):
-        await service._handle(forged_request(server_kp, issuer).encode(), "r")
-    errors = [jwt_parts(reply.decode())[1]["nats"].get("error") for reply in replies]
-    assert errors == ["grant expired", "invalid grant", "invalid grant"]
-    assert (service.served, service.denied, service.errors) == (0, 1, 2)
-
-
-async def test_a_bug_while_handling_a_request_is_logged_counted_and_answered(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    seed, _ = new_issuer()
-    replies: list[tuple[str, bytes]] = []
-
-    class FakeConnection:
-        async def publish(self, subject: str, payload: bytes) -> None:
-            replies.append((subject, payload))
-
-    async def never(request: AuthRequest) -> Grant:
-        raise AssertionError
-
-    service = CalloutService(FakeConnection(), seed, never)
-    bad_msg: Any = FakeMsg(b"", "r")
-    bad_msg.data = None  # what no nats-py message holds: parsing it raises AttributeError
-    await service._on_message(bad_msg)
-    await asyncio.sleep(0.05)
-    assert replies == [("r", b"")]
-    assert service.errors == 1
-    assert "request handling failed" in caplog.text
-    assert "AttributeError" in caplog.text
-
-
-def test_new_issuer_returns_an_account_seed_and_its_public_key() -> None:
-    seed, public = new_issuer()
-    assert seed.startswith("SA")
-    assert public.startswith("A")
-    assert nkeys.from_seed(seed.encode()).public_key.decode() == public
-    assert public_key_valid(public, nkeys.PREFIX_BYTE_ACCOUNT)
-    assert new_issuer() != (seed, public)
-
-
-def test_callout_config_text_in_the_global_account() -> None:
-    _, public = new_issuer()
-    text = callout_config(public, "svc", "pw", bypass_users=[("adm", "pw2")])
-    assert text == (
-        f"max_control_line: {MAX_CONTROL_LINE_BYTES}\n"
-        "authorization {\n"
-        "  users: [\n"
-        '    { user: "svc", password: "pw" }\n'
-        '    { user: "adm", password: "pw2", permissions: '
-        '{ publish: { deny: ["$SYS.>"] }, subscribe: { deny: ["$SYS.>"] } } }\n'
-        "  ]\n"
-        "  auth_callout {\n"
-        f'    issuer: "{public}"\n'
-        '    users: ["svc", "adm"]\n'
-        "  }\n"
-        "}\n"
-    )
-    assert "max_control_line" not in callout_config(
-        public, "svc", "pw", max_control_line_bytes=None
-    )
-
-
-def test_callout_config_text_with_a_callout_account() -> None:
-    _, public = new_issuer()
-    text = callout_config(
-        public, "svc", "pw", bypass_users=[("adm", "pw2")], account="AUTH", app_account="APP"
-    )
-    assert text == (
-        f"max_control_line: {MAX_CONTROL_LINE_BYTES}\n"
-        "accounts {\n"
-        '  "AUTH": { users: [ { user: "svc", password: "pw" } ] }\n'
-        '  "APP": { jetstream: enabled, users: [ { user: "adm", password: "pw2" } ] }\n'
-        "}\n"
-        "authorization {\n"
-        "  auth_callout {\n"
-        f'    issuer: "{public}"\n'
-        '    users: ["svc", "adm"]\n'
-        '    account: "AUTH"\n'
-        "  }\n"
-        "}\n"
-    )
-
-
-@pytest.mark.parametrize(
-    ("issuer", "user", "password", "bypass"),
-    [
-        ("not-a-key", "svc", "pw", []),
-        ("U" + "A" * 55, "svc", "pw", []),
-        (None, "svc", 'p"w', []),
-        (None, "svc", "p w", []),
-        (None, "svc", "p\\w", []),
-        (None, "svc", "pw", [("svc", "other")]),
-        (None, "", "pw", []),
-    ],
-)
-def test_callout_config_refuses_what_the_config_cannot_hold(
-    issuer: str | None, user: str, password: str, bypass: list[tuple[str, str]]
-) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 (each case has its own message)
-        callout_config(issuer or new_issuer()[1], user, password, bypass_users=bypass)
-
-
-@pytest.mark.parametrize(
-    ("account", "app_account"),
-    [("AUTH", None), (None, "APP"), ("AUTH", "AUTH"), ("$SYS", "APP"), ("AUTH", "$G")],
-)
-def test_callout_config_refuses_an_account_layout_it_does_not_know(
-    account: str | None, app_account: str | None
-) -> None:
-    with pytest.raises(ValueError, match="account"):
-        callout_config(new_issuer()[1], "svc", "pw", account=account, app_account=app_account)
-
-
-def test_the_service_needs_an_account_seed() -> None:
-    async def never(request: AuthRequest) -> Grant:
-        raise AssertionError
-
-    user_seed = nkeys.encode_seed(b"\x01" * 32, nkeys.PREFIX_BYTE_USER).decode()
-    for seed in (user_seed, "SAnot-a-seed", ""):
-        with pytest.raises(ValueError, match="seed"):
-            CalloutService(object(), seed, never)
