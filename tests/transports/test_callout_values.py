@@ -93,6 +93,7 @@ async def test_an_expired_or_malformed_grant_is_an_error_response_not_a_jwt() ->
             Grant(name="a", pub_allow=("x",), sub_allow=(), expires_at_s=int(time.time()) - 1),
             Grant(name="a", pub_allow=("has space",), sub_allow=(), expires_at_s=None),
             Grant(name="", pub_allow=(), sub_allow=(), expires_at_s=None),
+            Grant(name="a", pub_allow="x.>", sub_allow=(), expires_at_s=None),  # type: ignore[arg-type]
         ]
     )
 
@@ -106,11 +107,11 @@ async def test_an_expired_or_malformed_grant_is_an_error_response_not_a_jwt() ->
             replies.append(payload)
 
     service = CalloutService(FakeConnection(), seed, authorizer)
-    for _ in range(3):
+    for _ in range(4):
         await service._handle(forged_request(server_kp, issuer).encode(), "r")
     errors = [jwt_parts(reply.decode())[1]["nats"].get("error") for reply in replies]
-    assert errors == ["grant expired", "invalid grant", "invalid grant"]
-    assert (service.served, service.denied, service.errors) == (0, 1, 2)
+    assert errors == ["grant expired", "invalid grant", "invalid grant", "invalid grant"]
+    assert (service.served, service.denied, service.errors) == (0, 1, 3)
 
 
 async def test_a_bug_while_handling_a_request_is_logged_counted_and_answered(

@@ -403,7 +403,10 @@ class CalloutService:
 
     def _user_jwt(self, request: AuthRequest, grant: Grant) -> str:
         """Return the user JWT for ``grant``; `ValueError` if the grant is malformed."""
-        for subject in (*grant.pub_allow, *grant.pub_deny, *grant.sub_allow, *grant.sub_deny):
+        lists = (grant.pub_allow, grant.pub_deny, grant.sub_allow, grant.sub_deny)
+        if any(isinstance(subjects, str) for subjects in lists):
+            raise ValueError("subject lists must be tuples of subjects, not one string")
+        for subject in (subject for subjects in lists for subject in subjects):
             if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
                 raise ValueError(f"subject {subject!r} is empty or has whitespace")
         if not grant.name or not grant.account or "\n" in grant.name:
