@@ -23,6 +23,7 @@ import jwt
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from mesa.errors import AuthenticationError, AuthorizationError
 from mesa_sdk import Mesa
@@ -63,15 +64,20 @@ class RawClient:
                 self.errors.append(str(self.nc.last_error))
             self.closed.set()
 
-        self.nc = await nats.connect(
-            url,
-            token=token,
-            inbox_prefix=inbox or inbox_prefix(token),
-            error_cb=on_error,
-            closed_cb=on_closed,
-            allow_reconnect=False,
-            connect_timeout=3,
-        )
+        self.nc = NatsClient()
+        try:
+            await self.nc.connect(
+                url,
+                token=token,
+                inbox_prefix=inbox or inbox_prefix(token),
+                error_cb=on_error,
+                closed_cb=on_closed,
+                allow_reconnect=False,
+                connect_timeout=3,
+            )
+        except BaseException:
+            await self.nc.close()  # a refused connect leaves its socket open otherwise
+            raise
         return self
 
     def violations(self) -> list[str]:
