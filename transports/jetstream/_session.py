@@ -25,14 +25,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
-from transports.auth import ALL_REPOS, Claims, unverified_claims
-from transports.base import TokenRejectedError, UnavailableError
+from transports.auth import ALL_REPOS, Claims, check, unverified_claims
+from transports.base import PermissionDeniedError, TokenRejectedError, UnavailableError
 from transports.jetstream._blobs import _Blobs
 from transports.jetstream._connection import _Connection
 from transports.jetstream._control import call, claims_from_json
 from transports.jetstream._kv import _Kv
 from transports.jetstream._log import _Log
-from transports.jetstream._names import REVOKED_NOTICE, inbox_prefix
+from transports.jetstream._names import REVOKED_NOTICE, inbox_prefix, index_bucket
 from transports.jetstream._provision import _Provision
 
 #: The most token sessions a transport keeps open.
@@ -76,6 +76,27 @@ class _Session:
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
         await self.conn.aclose()
+
+
+def live_claims(session: _Session, now_ms: int) -> Claims:
+    """Return what the service said the session's token grants, unless it expired.
+
+    Raises:
+        TokenRejectedError: the token expired.
+    """
+    claims = session.claims
+    assert claims is not None
+    if now_ms >= claims.exp * 1000:
+        raise TokenRejectedError("token expired")
+    return claims
+
+
+def _may_write(claims: Claims, org: str, repo: str) -> bool:
+    try:
+        check(claims, org, repo, write=True)
+    except PermissionDeniedError:
+        return False
+    return True
 
 
 class _TokenSessions:
@@ -160,6 +181,54 @@ class _TokenSessions:
         limit = session.conn.payload_limit()
         self.payload_limit = limit if self.payload_limit is None else min(limit, self.payload_limit)
         return session
+
+    async def authorize(
+        self,
+        token: str,
+        org: str,
+        repo: str,
+        *,
+        write: bool,
+        provision: bool | None,
+        now_ms: int,
+    ) -> _Session:
+        """Check a call of ``token`` on ``org/repo`` and return the session to make it on.
+
+        An org-wide token's connection reaches the repos that existed when it opened; a
+        call on another repo creates it first if the call writes (or ``provision``
+        says so) and the token may write, then takes a connection whose grant lists it
+        (`renew`).
+
+        Raises:
+            TokenRejectedError: the token is malformed, expired or refused.
+            PermissionDeniedError: the token does not grant the call.
+            UnavailableError: no server or service answered in time.
+        """
+        session = await self.get(token)
+        claims = live_claims(session, now_ms)
+        check(claims, org, repo, write=write)
+        if session.org_wide and repo not in session.granted:
+            create = (write if provision is None else provision) and _may_write(claims, org, repo)
+            if create:
+                await call(session.conn, "provision", token, org=org, repo=repo)
+            session = await self.renew(token, force=create)
+        return session
+
+    async def for_listing(
+        self, token: str, now_ms: int
+    ) -> tuple[_Session, Claims, frozenset[str] | None]:
+        """Return the session, claims and reachable repos (None: as granted) for a listing.
+
+        An org-wide session whose org has repos its grant predates is renewed first.
+        """
+        session = await self.get(token)
+        claims = live_claims(session, now_ms)
+        if not session.org_wide:
+            return session, claims, None
+        await session.conn.ready("list the repos of the org")
+        if set(await session.kv.live_keys(index_bucket(claims.org), ">")) - session.granted:
+            session = await self.renew(token)
+        return session, claims, session.granted
 
     async def renew(self, token: str, *, force: bool = False) -> _Session:
         """Return a new session of ``token`` (an org-wide token: a repo was created since).

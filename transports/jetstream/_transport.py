@@ -20,12 +20,10 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Final
 
 from transports.auth import (
-    Claims,
     KeyRecord,
     Keyring,
     authenticate,
     authorize,
-    check,
     key_scope,
 )
 from transports.base import (
@@ -37,25 +35,21 @@ from transports.base import (
     KvEntry,
     LogId,
     MissingError,
-    PermissionDeniedError,
     SystemClock,
-    TokenRejectedError,
     validate_kv_key,
     validate_org,
     validate_repo,
 )
 from transports.jetstream._admin import _Admin
-from transports.jetstream._control import call
 from transports.jetstream._keys import _Keys
-from transports.jetstream._names import HEADER_RESERVE, index_bucket, log_subject
+from transports.jetstream._names import HEADER_RESERVE, log_subject
 from transports.jetstream._session import _Session, _TokenSessions
 from transports.jetstream._subscription import JetStreamSubscription
 
 if TYPE_CHECKING:
     from transports.base import Transport
 
-#: ``max_payload_bytes`` of a token-mode transport until its first connection says
-#: (nats-server's default ``max_payload`` less the header reserve).
+#: ``max_payload_bytes`` in token mode until a connection says (nats-server's default).
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024 - HEADER_RESERVE
 
 
@@ -314,23 +308,10 @@ class JetStreamTransport:
         await session.kv.delete(key, expected_revision)
 
     async def kv_keys(self, token: str, prefix: str) -> list[str]:
-        """Return the keys that start with ``prefix`` and that the token may read, sorted.
-
-        Keys of repos the token does not grant are left out, not refused.
-
-        Raises:
-            TokenRejectedError: the token is invalid or expired.
-            UnavailableError: the server did not answer in time.
-        """
+        """Return the keys starting with ``prefix`` the token may read (others left out)."""
         only: frozenset[str] | None = None
         if self._tokens is not None:
-            session = await self._tokens.get(token)
-            claims = self._live_claims(session)
-            if session.org_wide:
-                await session.conn.ready(f"list keys {prefix}*")
-                if set(await session.kv.live_keys(index_bucket(claims.org), ">")) - session.granted:
-                    session = await self._tokens.renew(token)
-                only = session.granted
+            session, claims, only = await self._tokens.for_listing(token, self._clock.now_ms())
         else:
             session = self._trusted
             await self._keys.refresh(token)
@@ -338,8 +319,6 @@ class JetStreamTransport:
             claims = authenticate(self._keyring, now, token, closed=closed)
         await session.conn.ready(f"list keys {prefix}*")
         return await session.kv.keys(claims, prefix, only=only)
-
-    # -- API keys (records under ``_keys.<id>`` in the KV: `_keys._Keys`) ------
 
     async def put_key(self, token: str, record: KeyRecord) -> None:
         """See `Transport.put_key`."""
@@ -387,18 +366,11 @@ class JetStreamTransport:
         validate_org(org)
         validate_repo(repo)
         if self._tokens is not None:
-            session = await self._tokens.get(token)
-            claims = self._live_claims(session)
-            check(claims, org, repo, write=write)
-            if session.org_wide and repo not in session.granted:
-                # A repo the connection's grant predates (or none): create it if this
-                # writes, then take a connection whose grant lists it.
-                create = (write if provision is None else provision) and _may_write(
-                    claims, org, repo
-                )
-                if create:
-                    await call(session.conn, "provision", token, org=org, repo=repo)
-                session = await self._tokens.renew(token, force=create)
+            now_ms = self._clock.now_ms()
+            session = await self._tokens.authorize(
+                token, org, repo, write=write, provision=provision, now_ms=now_ms
+            )
+            self._track_payload_limit()
             return session
         await self._keys.refresh(token)
         now, closed = self._clock.now_ms(), self._conn.closed
@@ -414,24 +386,9 @@ class JetStreamTransport:
         """Whether ``repo`` does not exist for an org-wide session that just renewed."""
         return session.org_wide and repo not in session.granted
 
-    def _live_claims(self, session: _Session) -> Claims:
-        """Return what the service said the session's token grants, unless it expired."""
-        assert session.claims is not None
-        assert self._tokens is not None
-        if self._tokens.payload_limit is not None:
+    def _track_payload_limit(self) -> None:  # learnt from the first token connection
+        if self._tokens is not None and self._tokens.payload_limit is not None:
             self.max_payload_bytes = self._tokens.payload_limit
-        claims: Claims = session.claims
-        if self._clock.now_ms() >= claims.exp * 1000:
-            raise TokenRejectedError("token expired")
-        return claims
-
-
-def _may_write(claims: Claims, org: str, repo: str) -> bool:
-    try:
-        check(claims, org, repo, write=True)
-    except PermissionDeniedError:
-        return False
-    return True
 
 
 if TYPE_CHECKING:
