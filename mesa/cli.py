@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _cli_repo.register(commands)
     _cli_vcs.register(commands)
-    from mesa import _cli_keys
+    from mesa import _cli_keys, _cli_service
 
     _cli_keys.register(commands)
+    _cli_service.register(commands)
     completion = commands.add_parser(
         "completion",
         help="print a bash or zsh completion script",
@@ -123,6 +124,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.command in _cli_keys.COMMANDS:
         return _cli_keys.run(args)
+    from mesa import _cli_service
+
+    if args.command in _cli_service.COMMANDS:
+        return _cli_service.run(args)
     if args.command == "repo":
         return _cli_repo.run(args)
     if args.command in ("mount", "unmount"):

@@ -148,6 +148,6 @@ async def call(conn: _Connection, op: str, token: str, **arguments: Any) -> Any:
         except nats.errors.NoRespondersError:
             raise UnavailableError(
                 f"mesa service {op}: no mesa service answers on this NATS deployment "
-                "(run `mesa service` beside nats-server, docs/operations.md)"
+                "(run `mesa service run CREDENTIALS` beside nats-server: docs/operations.md)"
             ) from None
     return decode_reply(msg.data, op)
