@@ -276,7 +276,7 @@ class _Connection:
         self._up.set()
         _logger.warning(
             "reconnected to NATS at %s after %s",
-            url.netloc if url is not None else "?",
+            f"{url.hostname}:{url.port}" if url is not None else "?",  # no credentials
             "?" if down is None else f"{down:.1f}s",
         )
         # The server may have lost or replaced streams and consumers: check again.

@@ -357,7 +357,7 @@ class JetStreamTransport:
             url = next((u for u in urls if u is not None), None)
         else:
             url = self._conn.nc.connected_url
-        return None if url is None else str(url.netloc)
+        return None if url is None else f"{url.hostname}:{url.port}"  # no credentials
 
     async def _authorize(
         self, token: str, org: str, repo: str, *, write: bool, provision: bool | None = None
