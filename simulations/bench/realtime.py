@@ -12,6 +12,14 @@ run on one machine:
     ``publish_async`` pipeline.
 (c) cold mount of a change with long history, with and without a snapshot, at two
     history lengths over the same tree (flatness), plus fold throughput.
+(d) connect and mount: a new client connects and mounts a repo (reads one file), the way
+    a sandboxed agent starts: presenting its token through the auth callout (the
+    default) beside a trusted client (NATS credentials, no callout). Baseline: a bare
+    nats-py connect and one JetStream request.
+
+mesafs clients present tokens (the embedded default's auth callout enforces them, as in
+production); the bare baselines connect with the service's own NATS login, which
+bypasses the callout: raw NATS with nothing of mesa in the way.
 
 Latency is taken with ``time.monotonic_ns``, which is one clock for every process on a
 Linux host. Nothing here asserts a target: it prints the table and the ratios.
@@ -39,7 +47,9 @@ from engine.content import Content
 from engine.ops import Entry, Write
 from mesa import Mesa, WatchEvent, server
 from mesa.instruments import folded_state, raw_transport, store_snapshot
+from transports.auth import Keyring
 from transports.base import LogId
+from transports.jetstream import JetStreamTransport
 
 ORG = "bench"
 WARMUP = 50
@@ -51,10 +61,16 @@ class Env:
 
     url: str
     key: str
+    bare_url: str
 
     def child_env(self) -> dict[str, str]:
         """The environment of a child process: this server and key."""
-        return {**os.environ, "MESA_NATS_URL": self.url, "MESA_API_KEY": self.key}
+        return {
+            **os.environ,
+            "MESA_NATS_URL": self.url,
+            "MESA_API_KEY": self.key,
+            "BENCH_BARE_URL": self.bare_url,
+        }
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -125,7 +141,7 @@ async def _sub_mesa(repo: str, count: int) -> None:
 async def latency_bare(env: Env, count: int) -> list[int]:
     """Bare nats-py: acked JetStream publish here, ordered-consumer callback there."""
     subject = f"benchbare.{secrets.token_hex(3)}"
-    nc = await nats.connect(env.url)
+    nc = await nats.connect(env.bare_url)
     js = nc.jetstream()
     await js.add_stream(name=subject.replace(".", "_").upper(), subjects=[subject])
     proc = await _spawn(env, "sub-bare", subject, str(count + WARMUP))
@@ -139,7 +155,7 @@ async def latency_bare(env: Env, count: int) -> list[int]:
 
 
 async def _sub_bare(subject: str, count: int) -> None:
-    nc = await nats.connect(os.environ["MESA_NATS_URL"])
+    nc = await nats.connect(os.environ["BENCH_BARE_URL"])
     js = nc.jetstream()
     samples: list[int] = []
     done = asyncio.Event()
@@ -192,7 +208,7 @@ async def throughput_mesa(env: Env, total: int, concurrency: int) -> float:
 async def throughput_bare(env: Env, total: int, concurrency: int) -> tuple[float, float]:
     """Acked bare publishes per second: C concurrent ``publish`` calls, and ``publish_async``."""
     subject = f"benchtput.{secrets.token_hex(3)}"
-    nc = await nats.connect(env.url)
+    nc = await nats.connect(env.bare_url)
     js = nc.jetstream()
     await js.add_stream(name=subject.replace(".", "_").upper(), subjects=[subject])
     payload = b"x" * 160  # about the size of an encoded 100-byte write entry
@@ -209,6 +225,48 @@ async def throughput_bare(env: Env, total: int, concurrency: int) -> tuple[float
         pipelined = total / (time.perf_counter() - start)
     await nc.close()
     return concurrent, pipelined
+
+
+# -- (d) connect and mount -------------------------------------------------------------------
+
+
+async def connect_and_mount(env: Env, rounds: int) -> dict[str, dict[str, float]]:
+    """Time a fresh connection and mount, three ways, in alternating rounds (module doc)."""
+    mesa = Mesa(ORG, env.key)
+    repo = f"connect-{secrets.token_hex(3)}"
+    await mesa.repos.create(repo)
+    async with mesa.fs.mount(repos=[repo]) as fs:
+        await fs.write(f"/{ORG}/{repo}/f.txt", b"hello")
+
+    async def bare() -> None:
+        nc = await nats.connect(env.bare_url)
+        await nc.jetstream().account_info()
+        await nc.close()
+
+    async def sdk(url: str, *, tokens: bool) -> None:
+        transport = await JetStreamTransport.connect(
+            [url], keyring=Keyring(), present_tokens=tokens
+        )
+        try:
+            client = Mesa(ORG, env.key, transport=transport)
+            async with client.fs.mount(repos=[repo]) as mounted:
+                assert await mounted.read(f"/{ORG}/{repo}/f.txt") == b"hello"
+        finally:
+            await transport.aclose()
+
+    kinds: dict[str, Callable[[], Awaitable[None]]] = {
+        "bare": bare,
+        "trusted": lambda: sdk(env.bare_url, tokens=False),
+        "callout": lambda: sdk(env.url, tokens=True),
+    }
+    samples: dict[str, list[int]] = {name: [] for name in kinds}
+    for index in range(rounds + 3):
+        for name, run_one in kinds.items():
+            start = time.monotonic_ns()
+            await run_one()
+            if index >= 3:  # warm-up rounds
+                samples[name].append(time.monotonic_ns() - start)
+    return {name: _percentiles(values) for name, values in samples.items()}
 
 
 # -- (c) cold mount ---------------------------------------------------------------------------
@@ -283,9 +341,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mesa-bench-") as home:
         info = server.ensure_running(Path(home))
-        env = Env(info.authenticated_url, info.admin_key)
+        env = Env(info.url, info.admin_key, info.authenticated_url)
         os.environ["MESA_NATS_URL"] = env.url
         try:
+            results["connect"] = await connect_and_mount(env, args.connect_rounds)
             bare, mesa = await _alternate(
                 args.rounds,
                 args.writes,
@@ -305,7 +364,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # server with JetStream's default sync interval.
     with tempfile.TemporaryDirectory(prefix="mesa-bench-cold-") as home:
         info = server.ensure_running(Path(home), sync_always=False)
-        env = Env(info.authenticated_url, info.admin_key)
+        env = Env(info.url, info.admin_key, info.authenticated_url)
         os.environ["MESA_NATS_URL"] = env.url
         try:
             sizes = (args.cold_entries // 10, args.cold_entries)
@@ -339,6 +398,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"| acked writes/s (C={args.concurrency}) | {tm:,.0f} | {tb:,.0f} | {tm / tb:.0%} |"
     )
     lines.append(f"| acked writes/s vs publish_async | {tm:,.0f} | {ta:,.0f} | {tm / ta:.0%} |")
+    cb = results["connect"]["bare"]
+    for name, label in (("callout", "token, auth callout"), ("trusted", "trusted, no callout")):
+        row = results["connect"][name]
+        lines.extend(
+            f"| connect + mount + read ({label}) {q} | {row[q]:.1f} | {cb[q]:.1f} (connect + "
+            f"1 request) | {row[q] / cb[q]:.1f}x |"
+            for q in ("p50_ms", "p99_ms")
+        )
+    tc, tt = results["connect"]["callout"]["p50_ms"], results["connect"]["trusted"]["p50_ms"]
+    lines.append(
+        f"| connect + mount p50, callout vs trusted | {tc:.1f} | {tt:.1f} | {tc / tt:.2f}x |"
+    )
     lines.extend(
         f"| cold mount, {row['entries']:,} entries over {row['files']:,} files | "
         f"{row['with_s']:.3f} s with snapshot | {row['without_s']:.3f} s without | "
@@ -374,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cold-entries", type=int, default=100_000, help="(c) the longer history (and a tenth)"
     )
     parser.add_argument("--cold-files", type=int, default=1000, help="(c) files the history writes")
+    parser.add_argument(
+        "--connect-rounds", type=int, default=40, help="(d) connect-and-mount samples of each kind"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     if args.role == "sub-mesa":
