@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.fuse.fuseutil import FuseMount, create_repos, fuse_unusable
-from tests.integration.conftest import Deployment, nats_server, spawn_mount
+from tests.integration.conftest import Deployment, nats_server, secured, spawn_mount
 from tests.integration.natsutil import NatsServer, start_nats
 
-__all__ = ["nats_server", "spawn_mount"]
+__all__ = ["nats_server", "secured", "spawn_mount"]
 
 _REASON = fuse_unusable()
 #: The modules that mount for real (test_planner.py needs no kernel).
@@ -29,6 +29,7 @@ MOUNTING = frozenset(
         "test_bench.py",
         "test_edges.py",
         "test_torture.py",
+        "test_token_mount.py",
     }
 )
 
