@@ -14,12 +14,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from mesa import server
 from mesa._client import Mesa
 from mesa._types import RepoConfig
 from mesa.cli import build_parser
+from transports.jetstream import blob_bucket, kv_bucket, stream_name
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +193,22 @@ def test_repo_create_list_info_delete(env: dict[str, str]) -> None:
     assert "r1" in names
     assert "not found" in fails(env, 1, "repo", "delete", "r2", "--yes")
     assert "not found" in fails(env, 1, "log", "-R", "r2")
+    # Nothing of r2 stays on the server: its stream, record bucket and blob store are gone.
+    assert asyncio.run(_streams_of(Path(env["MESA_HOME"]), "r2")) == []
+    assert len(asyncio.run(_streams_of(Path(env["MESA_HOME"]), "r1"))) == 3
+
+
+async def _streams_of(home: Path, repo: str) -> list[str]:
+    """The JetStream streams of ``acme/<repo>`` (read with the service's own login)."""
+    info = server.status(home)
+    assert info is not None
+    nc = await nats.connect(info.authenticated_url)
+    try:
+        names = await nc.jetstream().streams_info()
+    finally:
+        await nc.close()
+    wanted = {stream_name(ORG, repo), f"KV_{kv_bucket(ORG, repo)}", f"OBJ_{blob_bucket(ORG, repo)}"}
+    return sorted(s.config.name for s in names if s.config.name in wanted)
 
 
 # -- items 2 and 3: status, diff, log ----------------------------------------------------
