@@ -10,6 +10,7 @@ it to `TRANSPORT_FACTORIES` as a ``pytest.param`` (with marks such as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.natsutil import start_nats
-from transports.auth import Claims, Keyring, generate_key, sign
+from transports.auth import Claims, KeyRecord, Keyring, generate_key, sign
 from transports.base import ManualClock, SystemClock, Transport
 from transports.jetstream import JetStreamTransport
+from transports.jetstream.callout import new_issuer
+from transports.jetstream.daemon import ServiceCredentials, run_service, service_config
 from transports.memory import MemoryTransport
 
 
@@ -100,9 +103,55 @@ async def jetstream_env() -> AsyncIterator[TransportEnv]:
             await asyncio.to_thread(server.stop)
 
 
+@asynccontextmanager
+async def callout_env() -> AsyncIterator[TransportEnv]:
+    """A token-mode `JetStreamTransport` on a nats-server behind the auth callout.
+
+    The mesa service runs in this process (`run_service`); the signing key is registered
+    with the service's login, as an operator would. Every token the tests sign is
+    presented on its own connection and enforced by the server.
+    """
+    org = "acme"
+    api_key = random_api_key()
+    clock = SystemClock()
+
+    def make_token(repos: dict[str, str], ttl_s: int = 3600) -> str:
+        iat = clock.now_ms() // 1000
+        return sign(api_key, Claims(org, dict(repos), iat, iat + ttl_s, "test-mount"))
+
+    seed, public = new_issuer()
+    extra = service_config(public, "svc", "svcpw", "sys", "syspw")
+    with tempfile.TemporaryDirectory(prefix="mesa-nats-") as tmp:
+        server = await asyncio.to_thread(start_nats, Path(tmp), extra_config=extra)
+        credentials = ServiceCredentials((server.url,), "svc", "svcpw", "sys", "syspw", seed)
+        ready = asyncio.Event()
+        service = asyncio.ensure_future(run_service(credentials, ready=ready.set))
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            trusted_url = server.url.replace("nats://", "nats://svc:svcpw@")
+            trusted = await JetStreamTransport.connect([trusted_url], keyring=Keyring())
+            try:
+                await trusted.bootstrap_key(KeyRecord.for_key(api_key, org))
+            finally:
+                await trusted.aclose()
+            transport = await JetStreamTransport.connect(
+                [server.url], keyring=Keyring(), present_tokens=True
+            )
+            try:
+                yield TransportEnv(transport, org, make_token, None)
+            finally:
+                await transport.aclose()
+        finally:
+            service.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service
+            await asyncio.to_thread(server.stop)
+
+
 TRANSPORT_FACTORIES = [
     pytest.param(memory_env, id="memory"),
     pytest.param(jetstream_env, id="jetstream", marks=pytest.mark.integration),
+    pytest.param(callout_env, id="callout", marks=pytest.mark.integration),
 ]
 
 

@@ -34,7 +34,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from transports.auth import Claims, may_read_key
+from transports.auth import ALL_REPOS, Claims, may_read_key
 from transports.base import (
     KvEntry,
     MissingError,
@@ -182,7 +182,11 @@ class _Kv:
         tokens = subject_filter.split(".")
         if len(tokens) >= 3:
             repos = [tokens[1]]
-        else:  # the prefix names no single repo: every repo of the org it may cover
+        elif ALL_REPOS not in claims.repos:  # the token names its repos: no index to read
+            repos = [
+                repo for repo in sorted(claims.repos) if f"{claims.org}.{repo}.".startswith(prefix)
+            ]
+        else:  # every repo of the org the prefix may cover
             repos = [
                 repo
                 for repo in await self.live_keys(index_bucket(claims.org), ">")

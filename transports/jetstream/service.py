@@ -43,8 +43,6 @@ from transports.auth import (
     check_admin,
 )
 from transports.base import (
-    MissingError,
-    PermissionDeniedError,
     TokenRejectedError,
     TransportError,
     validate_org,
@@ -58,7 +56,7 @@ from transports.jetstream._control import (
     encode_reply,
 )
 from transports.jetstream._grants import permissions
-from transports.jetstream._names import REVOKED_NOTICE, inbox_prefix, index_bucket, stream_name
+from transports.jetstream._names import REVOKED_NOTICE, inbox_prefix, index_bucket
 from transports.jetstream._provision import create_repo_storage, delete_repo_storage
 from transports.jetstream._transport import JetStreamTransport
 from transports.jetstream.callout import (
@@ -238,17 +236,10 @@ class MesaService:
         if op == "whoami":
             return {**claims_to_json(claims), "granted": sorted(await self._repos_of(claims))}
         if op == "provision":
+            # Any grant of the repo: the service alone chooses the storage's config, and
+            # a subscription of a read-only token may be the first use of a repo.
             org, repo = validate_org(str(body.get("org"))), validate_repo(str(body.get("repo")))
-            try:
-                check(claims, org, repo, write=True)
-            except PermissionDeniedError:
-                # Read-only: nothing to create; the storage must exist already.
-                check(claims, org, repo, write=False)
-                try:
-                    await conn.api(f"STREAM.INFO.{stream_name(org, repo)}", {})
-                except TransportError:
-                    raise MissingError(f"{org}/{repo} has no storage yet") from None
-                return None
+            check(claims, org, repo, write=False)
             await create_repo_storage(conn, org, repo)
             return None
         if op == "delete_repo":
