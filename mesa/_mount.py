@@ -42,7 +42,7 @@ from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Entry, Mv, Op, Write
 from engine.paths import RelPath
-from engine.replica import CorruptEntryError, Folded, FoldFailedError, Replica
+from engine.replica import CorruptEntryError, Folded, Replica
 from engine.tree import FileNode
 from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
@@ -56,7 +56,6 @@ from mesa._types import DiskCacheConfig
 from mesa.errors import (
     AuthenticationError,
     FoldError,
-    LogCorruptError,
     MesaConnectionError,
     MesaError,
     PayloadTooLargeError,
@@ -478,14 +477,12 @@ class RepoMount:
         other failure of the pump is `FoldError` at the last sequence folded.
         """
         broken: MesaError
-        if isinstance(exc, FoldFailedError):
-            broken = FoldError(change_id, exc.seq, f"the entry could not be folded: {exc.reason}")
-        elif isinstance(exc, CorruptEntryError):
-            broken = LogCorruptError(change_id, exc.seq, str(exc))
+        if isinstance(exc, CorruptEntryError):
+            broken = _changes.stopped_at(change_id, exc)
         else:
             reason = f"the mount's pump failed: {type(exc).__name__}: {exc}"
             broken = FoldError(change_id, self.replica.seq, reason)
-        broken.__cause__ = exc
+            broken.__cause__ = exc
         self.broken = broken
         log.error("%s", broken)
         self._fail_waiters(broken)
