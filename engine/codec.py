@@ -24,7 +24,10 @@ Field encodings:
 
 Op fields: Write/Append ``path content mode``; Mkdir ``path mode parents``;
 Rm ``path recursive``; Mv ``src dst``; Cp ``src dst recursive``; Chmod ``path mode``;
-Symlink ``path target``; Utimes ``path atime_ms(sint) mtime_ms(sint)``.
+Symlink ``path target``; Utimes ``path atime_ms(sint) mtime_ms(sint)``. The path of a
+Write, Append or Symlink has at least one component: the root is always a directory,
+so such an entry could not be folded and is refused as corrupt (every other op on the
+root folds, as a no-op or on the root directory).
 
 Invariants:
 
@@ -36,7 +39,10 @@ Invariants:
 - Decoding never returns a wrong value and never skips: every malformed input
   (empty, unknown version, CRC mismatch, truncation, trailing bytes, unknown op kind
   or segment tag, bad boolean, invalid UTF-8, invalid path component or author,
-  over-long or non-minimal varint) raises `CodecError`, and no other exception type.
+  over-long or non-minimal varint, a file or symlink at the root) raises `CodecError`,
+  and no other exception type.
+- Decoding and folding agree: every entry `decode_entry` returns can be folded into
+  any state (`engine.fold.fold` does not raise for it).
 - The version byte is checked before the CRC, so data from a newer writer is
   reported as an unknown version rather than as corruption.
 
@@ -471,6 +477,8 @@ class Reader:
 
 
 def _write_op(w: Writer, op: Op) -> None:
+    if isinstance(op, Write | Append | Symlink) and not op.path:
+        raise InvalidInputError(f"{type(op).__name__} needs a path below the root, not ()")
     w.u8(_KINDS[type(op)])
     if isinstance(op, Write | Append):
         w.path(op.path)
@@ -502,12 +510,23 @@ def _write_op(w: Writer, op: Op) -> None:
         w.sint(op.mtime_ms)
 
 
+def _read_node_path(r: Reader) -> RelPath:
+    """Read the path of an op that puts a file or symlink there: never the root (``()``)."""
+    start = r.offset
+    path = r.path()
+    if not path:
+        raise CodecError(
+            f"corrupt entry at offset {start}: a write, append or symlink names the root"
+        )
+    return path
+
+
 def _read_op(r: Reader) -> Op:
     kind = r.u8()
     if kind == _KIND_WRITE:
-        return Write(r.path(), r.content(), r.uint())
+        return Write(_read_node_path(r), r.content(), r.uint())
     if kind == _KIND_APPEND:
-        return Append(r.path(), r.content(), r.uint())
+        return Append(_read_node_path(r), r.content(), r.uint())
     if kind == _KIND_MKDIR:
         return Mkdir(r.path(), r.uint(), r.bool_())
     if kind == _KIND_RM:
@@ -519,7 +538,7 @@ def _read_op(r: Reader) -> Op:
     if kind == _KIND_CHMOD:
         return Chmod(r.path(), r.uint())
     if kind == _KIND_SYMLINK:
-        return Symlink(r.path(), r.str_())
+        return Symlink(_read_node_path(r), r.str_())
     if kind == _KIND_UTIMES:
         return Utimes(r.path(), r.sint(), r.sint())
     raise CodecError(f"corrupt entry at offset 1: unknown op kind {kind}")

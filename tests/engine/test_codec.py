@@ -19,11 +19,13 @@ from engine.codec import (
 )
 from engine.content import BlobRef, Content, Inline
 from engine.errors import CodecError, InvalidInputError
+from engine.fold import ChangeState, fold
 from engine.ops import (
     Append,
     Chmod,
     Cp,
     Entry,
+    Logged,
     Mkdir,
     Mv,
     Op,
@@ -46,6 +48,8 @@ _wide_names = st.integers(min_value=1, max_value=63).map(lambda n: "\U0001f600" 
 _edge_names = st.sampled_from(["...", ".a", "a.", " ", "\n", "\\", "é", "名前", ".git"])
 names = st.one_of(_plain_names, _long_names, _wide_names, _edge_names)
 paths = st.lists(names, max_size=5).map(tuple)
+# a file or symlink cannot be the root: their paths have a component
+node_paths = st.lists(names, min_size=1, max_size=5).map(tuple)
 
 uints = st.integers(min_value=0, max_value=UINT_MAX)
 sints = st.integers(min_value=SINT_MIN, max_value=SINT_MAX)
@@ -61,14 +65,14 @@ authors = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 targets = st.text(st.characters(codec="utf-8"), max_size=80)
 
 ops: st.SearchStrategy[Op] = st.one_of(
-    st.builds(Write, paths, contents, modes),
-    st.builds(Append, paths, contents, modes),
+    st.builds(Write, node_paths, contents, modes),
+    st.builds(Append, node_paths, contents, modes),
     st.builds(Mkdir, paths, modes, st.booleans()),
     st.builds(Rm, paths, st.booleans()),
     st.builds(Mv, paths, paths),
     st.builds(Cp, paths, paths, st.booleans()),
     st.builds(Chmod, paths, modes),
-    st.builds(Symlink, paths, targets),
+    st.builds(Symlink, node_paths, targets),
     st.builds(Utimes, paths, sints, sints),
 )
 entries = st.builds(Entry, ops, authors, uints, uints)
@@ -539,3 +543,78 @@ def test_writer_rejects_bad_digest(digest: str) -> None:
 def test_encode_rejects_unrepresentable_entries(entry: Entry) -> None:
     with pytest.raises(InvalidInputError):
         encode_entry(entry)
+
+
+# ------------------------------------------------- decoding and folding agree (issue 13)
+
+
+@pytest.mark.parametrize("kind", [WRITE_KIND, 2, SYMLINK_KIND])
+def test_a_file_or_symlink_at_the_root_is_refused_at_decode(kind: int) -> None:
+    # Write(()), Append(()) and Symlink(()) used to decode and then fail in the fold.
+    tail = varint(0) + varint(0o644) if kind != SYMLINK_KIND else lp(b"t")
+    message = decode_error(seal(body(kind, raw_path() + tail)))
+    assert "names the root" in message
+    assert "offset 2" in message
+
+
+@pytest.mark.parametrize(
+    "op", [Write((), Content.of(b"x")), Append((), Content()), Symlink((), "t")]
+)
+def test_a_file_or_symlink_at_the_root_is_not_encoded(op: Op) -> None:
+    with pytest.raises(InvalidInputError, match=r"path below the root"):
+        encode_entry(Entry(op, "m1", 1, 0))
+
+
+def _seeded_state() -> ChangeState:
+    """A state holding each kind of node and a conflict, for entries to fold into."""
+    state = ChangeState()
+    setup: list[tuple[str, int, Op]] = [
+        ("s", 0, Mkdir(("d", "e"), parents=True)),
+        ("s", 1, Write(("d", "f"), Content.of(b"f\n"))),
+        ("s", 2, Symlink(("l",), "d/f")),
+        ("s", 3, Write(("a",), Content.of(b"one\n"))),
+        ("t", 3, Write(("a",), Content.of(b"two\n"))),  # races: a conflict
+    ]
+    for seq, (author, seen, op) in enumerate(setup, 1):
+        fold(state, Logged(seq, 1_000 + seq, Entry(op, author, seq, seen)))
+    return state
+
+
+def _folds(entry: Entry) -> None:
+    for state in (ChangeState(), _seeded_state()):
+        seq = state.seq + 1
+        fold(state, Logged(seq, 1_000 + seq, entry))
+        assert state.seq == seq
+
+
+@given(entries)
+def test_every_entry_that_encodes_folds_into_any_state(entry: Entry) -> None:
+    _folds(decode_entry(encode_entry(entry)))
+
+
+@given(entries, st.data())
+def test_every_entry_the_decoder_accepts_folds(entry: Entry, data: st.DataObject) -> None:
+    # The first path made the root's, then bytes changed, with the CRC recomputed:
+    # whatever still decodes must fold.
+    encoded = bytearray(encode_entry(entry)[:-4])
+    first = entry.op.src if isinstance(entry.op, Mv | Cp) else entry.op.path
+    if data.draw(st.booleans()):
+        encoded[2 : 2 + len(raw_path(*(n.encode() for n in first)))] = raw_path()
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
+        pos = data.draw(st.integers(min_value=1, max_value=len(encoded) - 1))
+        encoded[pos] = data.draw(st.integers(min_value=0, max_value=255))
+    try:
+        decoded = decode_entry(seal(bytes(encoded)))
+    except CodecError:
+        return
+    _folds(decoded)
+
+
+@given(st.binary(max_size=48))
+def test_arbitrary_bytes_the_decoder_accepts_fold(junk: bytes) -> None:
+    for kind in range(1, 10):
+        try:
+            decoded = decode_entry(seal(bytes([CODEC_VERSION, kind]) + junk))
+        except CodecError:
+            continue
+        _folds(decoded)
