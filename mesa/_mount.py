@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import heapq
 import logging
@@ -37,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from engine import driver
 from engine.codec import encode_entry
+from engine.content import Content
 from engine.errors import FsError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
@@ -354,6 +356,8 @@ class RepoMount:
             last: int | None = None
             for op in ops:
                 op_seen = self._rename_seen(op, seen) if isinstance(op, Mv) else seen
+                if isinstance(op, Write) and not op.terms:
+                    op = await self._written_back(op, op_seen)
                 try:
                     entry = self.replica.issue(op, seen=op_seen, checked=checked)
                 except FsError as exc:
@@ -368,6 +372,31 @@ class RepoMount:
             self._writers -= 1
             if not self._writers:
                 self._drained.set()
+
+    async def _written_back(self, op: Write, seen: int | None) -> Write:
+        """Return ``op`` with the conflict's terms if it writes the conflict back (rule 6).
+
+        The fold never reads blobs, so the mount parses the block against the conflict
+        the writer saw (at ``seen``) and logs its terms (`engine.driver.writeback`);
+        a new term too large to travel inline goes to the blob store first.
+        """
+        node = self.replica.state.tree.lookup(op.path)
+        if not isinstance(node, FileNode):
+            return op
+        value = node.value if seen is None else node.value_at(seen)
+        if value is None or value.is_resolved():
+            return op
+        blobs = self.blobs
+        seen_bytes = [b"" if v is None else await blobs.content_bytes(v) for v in value.terms()]
+        data = await blobs.content_bytes(op.content)
+        op = driver.writeback(op, value, seen_bytes, data)
+        placed: list[Content] = []
+        for term in op.terms:
+            term_bytes = term.inline_bytes()
+            if term_bytes is not None and not driver.goes_inline(len(term_bytes)):
+                term = Content.from_segments([await blobs.put(term_bytes)])
+            placed.append(term)
+        return dataclasses.replace(op, terms=tuple(placed))
 
     def _remember_write(self, path: RelPath, seq: int, seen: int) -> None:
         self._written.pop(path, None)
