@@ -357,7 +357,13 @@ class RepoMount:
             for op in ops:
                 op_seen = self._rename_seen(op, seen) if isinstance(op, Mv) else seen
                 if isinstance(op, Write) and not op.terms:
-                    op = await self._written_back(op, op_seen)
+                    # The terms are parsed against the view at ``view``: the entry says
+                    # it saw that much (not what folds during the blob reads), so a
+                    # write that lands meanwhile races it instead of being replaced.
+                    view = self.replica.seq if op_seen is None else op_seen
+                    written = await self._written_back(op, view)
+                    if written.terms:
+                        op, op_seen = written, view
                 try:
                     entry = self.replica.issue(op, seen=op_seen, checked=checked)
                 except FsError as exc:
@@ -373,17 +379,18 @@ class RepoMount:
             if not self._writers:
                 self._drained.set()
 
-    async def _written_back(self, op: Write, seen: int | None) -> Write:
+    async def _written_back(self, op: Write, seen: int) -> Write:
         """Return ``op`` with the conflict's terms if it writes the conflict back (rule 6).
 
         The fold never reads blobs, so the mount parses the block against the conflict
         the writer saw (at ``seen``) and logs its terms (`engine.driver.writeback`);
-        a new term too large to travel inline goes to the blob store first.
+        a new term too large to travel inline goes to the blob store first. The view is
+        read before the first await.
         """
         node = self.replica.state.tree.lookup(op.path)
         if not isinstance(node, FileNode):
             return op
-        value = node.value if seen is None else node.value_at(seen)
+        value = node.value_at(seen)
         if value is None or value.is_resolved():
             return op
         blobs = self.blobs

@@ -11,10 +11,12 @@ the conflict into a file holding the marker text (known bug ``spilled-writeback`
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from engine import conflicts
+from engine.content import Content
 from engine.tree import FileNode
 from mesa_sdk import Mesa, MesaFileSystem
 from tests.mesa.conftest import KEY, ORG
@@ -89,3 +91,32 @@ async def test_an_edited_block_written_back_keeps_the_conflict(
             assert await c.read(P) == broken
     finally:
         await transport.aclose()
+
+
+async def test_a_write_landing_while_the_block_is_parsed_races_it(
+    mesa: Mesa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with mesa.fs.mount(repos=["app"]) as a, mesa.fs.mount(repos=["app"]) as b:
+        block = await race(a, b, b"x\n", b"y\n")
+        repo_a = a.repo_mounts[0]
+        reading, release = asyncio.Event(), asyncio.Event()
+        original = repo_a.blobs.content_bytes
+
+        async def slow_read(content: Any) -> bytes:
+            reading.set()
+            await release.wait()
+            return await original(content)
+
+        monkeypatch.setattr(repo_a.blobs, "content_bytes", slow_read)
+        save = asyncio.create_task(a.write(P, block.replace(b"y\n", b"Y\n")))
+        await reading.wait()  # a parses the block it read...
+        await b.write(P, b"z\n")  # ...while b resolves the conflict
+        await a.wait_synced()
+        release.set()
+        await save
+        await b.wait_synced()
+        node = a.repo_mounts[0].replica.state.tree.lookup(("f",))
+        assert isinstance(node, FileNode)
+        # a had not seen b's write: it races, and b's bytes survive as a side.
+        assert Content.of(b"z\n") in node.value.adds
+        assert await a.read(P) == await b.read(P)
