@@ -11,6 +11,9 @@ what the server refuses (not found, conflict, not allowed). Nothing else may esc
 and a call that raises leaves every log, every KV record, every key record and every
 mounted tree (and the change it shows) as they were.
 
+``fs.bash`` and a session's ``exec`` are in the fuzz too (``exec`` of a str script never
+raises: failures are exit codes, docs/bash.md).
+
 The fuzz tests run a bounded number of examples in the default suite; their ``slow``
 twins run many more (``pytest -m slow tests/mesa/test_hostile.py``).
 """
@@ -301,6 +304,12 @@ _key_ids = _mostly([CREATED_KEY], st.sampled_from(["nope", ""]), _junk)
 _seqs = _mostly(
     [0, 1, 2, 3], st.integers(min_value=-2, max_value=5), st.sampled_from([2**70, True, 1.5, "1"])
 )
+_envs = _mostly([None, {"A": "1"}], st.sampled_from([{"A": 1}, {1: "a"}, {"A": "\ud800"}]), _junk)
+_scripts = _mostly(
+    ["cat /acme/app/f1", "ls /acme/app", "echo hi > /acme/app/new", "rm -r /acme/app/d"],
+    st.sampled_from(["cat /nope", "echo \ud800", "((", "rm -rf /", "cat < /acme/app/d"]),
+    _junk,
+)
 _modes = _mostly(["rw", "ro"], st.sampled_from(["", "RW", "w"]), _junk)
 
 
@@ -330,6 +339,8 @@ _sdk_calls = st.one_of(
     _calls.map(lambda call: ("fs." + call[0], tuple(call[1:]), {})),
     _call("fs.read", _paths, at=_seqs),
     _call("fs.subscribe", _values),
+    _call("fs.bash", env=_envs, cwd=_mostly(["/", P], _paths), timeout_ms=_ttls),
+    _call("fs.bash().exec", _scripts),
     # fs.changes.*
     _call(
         "fs.changes.new",
@@ -458,6 +469,9 @@ async def _invoke(
     if name == "mesa.fs.mount":
         async with mesa.fs.mount(**kwargs):
             return
+    if name == "fs.bash().exec":
+        await fs.bash(timeout_ms=5_000).exec(*args)
+        return
     root, *attrs = name.split(".")
     target: Any = fs if root == "fs" else mesa
     for attr in attrs:
@@ -579,6 +593,9 @@ async def test_hostile_sdk_calls_long(calls: list[Any]) -> None:
             "bookmark name",
         ),
         ("fs.bookmarks.create", ("app", "b\ud800"), {}, InvalidOptionsError, "bookmark name"),
+        ("fs.bash", (), {"timeout_ms": 0}, InvalidOptionsError, "timeout_ms"),
+        ("fs.bash", (), {"cwd": 5}, TypeError, "cwd must be a str"),
+        ("fs.bash", (), {"env": 1}, TypeError, "env must map"),
     ],
 )
 async def test_bad_sdk_arguments_raise_the_documented_error_and_change_nothing(
@@ -600,3 +617,10 @@ async def test_bad_sdk_arguments_raise_the_documented_error_and_change_nothing(
             assert await world_fingerprint(fs, transport, keyring) == before
     finally:
         await transport.aclose()
+
+
+async def test_a_script_printing_a_lone_surrogate_exits_instead_of_raising(mesa: Mesa) -> None:
+    # exec never raises for a str script; it used to raise UnicodeEncodeError here.
+    async with mesa.fs.mount(repos=["app"]) as fs:
+        result = await fs.bash().exec("echo \ud800")
+        assert (result.exit_code, result.stdout) == (0, b"\xed\xa0\x80\n")
