@@ -152,6 +152,18 @@ def spilled(entry: Entry, refs: Sequence[BlobRef]) -> Entry:
     return dataclasses.replace(entry, op=new_op)
 
 
+#: Every conflict block holds this (a start marker is at least this many ``<``).
+_BLOCK_START = b"<" * conflicts.MIN_MARKER_LEN + b" conflict 1 of 1"
+
+
+def may_be_block(data: bytes) -> bool:
+    """Return whether ``data`` may be a conflict block (a cheap test before any parsing).
+
+    False means it certainly is not one, so a mount need not read the conflict's terms.
+    """
+    return _BLOCK_START in data
+
+
 def writeback(op: Write, seen: Merge | None, seen_bytes: Sequence[bytes], data: bytes) -> Write:
     """Return ``op`` as a write-back when ``data`` is the conflict its writer saw, edited.
 
@@ -175,7 +187,7 @@ def writeback(op: Write, seen: Merge | None, seen_bytes: Sequence[bytes], data: 
         ``op`` with its terms, or ``op`` unchanged when ``seen`` is not a conflict or
         ``data`` is not a block of as many sides.
     """
-    if seen is None or seen.is_resolved():
+    if seen is None or seen.is_resolved() or not may_be_block(data):
         return op
     held = [EMPTY if v is None else v for v in seen.terms()]
     if len(seen_bytes) != len(held):

@@ -394,8 +394,10 @@ class RepoMount:
         if value is None or value.is_resolved():
             return op
         blobs = self.blobs
-        seen_bytes = [b"" if v is None else await blobs.content_bytes(v) for v in value.terms()]
         data = await blobs.content_bytes(op.content)
+        if not driver.may_be_block(data):
+            return op
+        seen_bytes = [b"" if v is None else await blobs.content_bytes(v) for v in value.terms()]
         op = driver.writeback(op, value, seen_bytes, data)
         placed: list[Content] = []
         for term in op.terms:

@@ -136,6 +136,12 @@ def test_a_writeback_logs_the_terms_reusing_the_unchanged_ones() -> None:
     assert op.terms[1:] == (Content(), Content.of(b"Y\n"))
 
 
+def test_every_block_may_be_one() -> None:
+    assert driver.may_be_block(conflicts.materialize([b"a\n", b"b\n"], [b""]))
+    assert driver.may_be_block(conflicts.materialize([b"<<<<<<<\n", b"b"], [b""]))
+    assert not driver.may_be_block(b"<<<<<<< HEAD\nx\n=======\ny\n>>>>>>> other\n")
+
+
 def test_what_is_not_a_writeback_stays_a_plain_write() -> None:
     _, value = _conflict([b"x\n", b"y\n"])
     plain = Write(("f",), Content.of(b"z\n"))
