@@ -1,6 +1,6 @@
 """The versioned binary codec for log entries, and the primitives other codecs reuse.
 
-Format (version 1) of an encoded `Entry`::
+Format (version 2) of an encoded `Entry`::
 
     version  u8                      always byte 0; CODEC_VERSION
     kind     u8                      op kind, see ``_KINDS`` (1 Write .. 9 Utimes)
@@ -22,9 +22,20 @@ Field encodings:
 - ``content``: ``uint`` segment count, then per segment a tag byte: ``0`` inline
   (followed by ``bytes``) or ``1`` blob (32 raw sha256 bytes, then ``uint`` size).
 
-Op fields: Write/Append ``path content mode``; Mkdir ``path mode parents``;
+Op fields: Write ``path content mode terms``; Append ``path content mode``;
+Mkdir ``path mode parents``;
 Rm ``path recursive``; Mv ``src dst``; Cp ``src dst recursive``; Chmod ``path mode``;
-Symlink ``path target``; Utimes ``path atime_ms(sint) mtime_ms(sint)``.
+Symlink ``path target``; Utimes ``path atime_ms(sint) mtime_ms(sint)``. The path of a
+Write, Append or Symlink has at least one component: the root is always a directory,
+so such an entry could not be folded and is refused as corrupt (every other op on the
+root folds, as a no-op or on the root directory).
+
+``terms`` (`Write.terms`, a write-back's conflict terms) is a ``uint`` count, then
+each term as ``content``; the count is 0 (a plain write) or odd and at least 3.
+
+Version 1 is version 2 without ``terms``. It still decodes, as entries marked
+``legacy_writeback`` (`Entry`), which the fold treats as version 1 did, and such an
+entry encodes back to its version 1 bytes.
 
 Invariants:
 
@@ -36,7 +47,10 @@ Invariants:
 - Decoding never returns a wrong value and never skips: every malformed input
   (empty, unknown version, CRC mismatch, truncation, trailing bytes, unknown op kind
   or segment tag, bad boolean, invalid UTF-8, invalid path component or author,
-  over-long or non-minimal varint) raises `CodecError`, and no other exception type.
+  over-long or non-minimal varint, a file or symlink at the root) raises `CodecError`,
+  and no other exception type.
+- Decoding and folding agree: every entry `decode_entry` returns can be folded into
+  any state (`engine.fold.fold` does not raise for it).
 - The version byte is checked before the CRC, so data from a newer writer is
   reported as an unknown version rather than as corruption.
 
@@ -58,7 +72,10 @@ from engine.ids import validate_author
 from engine.ops import Append, Chmod, Cp, Entry, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.paths import RelPath, validate
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2
+#: Versions `decode_entry` reads: 1 (write-backs found by parsing bytes) and 2.
+READ_VERSIONS = frozenset({1, CODEC_VERSION})
+_V1 = 1
 
 MAX_VARINT_BYTES = 10
 UINT_MAX = 2**64 - 1
@@ -470,12 +487,30 @@ class Reader:
             raise self._fail(f"{self.remaining} trailing bytes after the last field")
 
 
-def _write_op(w: Writer, op: Op) -> None:
+def _valid_terms(count: int) -> bool:
+    """Whether a write can carry ``count`` terms: none, or a conflict's (odd, >= 3)."""
+    return count == 0 or (count >= 3 and count % 2 == 1)
+
+
+def _write_op(w: Writer, op: Op, version: int) -> None:
+    if isinstance(op, Write | Append | Symlink) and not op.path:
+        raise InvalidInputError(f"{type(op).__name__} needs a path below the root, not ()")
     w.u8(_KINDS[type(op)])
     if isinstance(op, Write | Append):
         w.path(op.path)
         w.content(op.content)
         w.uint(op.mode)
+        if isinstance(op, Write) and version == _V1:
+            if op.terms:
+                raise InvalidInputError("a version 1 entry cannot carry write-back terms")
+        elif isinstance(op, Write):
+            if not _valid_terms(len(op.terms)):
+                raise InvalidInputError(
+                    f"a write-back has an odd number of terms, at least 3, not {len(op.terms)}"
+                )
+            w.uint(len(op.terms))
+            for term in op.terms:
+                w.content(term)
     elif isinstance(op, Mkdir):
         w.path(op.path)
         w.uint(op.mode)
@@ -502,12 +537,35 @@ def _write_op(w: Writer, op: Op) -> None:
         w.sint(op.mtime_ms)
 
 
-def _read_op(r: Reader) -> Op:
+def _read_node_path(r: Reader) -> RelPath:
+    """Read the path of an op that puts a file or symlink there: never the root (``()``)."""
+    start = r.offset
+    path = r.path()
+    if not path:
+        raise CodecError(
+            f"corrupt entry at offset {start}: a write, append or symlink names the root"
+        )
+    return path
+
+
+def _read_terms(r: Reader) -> tuple[Content, ...]:
+    start = r.offset
+    count = r.count("write-back term")
+    if not _valid_terms(count):
+        raise CodecError(
+            f"corrupt entry at offset {start}: a write-back has an odd number of terms,"
+            f" at least 3, not {count}"
+        )
+    return tuple(r.content() for _ in range(count))
+
+
+def _read_op(r: Reader, version: int) -> Op:
     kind = r.u8()
     if kind == _KIND_WRITE:
-        return Write(r.path(), r.content(), r.uint())
+        path, content, mode = _read_node_path(r), r.content(), r.uint()
+        return Write(path, content, mode, () if version == _V1 else _read_terms(r))
     if kind == _KIND_APPEND:
-        return Append(r.path(), r.content(), r.uint())
+        return Append(_read_node_path(r), r.content(), r.uint())
     if kind == _KIND_MKDIR:
         return Mkdir(r.path(), r.uint(), r.bool_())
     if kind == _KIND_RM:
@@ -519,7 +577,7 @@ def _read_op(r: Reader) -> Op:
     if kind == _KIND_CHMOD:
         return Chmod(r.path(), r.uint())
     if kind == _KIND_SYMLINK:
-        return Symlink(r.path(), r.str_())
+        return Symlink(_read_node_path(r), r.str_())
     if kind == _KIND_UTIMES:
         return Utimes(r.path(), r.sint(), r.sint())
     raise CodecError(f"corrupt entry at offset 1: unknown op kind {kind}")
@@ -542,8 +600,9 @@ def encode_entry(entry: Entry) -> bytes:
         validate_author(entry.author)
     except InvalidInputError as exc:
         raise InvalidInputError(f"cannot encode entry: {exc}") from exc
-    w = Writer(CODEC_VERSION)
-    _write_op(w, entry.op)
+    version = _V1 if entry.legacy_writeback else CODEC_VERSION
+    w = Writer(version)
+    _write_op(w, entry.op, version)
     w.str_(entry.author)
     w.uint(entry.counter)
     w.uint(entry.seen)
@@ -560,11 +619,12 @@ def decode_entry(data: bytes) -> Entry:
         The entry.
 
     Raises:
-        CodecError: the bytes are not a valid encoding of this version (see module
-            docstring); never another exception type.
+        CodecError: the bytes are not a valid encoding of a version this build reads
+            (`READ_VERSIONS`, see module docstring); never another exception type.
     """
-    r = Reader.open(data, version=CODEC_VERSION, what="entry")
-    op = _read_op(r)
+    version = data[0] if data and data[0] in READ_VERSIONS else CODEC_VERSION
+    r = Reader.open(data, version=version, what="entry")
+    op = _read_op(r, version)
     author_at = r.offset
     author = r.str_()
     try:
@@ -574,4 +634,4 @@ def decode_entry(data: bytes) -> Entry:
     counter = r.uint()
     seen = r.uint()
     r.finish()
-    return Entry(op, author, counter, seen)
+    return Entry(op, author, counter, seen, legacy_writeback=version == _V1)

@@ -19,6 +19,10 @@ values, so the SDK's `RepoMount` and the simulator's mount run the same rules:
   spilled to blobs (`inline_segments`, `spilled`) and the same op id goes again; the
   content keeps its identity (an inline segment and a blob of the same bytes have one
   digest), so the fold and the tree hash do not change.
+- **Write-backs** (docs/conflicts.md, rule 6): a write of the conflict block the
+  writer read, markers intact, logs the conflict's terms as the mount parsed them
+  (`writeback`), so the fold keeps the conflict without reading bytes, and a spilled
+  or blob write-back folds as the inline one does.
 - **Renames over a file** (an editor's or agent's atomic save: write a temporary
   file, rename it over the target): the moved bytes were composed when the temporary
   file was written, not when it is renamed, so the rename carries the ``seen`` of the
@@ -40,7 +44,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.content import BlobRef, Content, Inline, Segment
+from engine import conflicts
+from engine.content import EMPTY, BlobRef, Content, Inline, Segment
+from engine.merge import Merge
 from engine.ops import Append, Entry, Write
 from engine.replica import Folded, Replica
 
@@ -99,12 +105,20 @@ def goes_inline(size_bytes: int) -> bool:
     return size_bytes <= INLINE_THRESHOLD_BYTES
 
 
+def _contents(op: Write | Append) -> list[Content]:
+    """The contents an op carries, in spill order: its bytes, then a write-back's terms."""
+    return [op.content, *op.terms] if isinstance(op, Write) else [op.content]
+
+
 def inline_segments(entry: Entry) -> list[Inline]:
-    """Return the inline segments a spill would move to blobs, in order (may be empty)."""
+    """Return the inline segments a spill would move to blobs, in order (may be empty).
+
+    The content's segments come first, then each write-back term's (`Write.terms`).
+    """
     op = entry.op
     if not isinstance(op, Write | Append):
         return []
-    return [seg for seg in op.content.segments if isinstance(seg, Inline)]
+    return [seg for content in _contents(op) for seg in content.segments if isinstance(seg, Inline)]
 
 
 def spilled(entry: Entry, refs: Sequence[BlobRef]) -> Entry:
@@ -123,11 +137,73 @@ def spilled(entry: Entry, refs: Sequence[BlobRef]) -> Entry:
     op = entry.op
     assert isinstance(op, Write | Append)
     queue = list(refs)
-    segments: list[Segment] = [
-        queue.pop(0) if isinstance(seg, Inline) else seg for seg in op.content.segments
-    ]
-    content = Content.from_segments(segments)
-    return dataclasses.replace(entry, op=dataclasses.replace(op, content=content))
+
+    def moved(content: Content) -> Content:
+        segments: list[Segment] = [
+            queue.pop(0) if isinstance(seg, Inline) else seg for seg in content.segments
+        ]
+        return Content.from_segments(segments)
+
+    if isinstance(op, Write):
+        content, *terms = [moved(each) for each in _contents(op)]
+        new_op: Write | Append = dataclasses.replace(op, content=content, terms=tuple(terms))
+    else:
+        new_op = dataclasses.replace(op, content=moved(op.content))
+    return dataclasses.replace(entry, op=new_op)
+
+
+#: Every conflict block holds this (a start marker is at least this many ``<``).
+_BLOCK_START = b"<" * conflicts.MIN_MARKER_LEN + b" conflict 1 of 1"
+
+
+def may_be_block(data: bytes) -> bool:
+    """Return whether ``data`` may be a conflict block (a cheap test before any parsing).
+
+    False means it certainly is not one, so a mount need not read the conflict's terms.
+    """
+    return _BLOCK_START in data
+
+
+def writeback(op: Write, seen: Merge | None, seen_bytes: Sequence[bytes], data: bytes) -> Write:
+    """Return ``op`` as a write-back when ``data`` is the conflict its writer saw, edited.
+
+    Rule 6 of docs/conflicts.md: bytes holding the conflict block with its markers
+    intact (saved unchanged, or edited inside the sections) keep the conflict, with the
+    edited terms. The fold never reads blobs, so the mount parses the block here, where
+    it has the bytes, and logs the terms in the entry (`Write.terms`): the same write
+    then folds alike inline and as blobs. A term whose bytes are unchanged is logged as
+    the content the file holds (no new blob, and the fold sees it unchanged); a new
+    term is inline (the caller moves a large one to a blob, as for any content).
+
+    Args:
+        op: the plain write (no terms yet).
+        seen: the file's value in the view the writer derived ``data`` from (None: no
+            file, or not known).
+        seen_bytes: the bytes of each term of ``seen``, in rendering order (``b""``
+            for an absent one); ignored unless ``seen`` is a conflict.
+        data: the bytes ``op`` writes.
+
+    Returns:
+        ``op`` with its terms, or ``op`` unchanged when ``seen`` is not a conflict or
+        ``data`` is not a block of as many sides.
+    """
+    if seen is None or seen.is_resolved() or not may_be_block(data):
+        return op
+    held = [EMPTY if v is None else v for v in seen.terms()]
+    if len(seen_bytes) != len(held):
+        raise ValueError(f"{len(seen_bytes)} term bytes for a conflict of {len(held)} terms")
+    parsed = conflicts.parse(data, len(seen.adds))
+    if parsed is None:
+        return op
+    sides, bases = parsed
+    terms = [sides[0]]
+    for base, side in zip(bases, sides[1:], strict=True):
+        terms.extend((base, side))
+    logged = tuple(
+        was if new == old else Content.of(new)
+        for new, old, was in zip(terms, seen_bytes, held, strict=True)
+    )
+    return dataclasses.replace(op, terms=logged)
 
 
 def rename_seen(seen: int, bytes_seen: int | None) -> int:

@@ -16,6 +16,11 @@ never raises for concurrent divergence; the rules (docs/conflicts.md) are:
   file and symlink it carries, so a write or rm that had not seen the move races it;
   a file renamed over another keeps its own recent versions too, so a change the
   mover had not seen still races what comes after.
+- **Write-back.** A sequential write that carries a conflict's terms (`Write.terms`,
+  logged by the writer's mount from the block it wrote) over a conflict of as many
+  terms keeps the conflict with those terms; the fold never parses bytes (entries of
+  codec version 1 excepted, `Entry.legacy_writeback`), so where the bytes travel
+  (inline or blobs) does not change the result.
 - **Append** never conflicts: the bytes are appended to every term.
 - **Add wins.** A write whose parent was removed recreates the parent; an rm (file
   or ``-r``) keeps files and symlinks another author wrote within the window that
@@ -366,7 +371,13 @@ class _Folder:
         return path
 
     def _set_value(
-        self, node: FileNode, new: Merge, path: RelPath, *, replaced: bool = False
+        self,
+        node: FileNode,
+        new: Merge,
+        path: RelPath,
+        *,
+        replaced: bool = False,
+        terms: tuple[Content, ...] = (),
     ) -> None:
         """Give ``node`` the value ``new``, as a conflict side if it races (rule: Race)."""
         before, before_mtime_ms = node.value, node.mtime_ms
@@ -386,8 +397,10 @@ class _Folder:
                 # through a copy of this file).
                 value = _join(before, new)
             self._set(node, "value", value)
+        elif self.entry.legacy_writeback:
+            self._set(node, "value", _edit_v1(before, new))
         else:
-            self._set(node, "value", _edit(before, new))
+            self._set(node, "value", _written_back(before, new, terms))
         self._set(node, "mtime_ms", self.time_ms)
         self._record(node, before)
         # ``replaced``: another node now stands at ``path`` (a rename or copy over a
@@ -405,7 +418,7 @@ class _Folder:
         if isinstance(existing, FileNode):
             path = (*parent_path, name)
             if isinstance(op, Write):
-                self._set_value(existing, Merge.resolved(op.content), path)
+                self._set_value(existing, Merge.resolved(op.content), path, terms=op.terms)
             else:
                 before = existing.value
                 self._set(existing, "value", before.map(lambda v: _concat(v, op.content)))
@@ -593,12 +606,33 @@ def _concat(value: Content | None, tail: Content) -> Content:
     return (value if value is not None else EMPTY).concat(tail)
 
 
-def _edit(before: Merge, new: Merge) -> Merge:
-    """Return the value a sequential write of ``new`` leaves.
+def _written_back(before: Merge, new: Merge, terms: tuple[Content, ...]) -> Merge:
+    """Return the value a sequential write of ``new`` leaves (docs/conflicts.md, rule 6).
+
+    A write-back (``terms``: the conflict block its writer wrote, as its mount parsed
+    it, `engine.ops.Write`) over a conflict of as many terms keeps the conflict with
+    those terms, or leaves it as it is when every term is unchanged (jj's partial
+    resolution); anything else replaces the value. No byte is read, so a write-back
+    folds alike whether its contents are inline or blobs.
+    """
+    if before.is_resolved() or not terms:
+        return new
+    old = [EMPTY if v is None else v for v in before.terms()]
+    if len(terms) != len(old):
+        return new
+    if all(term == was for term, was in zip(terms, old, strict=True)):
+        return before
+    return Merge(terms[0::2], terms[1::2]).simplify()
+
+
+def _edit_v1(before: Merge, new: Merge) -> Merge:
+    """Return the value a sequential write of ``new`` left in codec version 1.
 
     Writing back a conflict's materialization with its markers intact keeps the
     conflict, with the edited sides (jj's partial resolution); anything else
-    replaces the value.
+    replaces the value. The block is found by parsing inline bytes, so a write-back
+    whose bytes or terms are blobs is a plain write: the reason version 2 entries
+    carry their terms (`_written_back`). Kept so version 1 logs replay as they folded.
     """
     if before.is_resolved() or not new.is_resolved() or new.adds[0] is None:
         return new

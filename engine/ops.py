@@ -10,7 +10,7 @@ symlinks before it issues an op, and the fold never follows a symlink.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.content import Content
 from engine.ids import op_id
@@ -24,11 +24,21 @@ MODE_MASK = 0o7777
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Replace a file's content, creating it (with ``mode``) if missing."""
+    """Replace a file's content, creating it (with ``mode``) if missing.
+
+    ``terms`` is empty for a plain write. For a **write-back** (docs/conflicts.md,
+    rule 6: the bytes are the conflict block the writer read, markers intact) it holds
+    the conflict's terms as the writer's mount parsed them from ``content``, in
+    rendering order (side, base, side, ..., side: an odd number, at least 3). The fold
+    never reads blobs, so it cannot parse ``content`` itself when it is one; it keeps
+    the conflict with these terms, or takes ``content`` as plain bytes when the file
+    is not the conflict of that many sides when the entry is folded.
+    """
 
     path: RelPath
     content: Content
     mode: int = DEFAULT_FILE_MODE
+    terms: tuple[Content, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +114,19 @@ Op = Write | Append | Mkdir | Rm | Mv | Cp | Chmod | Symlink | Utimes
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log record as its author issued it (see module docstring)."""
+    """One log record as its author issued it (see module docstring).
+
+    ``legacy_writeback`` marks an entry decoded from codec version 1, written before
+    write-backs carried their terms (`Write.terms`): the fold then finds a write-back
+    as version 1 did, by parsing the written bytes when they are inline, so a log
+    replays to the tree the mounts of that version folded.
+    """
 
     op: Op
     author: str
     counter: int
     seen: int
+    legacy_writeback: bool = field(default=False, kw_only=True)
 
     @property
     def op_id(self) -> str:

@@ -66,6 +66,17 @@ def content_arg(value: object, name: str = "content") -> Content:
     return value
 
 
+def message_arg(value: object, name: str = "message") -> str | None:
+    """Return ``value`` if it can be a change's description: a str, or None.
+
+    Raises:
+        TypeError: neither a str nor None.
+    """
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    return value
+
+
 def time_arg(value: object, name: str) -> int:
     """Return ``value`` (milliseconds since the epoch) as an int.
 

@@ -35,7 +35,7 @@ import random
 import re
 import shlex
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +50,7 @@ from just_bash.types import ExecResult as _JbResult
 from just_bash.types import FsStat as _JbStat
 
 from mesa._types import FsStat
+from mesa.errors import InvalidOptionsError
 
 #: Exit code of a script stopped by ``timeout_ms`` (as GNU ``timeout`` exits).
 TIMEOUT_EXIT = 124
@@ -79,9 +80,13 @@ class Bash:
         timeout_ms: int = 30000,
     ) -> None:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
-            raise ValueError("timeout_ms must be a positive int")
-        if not isinstance(cwd, str) or not cwd.startswith("/"):
-            raise ValueError("cwd must be an absolute mount path")
+            raise InvalidOptionsError(f"timeout_ms must be a positive int, not {timeout_ms!r}")
+        if not isinstance(cwd, str):
+            raise TypeError(f"cwd must be a str, not {type(cwd).__name__}")
+        if not cwd.startswith("/"):
+            raise InvalidOptionsError(f"cwd must be an absolute mount path, not {cwd!r}")
+        if env is not None and not isinstance(env, Mapping):
+            raise TypeError(f"env must map str to str, not {type(env).__name__}")
         start_env = dict(BASE_ENV)
         for key, value in (env or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
@@ -150,7 +155,20 @@ def _timed_out(timeout_ms: int) -> ExecResult:
 
 
 def _bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # A lone surrogate that is not an escaped byte (``printf '\ud800'``, or one in
+        # the script): its code point's three bytes, as bash writes them; exec never
+        # raises for what a script prints.
+        return b"".join(_char_bytes(c) for c in text)
+
+
+def _char_bytes(char: str) -> bytes:
+    try:
+        return char.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "surrogatepass")
 
 
 class _TimedOutError(ExecutionLimitError):

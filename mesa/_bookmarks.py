@@ -30,6 +30,7 @@ from engine.snapshot import encode_snapshot
 from engine.tree import Tree
 from engine.treemerge import fresh_state, merge_trees
 from mesa import _changes
+from mesa._args import message_arg
 from mesa._context import Context
 from mesa._gateway import GatewaySubscription
 from mesa._records import (
@@ -93,8 +94,9 @@ def check_name(name: object) -> str:
         not isinstance(name, str)
         or not name
         or len(name) > MAX_NAME_LENGTH
-        or any(ord(c) < 32 or c == "\x7f" for c in name)
+        or any(ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in name)
     ):
+        # A lone surrogate cannot be stored (it has no UTF-8 encoding).
         raise InvalidOptionsError(f"invalid bookmark name: {name!r}")
     return name
 
@@ -207,7 +209,13 @@ async def delete(store: RepoStore, name: str, *, revision: int | None = None) ->
 async def list_records(
     store: RepoStore, glob: str | None = None
 ) -> list[tuple[BookmarkRecord, int]]:
-    """Return the bookmarks (matching ``glob``, fnmatch style), sorted by name."""
+    """Return the bookmarks (matching ``glob``, fnmatch style), sorted by name.
+
+    Raises:
+        InvalidOptionsError: ``glob`` is neither a str nor None.
+    """
+    if glob is not None and not isinstance(glob, str):
+        raise InvalidOptionsError(f"glob must be a str or None, not {type(glob).__name__}")
     keys = await store.gateway.kv_keys(store.token, bookmarks_prefix(store.org, store.name))
     out: list[tuple[BookmarkRecord, int]] = []
     for key in keys:
@@ -510,6 +518,7 @@ class Bookmarks:
         message: str | None = None,
     ) -> MergeResult:
         """Merge bookmark ``source`` into ``target``; ``target`` moves to the merge change."""
+        message_arg(message)
         return await merge(
             await self._store(repo),
             target=check_name(target),

@@ -25,7 +25,7 @@ from engine.diff import PatchFile, conflicted_paths, diff_trees, line_counts, re
 from engine.errors import CodecError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID, is_change_id
-from engine.replica import CorruptEntryError, Replica
+from engine.replica import CorruptEntryError, FoldFailedError, Replica
 from engine.snapshot import decode_snapshot, encode_snapshot
 from engine.tree import FileNode, SymlinkNode, Tree
 from engine.treemerge import fresh_state
@@ -37,6 +37,7 @@ from mesa._store import RepoStore
 from mesa.errors import (
     ApiError,
     ConflictError,
+    FoldError,
     InvalidOptionsError,
     LogCorruptError,
     MesaError,
@@ -55,6 +56,22 @@ def check_change_id(change_id: object) -> str:
         raise InvalidOptionsError(f"not a change id (32 chars in k..z): {change_id!r}")
     assert isinstance(change_id, str)
     return change_id
+
+
+def stopped_at(change_id: str, exc: CorruptEntryError) -> LogCorruptError | FoldError:
+    """Return the public error for a replica of ``change_id`` stopped at an entry.
+
+    An entry that does not decode is `LogCorruptError`; one that decoded but whose fold
+    raised is `FoldError`. A live mount (`mesa._mount`) and a fresh fold of the log
+    (a mount starting, ``changes.get``) report the same entry with the same error.
+    """
+    broken: LogCorruptError | FoldError
+    if isinstance(exc, FoldFailedError):
+        broken = FoldError(change_id, exc.seq, f"the entry could not be folded: {exc.reason}")
+    else:
+        broken = LogCorruptError(change_id, exc.seq, exc.reason)
+    broken.__cause__ = exc
+    return broken
 
 
 # -- records -----------------------------------------------------------------------------
@@ -180,6 +197,7 @@ async def fold_tail(
 
     Raises:
         LogCorruptError: an entry does not decode.
+        FoldError: an entry decoded but could not be folded.
     """
     if change_id == ROOT_CHANGE_ID:
         return folded
@@ -200,7 +218,7 @@ async def fold_tail(
                     delivery.seq, delivery.prev_seq, delivery.time_ms, delivery.payload
                 )
             except CorruptEntryError as exc:
-                raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
+                raise stopped_at(change_id, exc) from exc
             entries += len(got)
             if replica.seq >= target:
                 break
@@ -228,6 +246,7 @@ async def open_live(store: RepoStore, change_id: str, author: str) -> Live:
         InvalidOptionsError: ``change_id`` is the root change (it cannot be edited).
         NotFoundError: no such change.
         LogCorruptError: an entry of its log does not decode.
+        FoldError: an entry of its log decoded but could not be folded.
     """
     if change_id == ROOT_CHANGE_ID:
         raise InvalidOptionsError("the root change cannot be checked out; make a new change")
@@ -257,10 +276,10 @@ async def _catch_up(replica: Replica, sub: GatewaySubscription, change_id: str, 
         try:
             entries += len(replica.receive(d.seq, d.prev_seq, d.time_ms, d.payload))
         except CorruptEntryError as exc:
-            raise LogCorruptError(change_id, exc.seq, str(exc)) from exc
+            raise stopped_at(change_id, exc) from exc
         if replica.broken is not None:
             broken = replica.broken
-            raise LogCorruptError(change_id, broken.seq, str(broken)) from broken
+            raise stopped_at(change_id, broken) from broken
     return entries
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from engine.ids import ROOT_CHANGE_ID
 from mesa import _changes, _local
-from mesa._bookmarks import Bookmarks
+from mesa._args import message_arg
+from mesa._bookmarks import Bookmarks, check_name
 from mesa._changes import ChangeDiff, ChangeInfo
 from mesa._context import Context
 from mesa._gateway import Gateway
@@ -153,8 +154,10 @@ class Repos:
             validate_repo(name)
         except InvalidNameError as exc:
             raise InvalidOptionsError(str(exc)) from exc
-        if not isinstance(default_bookmark, str) or not default_bookmark:
-            raise InvalidOptionsError("default_bookmark must be a non-empty string")
+        try:
+            check_name(default_bookmark)
+        except InvalidOptionsError as exc:
+            raise InvalidOptionsError(f"default_bookmark: {exc}") from None
         if (
             isinstance(race_window_ms, bool)
             or not isinstance(race_window_ms, int)
@@ -278,6 +281,7 @@ class Changes:
         With neither, off the repo's default bookmark. The base's current tree is
         sealed as the new change's base; no bookmark moves.
         """
+        message_arg(message)
         store = await self._store(repo)
         if base_change_id is None and bookmark is None:
             bookmark = store.repo.default_bookmark

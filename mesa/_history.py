@@ -25,6 +25,7 @@ from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, Tree
 from mesa import _bookmarks, _changes
+from mesa._args import message_arg
 from mesa._changes import ChangeInfo, Folded
 from mesa._errormap import fs_errors, os_error
 from mesa._mount import RepoMount
@@ -112,7 +113,7 @@ class FsChanges:
             InvalidOptionsError: both or neither of ``bookmark`` and ``change_id``.
             OSError: EROFS for a read-only repo.
         """
-        _check_message(message)
+        message_arg(message)
         rm = self._repos.writable(repo)
         with fs_errors(rm.prefix):
             source = await resolve_source(rm.store, bookmark, change_id)
@@ -175,7 +176,7 @@ class FsChanges:
             InvalidOptionsError: no bookmark points at the current change.
             ConflictError: a bookmark moved concurrently (retry).
         """
-        _check_message(message)
+        message_arg(message)
         rm = self._repos.writable(repo)
         store = rm.store
         async with rm.exclusive():
@@ -292,11 +293,6 @@ async def _undo_checkpoint(
         raise ConflictError(
             "checkpoint failed and could not be undone entirely: " + "; ".join(leftovers)
         )
-
-
-def _check_message(message: object) -> None:
-    if message is not None and not isinstance(message, str):
-        raise TypeError(f"message must be a str or None, not {type(message).__name__}")
 
 
 def _touches(op: Op, rel: paths.RelPath) -> bool:

@@ -75,10 +75,14 @@ class Token:
 
 
 def _scopes(scopes: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if not isinstance(scopes, str | Sequence):
+        raise InvalidOptionsError(
+            f"scopes must be a list of scope names, not {type(scopes).__name__}"
+        )
     try:
         found = check_scopes(list(scopes) if not isinstance(scopes, str) else scopes)
-    except ValueError as exc:
-        raise InvalidOptionsError(str(exc)) from exc
+    except (ValueError, TypeError) as exc:  # TypeError: an unhashable item
+        raise InvalidOptionsError(f"invalid scopes {scopes!r}: {exc}") from exc
     extra = [s for s in found if s not in allowed]
     if extra:
         raise InvalidOptionsError(f"scopes {extra} are not allowed here (only {list(allowed)})")

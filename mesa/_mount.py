@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import heapq
 import logging
@@ -37,12 +38,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from engine import driver
 from engine.codec import encode_entry
+from engine.content import Content
 from engine.errors import FsError
 from engine.fold import ChangeState
 from engine.ids import ROOT_CHANGE_ID
 from engine.ops import Entry, Mv, Op, Write
 from engine.paths import RelPath
-from engine.replica import CorruptEntryError, Folded, FoldFailedError, Replica
+from engine.replica import CorruptEntryError, Folded, Replica
 from engine.tree import FileNode
 from mesa import _changes, _snapshots
 from mesa._blobs import BlobCache
@@ -56,7 +58,6 @@ from mesa._types import DiskCacheConfig
 from mesa.errors import (
     AuthenticationError,
     FoldError,
-    LogCorruptError,
     MesaConnectionError,
     MesaError,
     PayloadTooLargeError,
@@ -355,6 +356,14 @@ class RepoMount:
             last: int | None = None
             for op in ops:
                 op_seen = self._rename_seen(op, seen) if isinstance(op, Mv) else seen
+                if isinstance(op, Write) and not op.terms:
+                    # The terms are parsed against the view at ``view``: the entry says
+                    # it saw that much (not what folds during the blob reads), so a
+                    # write that lands meanwhile races it instead of being replaced.
+                    view = self.replica.seq if op_seen is None else op_seen
+                    written = await self._written_back(op, view)
+                    if written.terms:
+                        op, op_seen = written, view
                 try:
                     entry = self.replica.issue(op, seen=op_seen, checked=checked)
                 except FsError as exc:
@@ -369,6 +378,34 @@ class RepoMount:
             self._writers -= 1
             if not self._writers:
                 self._drained.set()
+
+    async def _written_back(self, op: Write, seen: int) -> Write:
+        """Return ``op`` with the conflict's terms if it writes the conflict back (rule 6).
+
+        The fold never reads blobs, so the mount parses the block against the conflict
+        the writer saw (at ``seen``) and logs its terms (`engine.driver.writeback`);
+        a new term too large to travel inline goes to the blob store first. The view is
+        read before the first await.
+        """
+        node = self.replica.state.tree.lookup(op.path)
+        if not isinstance(node, FileNode):
+            return op
+        value = node.value_at(seen)
+        if value is None or value.is_resolved():
+            return op
+        blobs = self.blobs
+        data = await blobs.content_bytes(op.content)
+        if not driver.may_be_block(data):
+            return op
+        seen_bytes = [b"" if v is None else await blobs.content_bytes(v) for v in value.terms()]
+        op = driver.writeback(op, value, seen_bytes, data)
+        placed: list[Content] = []
+        for term in op.terms:
+            term_bytes = term.inline_bytes()
+            if term_bytes is not None and not driver.goes_inline(len(term_bytes)):
+                term = Content.from_segments([await blobs.put(term_bytes)])
+            placed.append(term)
+        return dataclasses.replace(op, terms=tuple(placed))
 
     def _remember_write(self, path: RelPath, seq: int, seen: int) -> None:
         self._written.pop(path, None)
@@ -478,14 +515,12 @@ class RepoMount:
         other failure of the pump is `FoldError` at the last sequence folded.
         """
         broken: MesaError
-        if isinstance(exc, FoldFailedError):
-            broken = FoldError(change_id, exc.seq, f"the entry could not be folded: {exc.reason}")
-        elif isinstance(exc, CorruptEntryError):
-            broken = LogCorruptError(change_id, exc.seq, str(exc))
+        if isinstance(exc, CorruptEntryError):
+            broken = _changes.stopped_at(change_id, exc)
         else:
             reason = f"the mount's pump failed: {type(exc).__name__}: {exc}"
             broken = FoldError(change_id, self.replica.seq, reason)
-        broken.__cause__ = exc
+            broken.__cause__ = exc
         self.broken = broken
         log.error("%s", broken)
         self._fail_waiters(broken)

@@ -22,7 +22,7 @@ from engine import conflicts
 from engine.codec import decode_entry
 from engine.content import Content, digest_of
 from engine.fold import AppliedOps, ChangeState, Event, fold
-from engine.ops import Entry, Logged, Op, Write
+from engine.ops import Entry, Logged, Op
 from engine.paths import RelPath, is_ancestor, to_str
 from engine.replica import Folded
 from engine.tree import DirNode, FileNode, SymlinkNode, Tree, merge_key
@@ -259,14 +259,14 @@ def check_spill(
     logged: Logged,
     original: Entry,
     read: Callable[[Content], bytes],
-    findings: Findings | None = None,
 ) -> None:
     """Checker (h): folding a spilled entry gives what folding it unspilled would have.
 
     `engine.driver.spilled` moves an entry's inline bytes to blobs when the server
     refuses it as too large; the entry must mean the same to the fold. Folds both into
     copies of ``state`` (the state before the entry) and compares what readers see.
-    A conflict block written back (rule 6) is known bug ``spilled-writeback``.
+    A conflict block written back (rule 6) is covered too: its terms are spilled with
+    its bytes (was known bug ``spilled-writeback``, docs/simulations.md).
 
     Raises:
         CheckFailedError: the two folds leave trees a reader can tell apart.
@@ -282,26 +282,7 @@ def check_spill(
         f"seq {logged.seq} ({logged.entry.op_id}) was spilled to blobs; folding it"
         f" inline would leave {to_str(differ[0])!r} otherwise"
     )
-    at_path = differ == [getattr(original.op, "path", None)]
-    if findings is not None and at_path and is_writeback(state.tree, original):
-        findings.known("spilled-writeback", "h:spill-keeps-the-fold", explanation)
-        return
     raise CheckFailedError("h:spill-keeps-the-fold", explanation)
-
-
-def is_writeback(tree: Tree, entry: Entry) -> bool:
-    """Whether ``entry`` writes a conflict block over the conflict at its path (rule 6)."""
-    op = entry.op
-    if not isinstance(op, Write):
-        return False
-    node = tree.lookup(op.path)
-    data = op.content.inline_bytes()
-    return (
-        isinstance(node, FileNode)
-        and not node.value.is_resolved()
-        and data is not None
-        and conflicts.parse(data, len(node.value.adds)) is not None
-    )
 
 
 def is_dir(tree: Tree, path: RelPath) -> bool:

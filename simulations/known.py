@@ -17,14 +17,8 @@ from collections import Counter
 from simulations.failure import CheckFailedError
 
 #: Bug id -> one-line description (the full report is in docs/simulations.md).
-KNOWN_BUGS: dict[str, str] = {
-    "spilled-writeback": (
-        "a conflict block written back (rule 6) that the server refuses as too large is"
-        " spilled to a blob; the fold never reads blobs, so it takes the block as plain"
-        " bytes and resolves the conflict to a file holding the markers, where the same"
-        " write inline keeps the conflict with the edited sides"
-    ),
-}
+#: None open: the last one, ``spilled-writeback`` (bug 5), is fixed.
+KNOWN_BUGS: dict[str, str] = {}
 
 #: Known bugs after which a run cannot usefully go on (it stops, without failing).
 STOPPING: frozenset[str] = frozenset()

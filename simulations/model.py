@@ -43,8 +43,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from engine import conflicts
-from engine.content import EMPTY, Content
+from engine.content import EMPTY
 from engine.merge import Merge
 from engine.ops import Append, Cp, Logged, Mv, Rm, Write, touched_paths
 from engine.paths import RelPath, is_ancestor, to_str
@@ -199,7 +198,8 @@ class SimpleFiles:
                 seen_value = change.value
         forgotten = entry.seen < followed.floor  # the fold's base is empty (module docstring)
         raced = bool(witnesses) and (forgotten or _key(seen_value) != _key(before))
-        written_back = not before.is_resolved() and _is_block(op.content, len(before.adds))
+        # Rule 6: the writer's mount logged the block's terms (`engine.driver.writeback`).
+        written_back = not before.is_resolved() and len(op.terms) == len(before.terms())
         where = f"write {entry.op_id} at seq {logged.seq} to {to_str(op.path)!r}"
         self.checked += 1
         if (
@@ -225,8 +225,3 @@ class SimpleFiles:
             self.coverage["race_outside_window"] += 1
         if written_back and not raced and not after.is_resolved():
             self.coverage["writeback_kept"] += 1
-
-
-def _is_block(content: Content, sides: int) -> bool:
-    data = content.inline_bytes()
-    return data is not None and conflicts.parse(data, sides) is not None

@@ -25,6 +25,7 @@ from engine.fold import ChangeState
 from engine.ops import Append, Entry, Op, Write
 from engine.replica import Folded, Replica
 from engine.snapshot import decode_snapshot, encode_snapshot
+from engine.tree import FileNode, Tree
 from simulations.blobs import BlobStore
 
 
@@ -67,14 +68,37 @@ class Switch:
 def placed(op: Op, blobs: BlobStore) -> Op:
     """Return ``op`` with content too large to travel inline stored as a blob first.
 
-    The SDK's decision (`engine.driver.goes_inline`, as `mesa._fs` writes).
+    The SDK's decision (`engine.driver.goes_inline`, as `mesa._fs` writes), for the
+    bytes and for each term of a write-back (as `mesa._mount` logs them).
     """
-    if isinstance(op, Write | Append):
-        data = op.content.inline_bytes()
+
+    def place(content: Content) -> Content:
+        data = content.inline_bytes()
         if data is not None and not driver.goes_inline(len(data)):
-            content = Content.from_segments([blobs.put(data)])
-            return dataclasses.replace(op, content=content)
+            return Content.from_segments([blobs.put(data)])
+        return content
+
+    if isinstance(op, Write):
+        terms = tuple(map(place, op.terms))
+        return dataclasses.replace(op, content=place(op.content), terms=terms)
+    if isinstance(op, Append):
+        return dataclasses.replace(op, content=place(op.content))
     return op
+
+
+def written_back(op: Op, tree: Tree, blobs: BlobStore) -> Op:
+    """Return a write of a conflict's block with the terms it logs (`engine.driver.writeback`).
+
+    What the SDK's mount does before it issues a write (`mesa._mount`): parse the
+    bytes against the conflict the writer sees, reading blobs where it must.
+    """
+    if not isinstance(op, Write) or op.terms:
+        return op
+    node = tree.lookup(op.path)
+    if not isinstance(node, FileNode) or node.value.is_resolved():
+        return op
+    seen_bytes = [b"" if v is None else blobs.bytes_of(v) for v in node.value.terms()]
+    return driver.writeback(op, node.value, seen_bytes, blobs.bytes_of(op.content))
 
 
 class SimMount:

@@ -43,7 +43,7 @@ from simulations.checkers import PrefixHashes
 from simulations.failure import CheckFailedError
 from simulations.faults import FaultPlan
 from simulations.known import Findings
-from simulations.mount import InFlight, SimMount, Switch, placed
+from simulations.mount import InFlight, SimMount, Switch, placed, written_back
 from simulations.oracle import Oracle, describe_op
 from simulations.sequencer import Sequencer, Stored
 from simulations.trace import Trace
@@ -397,7 +397,7 @@ class World:
         replica = mount.replica
         assert replica is not None
         kind, op = self.workload.next_op(replica.state.tree)
-        op = placed(op, self.blobs)
+        op = placed(written_back(op, replica.state.tree, self.blobs), self.blobs)
         try:
             entry = replica.issue(op)
         except FsError as exc:
@@ -560,9 +560,7 @@ class World:
         logged = Logged(stored.seq, stored.time_ms, entry)
         original = self.spilled.get(stored.msg_id)
         if original is not None:
-            checkers.check_spill(
-                change.oracle.state, logged, original, self.blobs.bytes_of, self.findings
-            )
+            checkers.check_spill(change.oracle.state, logged, original, self.blobs.bytes_of)
         if isinstance(entry.op, Write | Append) and entry.op.content.blob_digests():
             self.coverage["blob_content"] += 1
         tree_hash = change.oracle.observe(logged)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from engine import driver
+from engine import conflicts, driver
 from engine.content import BlobRef, Content, Inline
-from engine.fold import ChangeState
-from engine.ops import Entry, Mkdir, Write
+from engine.fold import ChangeState, fold
+from engine.merge import Merge
+from engine.ops import Entry, Logged, Mkdir, Write
 from engine.replica import Folded, Replica
+from engine.tree import FileNode
 
 
 def test_retry_doubles_its_wait_and_gives_up_after_the_attempts() -> None:
@@ -101,3 +105,87 @@ def test_a_read_only_mount_and_a_cadence_of_none_never_snapshot() -> None:
 def test_a_cadence_resumes_from_the_entries_a_snapshot_held() -> None:
     cadence = driver.SnapshotCadence(10, entries=9)
     assert cadence.observe([_folded("a", 10)], "a")
+
+
+# -- write-backs (docs/conflicts.md, rule 6) ----------------------------------------------
+
+T0 = 1_700_000_000_000
+
+
+def _conflict(sides: list[bytes]) -> tuple[ChangeState, Merge]:
+    """A state whose file ``f`` is an add/add conflict of ``sides`` (authors a, b, ...)."""
+    state = ChangeState()
+    for seq, side in enumerate(sides, 1):
+        entry = Entry(Write(("f",), Content.of(side)), f"w{seq}", 1, 0)
+        fold(state, Logged(seq, T0 + seq, entry))
+    node = state.tree.lookup(("f",))
+    assert isinstance(node, FileNode)
+    return state, node.value
+
+
+def _term_bytes(value: Merge) -> list[bytes]:
+    return [b"" if v is None else v.inline_bytes() or b"" for v in value.terms()]
+
+
+def test_a_writeback_logs_the_terms_reusing_the_unchanged_ones() -> None:
+    _, value = _conflict([b"x\n", b"y\n"])
+    block = conflicts.materialize([b"x\n", b"Y\n"], [b""])
+    op = driver.writeback(Write(("f",), Content.of(block)), value, _term_bytes(value), block)
+    assert op.content == Content.of(block)
+    assert op.terms[0] is value.adds[0]
+    assert op.terms[1:] == (Content(), Content.of(b"Y\n"))
+
+
+def test_every_block_may_be_one() -> None:
+    assert driver.may_be_block(conflicts.materialize([b"a\n", b"b\n"], [b""]))
+    assert driver.may_be_block(conflicts.materialize([b"<<<<<<<\n", b"b"], [b""]))
+    assert not driver.may_be_block(b"<<<<<<< HEAD\nx\n=======\ny\n>>>>>>> other\n")
+
+
+def test_what_is_not_a_writeback_stays_a_plain_write() -> None:
+    _, value = _conflict([b"x\n", b"y\n"])
+    plain = Write(("f",), Content.of(b"z\n"))
+    assert driver.writeback(plain, value, _term_bytes(value), b"z\n") is plain
+    block = conflicts.materialize([b"x\n", b"y\n"], [b""])
+    broken = block.replace(b">>>>>>>", b"", 1)
+    assert driver.writeback(plain, value, _term_bytes(value), broken) is plain
+    three = conflicts.materialize([b"x\n", b"y\n", b"z\n"], [b"", b""])
+    assert driver.writeback(plain, value, _term_bytes(value), three) is plain
+    resolved = Merge.resolved(Content.of(b"x\n"))
+    assert driver.writeback(plain, resolved, [b"x\n"], block) is plain
+    assert driver.writeback(plain, None, [], block) is plain
+    with pytest.raises(ValueError, match="term bytes"):
+        driver.writeback(plain, value, [b"x\n"], block)
+
+
+_lines = st.lists(st.sampled_from([b"a\n", b"b\n", b"c", b"<<<<<<< x\n", b"\r\n"]), max_size=4)
+
+
+@given(
+    sides=st.lists(_lines.map(b"".join), min_size=2, max_size=3, unique=True),
+    edit=st.integers(min_value=0, max_value=2),
+    extra=_lines.map(b"".join),
+)
+def test_a_writeback_folds_alike_inline_and_spilled(
+    sides: list[bytes], edit: int, extra: bytes
+) -> None:
+    state, value = _conflict(sides)
+    assume(not value.is_resolved())
+    held = _term_bytes(value)
+    new_sides = [b"" if v is None else v.inline_bytes() or b"" for v in value.adds]
+    new_sides[edit % len(new_sides)] += extra
+    bases = [b"" if v is None else v.inline_bytes() or b"" for v in value.removes]
+    block = conflicts.materialize(new_sides, bases)
+    op = driver.writeback(Write(("f",), Content.of(block)), value, held, block)
+    entry = Entry(op, "c", 1, state.seq)
+    refs = [BlobRef(seg.digest, seg.size) for seg in driver.inline_segments(entry)]
+    results = []
+    for each in (entry, driver.spilled(entry, refs)):
+        copy, _ = _conflict(sides)
+        fold(copy, Logged(state.seq + 1, T0 + 5_000, each))
+        node = copy.tree.lookup(("f",))
+        assert isinstance(node, FileNode)
+        results.append(node.value)
+    assert results[0] == results[1]
+    assert op.terms  # a block of the conflict it was read from is always a write-back
+    assert results[0] != Merge.resolved(Content.of(block))  # never the marker text

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from engine import conflicts, driver
 from engine import fold as fold_module
-from engine.content import Content
+from engine.content import BlobRef, Content, digest_of
 from engine.fold import ChangeState, Event, fold
 from engine.merge import Merge
 from engine.ops import Append, Chmod, Cp, Entry, Logged, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
@@ -257,18 +258,89 @@ def test_duplicate_op_id_is_applied_once() -> None:
     assert log.state.seq == 3
 
 
-def test_rewriting_materialized_conflict_keeps_it() -> None:
-    from engine import conflicts
+def writeback(log: Log, path: tuple[str, ...], data: bytes) -> Write:
+    """The write a mount logs for ``data`` (`engine.driver.writeback`, inline terms)."""
+    value = log.file(*path).value
+    term_bytes = [b"" if v is None else v.inline_bytes() or b"" for v in value.terms()]
+    return driver.writeback(Write(path, c(data)), value, term_bytes, data)
 
+
+def test_rewriting_materialized_conflict_keeps_it() -> None:
+    log = Log()
+    log.add("a", Write(("f",), c(b"x\n")), seen=0)
+    log.add("b", Write(("f",), c(b"y\n")), seen=0)
+    rendered = conflicts.materialize([b"x\n", b"y\n"], [b""])
+    before = log.file("f").value
+    log.add("c", writeback(log, ("f",), rendered))
+    assert log.file("f").value is before  # unchanged: the very same value
+    edited = rendered.replace(b"y\n", b"Y\n")
+    log.add("c", writeback(log, ("f",), edited))
+    assert log.file("f").value.adds == (c(b"x\n"), c(b"Y\n"))
+
+
+def test_a_block_written_without_terms_is_plain_bytes() -> None:
+    # Version 2: the fold never parses bytes; only the terms a mount logged keep a conflict.
     log = Log()
     log.add("a", Write(("f",), c(b"x\n")), seen=0)
     log.add("b", Write(("f",), c(b"y\n")), seen=0)
     rendered = conflicts.materialize([b"x\n", b"y\n"], [b""])
     log.add("c", Write(("f",), c(rendered)))
-    assert log.file("f").value.adds == (c(b"x\n"), c(b"y\n"))
-    edited = rendered.replace(b"y\n", b"Y\n")
-    log.add("c", Write(("f",), c(edited)))
-    assert log.file("f").value.adds == (c(b"x\n"), c(b"Y\n"))
+    assert log.file("f").value == Merge.resolved(c(rendered))
+
+
+def test_a_version_1_block_is_still_parsed_by_the_fold() -> None:
+    # Entries decoded from codec version 1 fold as they did (a v1 log replays alike).
+    state = ChangeState()
+    rendered = conflicts.materialize([b"x\n", b"y\n"], [b""]).replace(b"y\n", b"Y\n")
+    for seq, (author, seen, data) in enumerate(
+        [("a", 0, b"x\n"), ("b", 0, b"y\n"), ("c", 2, rendered)], 1
+    ):
+        entry = Entry(Write(("f",), c(data)), author, 1, seen, legacy_writeback=True)
+        fold(state, Logged(seq, T0 + seq, entry))
+    node = state.tree.lookup(("f",))
+    assert isinstance(node, FileNode)
+    assert node.value.adds == (c(b"x\n"), c(b"Y\n"))
+
+
+def _blob(data: bytes) -> Content:
+    return Content.from_segments([BlobRef(digest_of(data), len(data))])
+
+
+def test_a_writeback_folds_alike_inline_spilled_and_with_blob_sides() -> None:
+    big_x, big_y = b"x" * 70_000 + b"\n", b"y" * 70_000 + b"\n"
+    for x, y in [(b"x\n", b"y\n"), (big_x, big_y)]:
+        holder = _blob if len(x) > 1000 else c
+        log = Log()
+        log.add("a", Write(("f",), holder(x)), seen=0)
+        log.add("b", Write(("f",), holder(y)), seen=0)
+        value = log.file("f").value
+        block = conflicts.materialize([x, y.upper()], [b""])
+        op = driver.writeback(Write(("f",), c(block)), value, [x, b"", y], block)
+        assert op.terms[0] is value.adds[0]  # an unchanged side is the one the file holds
+        entry = Entry(op, "c", 1, 2)
+        refs = [BlobRef(seg.digest, seg.size) for seg in driver.inline_segments(entry)]
+        values = []
+        for each in (entry, driver.spilled(entry, refs)):
+            copy = Log()
+            copy.add("a", Write(("f",), holder(x)), seen=0)
+            copy.add("b", Write(("f",), holder(y)), seen=0)
+            fold(copy.state, Logged(3, T0 + 3, each))
+            values.append(copy.file("f").value)
+        assert values[0] == values[1] == Merge((value.adds[0], c(y.upper())), (c(b""),))
+
+
+def test_a_writeback_of_another_conflict_shape_is_plain_bytes() -> None:
+    # The writer saw a 2-sided conflict; by the time its entry folds the file is
+    # resolved (an unseen write outside the window): its bytes are plain, as any write.
+    log = Log()
+    log.add("a", Write(("f",), c(b"x\n")), seen=0)
+    log.add("b", Write(("f",), c(b"y\n")), seen=0)
+    block = conflicts.materialize([b"x\n", b"Y\n"], [b""])
+    op = writeback(log, ("f",), block)
+    assert len(op.terms) == 3
+    log.add("a", Write(("f",), c(b"z\n")))  # resolves it
+    log.add("c", op, seen=2, dt_ms=2_000)  # far outside the window
+    assert log.file("f").value == Merge.resolved(c(block))
 
 
 def test_rm_dir_events_are_recursive_and_mv_names_both_paths() -> None:

@@ -21,7 +21,7 @@ import pytest
 from engine import fold as fold_module
 from engine.replica import Folded
 from mesa._mount import RepoMount
-from mesa_sdk import FoldError, Mesa, MesaError, MesaFileSystem, RepoConfig, WatchEvent
+from mesa_sdk import FoldError, Mesa, MesaFileSystem, RepoConfig, WatchEvent
 from transports.base import ManualClock
 
 P = "/acme/app"
@@ -190,12 +190,15 @@ async def test_a_fold_that_fails_fails_every_call_naming_change_and_sequence(
                 assert repo_of(fs).replica.state.tree.lookup(("boom",)) is None
             await asyncio.wait_for(subscription.unsubscribe(), BOUNDED_S)
 
-        # A fresh mount stops at the same entry, naming it.
-        with pytest.raises(MesaError) as fresh:
+        # A fresh mount stops at the same entry with the same error as a live one.
+        with pytest.raises(FoldError) as fresh:
             async with mesa.fs.mount(repos=["app"]):
                 pass
-        assert change in str(fresh.value)
-        assert "sequence 3" in str(fresh.value)
+        assert_names(fresh.value, change, 3)
+        # So does reading the change without a mount (a fold of its tail).
+        with pytest.raises(FoldError) as unmounted:
+            await mesa.changes.get("app", change)
+        assert_names(unmounted.value, change, 3)
 
 
 async def test_an_unexpected_failure_in_the_pump_breaks_the_mount(mesa: Mesa) -> None:

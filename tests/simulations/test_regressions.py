@@ -152,10 +152,9 @@ def test_a_racing_copy_of_copies_stays_bounded() -> None:
         assert sorted(v.inline_bytes() or b"" for v in node.value.adds if v) == [b"A\n", b"B\n"]
 
 
-# -- bug 5 (open): a write-back spilled to a blob is not a write-back any more -----------
+# -- bug 5 (fixed): a write-back spilled to a blob was not a write-back any more --------
 
 
-@pytest.mark.xfail(strict=True, reason="known bug spilled-writeback (engine fold/driver)")
 def test_seed_358_a_spilled_writeback_keeps_the_conflict() -> None:
     # python -m simulations run --seed 358 --mounts 3 --steps 200 --faults swarm
     # failed checker h: "seq 105 (m2x0.27) was spilled to blobs; folding it inline would
@@ -164,7 +163,6 @@ def test_seed_358_a_spilled_writeback_keeps_the_conflict() -> None:
     assert result.ok, result.report()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug spilled-writeback (engine fold/driver)")
 def test_a_spilled_writeback_folds_like_the_inline_one() -> None:
     from engine import conflicts, driver
     from engine.content import BlobRef
@@ -174,20 +172,28 @@ def test_a_spilled_writeback_folds_like_the_inline_one() -> None:
         ("b", 1, 0, Write(("f",), c(b"y\n"))),  # add/add: x | y
     ]
     state, _ = fold_steps(steps)
+    node = state.tree.lookup(("f",))
+    assert isinstance(node, FileNode)
     block = conflicts.materialize([b"x\n", b"Y\n"], [b""])  # side #2 edited inside
-    entry = Entry(Write(("f",), c(block)), "c", 1, 2)
+    # What the writer's mount logs (`RepoMount._written_back`): the block and its terms.
+    op = driver.writeback(Write(("f",), c(block)), node.value, [b"x\n", b"", b"y\n"], block)
+    entry = Entry(op, "c", 1, 2)
     refs = [BlobRef(seg.digest, seg.size) for seg in driver.inline_segments(entry)]
+    spilled = driver.spilled(entry, refs)
+    assert spilled.op.content.inline_bytes() is None  # the block and the edited term
+    assert isinstance(spilled.op, Write)
+    assert [t.inline_bytes() for t in spilled.op.terms] == [None, b"", None]
     results = []
-    for each in (entry, driver.spilled(entry, refs)):
+    for each in (entry, spilled):
         copy = ChangeState()
-        for seq, (author, counter, seen, op) in enumerate(steps, 1):
-            fold(copy, Logged(seq, T0 + 10 * seq, Entry(op, author, counter, seen)))
+        for seq, (author, counter, seen, each_op) in enumerate(steps, 1):
+            fold(copy, Logged(seq, T0 + 10 * seq, Entry(each_op, author, counter, seen)))
         fold(copy, Logged(3, T0 + 30, each))
-        node = copy.tree.lookup(("f",))
-        assert isinstance(node, FileNode)
-        results.append(node.value)
+        folded = copy.tree.lookup(("f",))
+        assert isinstance(folded, FileNode)
+        results.append(folded.value)
     assert results[0].adds == (c(b"x\n"), c(b"Y\n"))  # inline: rule 6 keeps the conflict
-    assert results[1] == results[0]  # spilled: the same (fails: resolved to the block)
+    assert results[1] == results[0]  # spilled: the same
     assert state.seq == 2
 
 

@@ -247,10 +247,10 @@ def test_checker_c_rejects_a_retried_op_applied_twice(monkeypatch: pytest.Monkey
 
 def test_checker_d_rejects_a_conflict_without_a_race(monkeypatch: pytest.MonkeyPatch) -> None:
     # A fold whose sequential writes keep the old value as a side.
-    def conflicting_edit(before: Merge, new: Merge) -> Merge:
+    def conflicting_edit(before: Merge, new: Merge, terms: object) -> Merge:
         return Merge((*before.adds, *new.adds), (*before.removes, None))
 
-    monkeypatch.setattr(fold_module, "_edit", conflicting_edit)
+    monkeypatch.setattr(fold_module, "_written_back", conflicting_edit)
     oracle = Oracle(1000, Counter(), Findings())
     oracle.observe(_logged(1, "m0x0", 1, 0, Write(("f",), Content.of(b"@@w1@@\n"))))
     with pytest.raises(CheckFailedError, match="d:conflict-iff-race"):
