@@ -444,3 +444,32 @@ async def test_the_jetstream_transport_in_token_mode_refuses_a_forged_token(
         assert time.monotonic() - started < 3, "a refused token must fail fast"
     finally:
         await transport.aclose()
+
+
+async def test_a_token_mount_survives_a_server_restart_through_the_callout(
+    world: dict[str, Any],
+) -> None:
+    """A crash of the server does not strand mounts: they reconnect through the callout."""
+    acme: Mesa = world["acme"]
+    deployment: SecuredDeployment = world["deployment"]
+    assert deployment.server is not None
+    token = acme.tokens.create(repos=["a"], scopes=["read", "write"], ttl_seconds=300).token
+    agent = Mesa(org="acme", api_key=token)
+    try:
+        async with agent.fs.mount(repos=["a"]) as fs:
+            await fs.write("/acme/a/r.txt", b"before")
+            await asyncio.to_thread(deployment.server.kill)
+            await asyncio.to_thread(deployment.server.start)
+            # The service's own connection reconnects too; the mount's reconnect is
+            # authorized again and its next write lands (retried across the outage).
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await fs.write("/acme/a/r.txt", b"after")
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, "the mount never came back"
+                    await asyncio.sleep(0.2)
+    finally:
+        await agent.transport.aclose()
+    assert (await _snapshot(acme, "a"))["/acme/a/r.txt"] == b"after"

@@ -216,6 +216,11 @@ class _Connection:
         if not self._ever_connected:
             self._refused.set()
             return
+        # nats-py opens a new socket for the next attempt without closing this refused
+        # one (its reconnect loop, nats-py 2.16): close it here, or each refusal leaks one.
+        transport = getattr(self.nc, "_transport", None)
+        if transport is not None:
+            transport.close()
         now = time.monotonic()
         if self._refused_since is None:
             self._refused_since = now
