@@ -169,13 +169,11 @@ class _Connection:
             self._ever_connected = True
             self._up.set()
         except TokenRejectedError:
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await self._close_nc()
             raise
         except _CONNECT_FAILURES as exc:
             last = nc.last_error
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await self._close_nc()
             if isinstance(exc, nats.js.errors.APIError | nats.errors.NoRespondersError):
                 detail = "JetStream is not enabled on the server"
             elif last is None:
@@ -236,14 +234,21 @@ class _Connection:
         """Close the connection for good: every later call raises `TokenRejectedError`."""
         if self.rejected is not None:
             return
-        self.rejected = f"{why}; the connection is closed"
+        self.rejected = (
+            f"{why}; the connection is closed (a call in flight when it closed may have "
+            "been applied)"
+        )
         _logger.warning("NATS connection closed for good: %s", why)
         self._up.set()  # wake callers waiting in `ready`: they raise now
         asyncio.get_running_loop().create_task(self._close_rejected())
 
     async def _close_rejected(self) -> None:
+        await self._close_nc()
+
+    async def _close_nc(self) -> None:
+        """Close the nats-py client, bounded: after a cancelled connect it can wait forever."""
         with contextlib.suppress(Exception):
-            await self.nc.close()
+            await asyncio.wait_for(self.nc.close(), _CLEANUP_TIMEOUT_S * 2)
 
     async def _on_disconnected(self) -> None:
         self._up.clear()
@@ -347,8 +352,7 @@ class _Connection:
         subscriptions = list(self.subscriptions)
         if subscriptions:
             await asyncio.gather(*(s.aclose() for s in subscriptions))
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        await self._close_nc()
 
     async def delete_consumer(self, stream: str, consumer: str) -> None:
         """Delete a consumer, best effort: the server drops inactive ones anyway."""
