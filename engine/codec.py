@@ -1,9 +1,9 @@
 """The versioned binary codec for log entries, and the primitives other codecs reuse.
 
-Format (version 1) of an encoded `Entry`::
+Format (versions 1 and 2) of an encoded `Entry`::
 
-    version  u8                      always byte 0; CODEC_VERSION
-    kind     u8                      op kind, see ``_KINDS`` (1 Write .. 9 Utimes)
+    version  u8                      always byte 0; see "Versions" below
+    kind     u8                      op kind, see ``_KINDS`` (1 Write .. 10 SetMetadata)
     fields   ...                     the op's fields, in dataclass order
     author   str
     counter  uint
@@ -24,7 +24,18 @@ Field encodings:
 
 Op fields: Write/Append ``path content mode``; Mkdir ``path mode parents``;
 Rm ``path recursive``; Mv ``src dst``; Cp ``src dst recursive``; Chmod ``path mode``;
-Symlink ``path target``; Utimes ``path atime_ms(sint) mtime_ms(sint)``.
+Symlink ``path target``; Utimes ``path atime_ms(sint) mtime_ms(sint)``;
+SetMetadata ``path clear(bool)``, ``uint`` item count, then per item the key as
+``str`` (keys strictly increasing, each valid by `engine.metadata.check_key`) and a
+tag byte: ``0`` delete, or ``1`` followed by the value as ``str`` (valid by
+`engine.metadata.check_value`, never empty).
+
+Versions: version 2 (`CODEC_VERSION`) added op kind 10, SetMetadata; nothing else
+changed. Each entry is written in the oldest version that holds it (kinds 1..9 as
+version 1, SetMetadata as version 2), so logs written before metadata existed keep
+their bytes and an older build reads every entry it can represent; it reports a
+metadata entry as an unknown version rather than as corruption. Both versions decode;
+kind 10 inside a version-1 entry is corrupt.
 
 Invariants:
 
@@ -55,10 +66,26 @@ import zlib
 from engine.content import BlobRef, Content, Inline, Segment
 from engine.errors import CodecError, FsError, InvalidInputError
 from engine.ids import validate_author
-from engine.ops import Append, Chmod, Cp, Entry, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.metadata import check_key, check_value
+from engine.ops import (
+    Append,
+    Chmod,
+    Cp,
+    Entry,
+    Mkdir,
+    Mv,
+    Op,
+    Rm,
+    SetMetadata,
+    Symlink,
+    Utimes,
+    Write,
+)
 from engine.paths import RelPath, validate
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2
+#: The entry codec versions this build decodes.
+READ_VERSIONS = (1, 2)
 
 MAX_VARINT_BYTES = 10
 UINT_MAX = 2**64 - 1
@@ -79,6 +106,7 @@ _KIND_CP = 6
 _KIND_CHMOD = 7
 _KIND_SYMLINK = 8
 _KIND_UTIMES = 9
+_KIND_SET_METADATA = 10
 
 _KINDS: dict[type[Op], int] = {
     Write: _KIND_WRITE,
@@ -90,6 +118,7 @@ _KINDS: dict[type[Op], int] = {
     Chmod: _KIND_CHMOD,
     Symlink: _KIND_SYMLINK,
     Utimes: _KIND_UTIMES,
+    SetMetadata: _KIND_SET_METADATA,
 }
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -496,13 +525,60 @@ def _write_op(w: Writer, op: Op) -> None:
     elif isinstance(op, Symlink):
         w.path(op.path)
         w.str_(op.target)
+    elif isinstance(op, SetMetadata):
+        _write_set_metadata(w, op)
     else:
         w.path(op.path)
         w.sint(op.atime_ms)
         w.sint(op.mtime_ms)
 
 
-def _read_op(r: Reader) -> Op:
+def _write_set_metadata(w: Writer, op: SetMetadata) -> None:
+    w.path(op.path)
+    w.bool_(op.clear)
+    w.uint(len(op.items))
+    previous: str | None = None
+    for key, value in op.items:
+        check_key(key)
+        if previous is not None and key <= previous:
+            raise InvalidInputError(f"metadata keys not strictly increasing: {key!r}")
+        previous = key
+        w.str_(key)
+        if value is None:
+            w.u8(0)
+        else:
+            if check_value(key, value) is None:
+                raise InvalidInputError(f"empty metadata value of {key!r}: use None to delete")
+            w.u8(1)
+            w.str_(value)
+
+
+def _read_set_metadata(r: Reader) -> SetMetadata:
+    path = r.path()
+    clear = r.bool_()
+    items: list[tuple[str, str | None]] = []
+    for _ in range(r.count("metadata item")):
+        at = r.offset
+        key = r.str_()
+        tag = r.u8()
+        value = None
+        if tag == 1:
+            value = r.str_()
+        elif tag != 0:
+            raise CodecError(f"corrupt entry at offset {r.offset - 1}: metadata tag {tag}")
+        try:
+            check_key(key)
+            if value is not None and check_value(key, value) is None:
+                raise InvalidInputError(f"empty metadata value of {key!r}")
+        except InvalidInputError as exc:
+            raise CodecError(f"corrupt entry at offset {at}: {exc}") from exc
+        if items and key <= items[-1][0]:
+            raise CodecError(f"corrupt entry at offset {at}: metadata keys not increasing")
+        items.append((key, value))
+    return SetMetadata(path, tuple(items), clear)
+
+
+def _read_op(r: Reader, version: int = CODEC_VERSION) -> Op:
     kind = r.u8()
     if kind == _KIND_WRITE:
         return Write(r.path(), r.content(), r.uint())
@@ -522,11 +598,13 @@ def _read_op(r: Reader) -> Op:
         return Symlink(r.path(), r.str_())
     if kind == _KIND_UTIMES:
         return Utimes(r.path(), r.sint(), r.sint())
+    if kind == _KIND_SET_METADATA and version >= 2:
+        return _read_set_metadata(r)
     raise CodecError(f"corrupt entry at offset 1: unknown op kind {kind}")
 
 
 def encode_entry(entry: Entry) -> bytes:
-    """Encode a log entry in the current format (see module docstring).
+    """Encode a log entry in the oldest format version that holds it (see module docstring).
 
     Args:
         entry: the entry.
@@ -542,7 +620,7 @@ def encode_entry(entry: Entry) -> bytes:
         validate_author(entry.author)
     except InvalidInputError as exc:
         raise InvalidInputError(f"cannot encode entry: {exc}") from exc
-    w = Writer(CODEC_VERSION)
+    w = Writer(2 if isinstance(entry.op, SetMetadata) else 1)
     _write_op(w, entry.op)
     w.str_(entry.author)
     w.uint(entry.counter)
@@ -560,11 +638,12 @@ def decode_entry(data: bytes) -> Entry:
         The entry.
 
     Raises:
-        CodecError: the bytes are not a valid encoding of this version (see module
-            docstring); never another exception type.
+        CodecError: the bytes are not a valid encoding of a version this build reads
+            (see module docstring); never another exception type.
     """
-    r = Reader.open(data, version=CODEC_VERSION, what="entry")
-    op = _read_op(r)
+    version = data[0] if data and data[0] in READ_VERSIONS else CODEC_VERSION
+    r = Reader.open(data, version=version, what="entry")
+    op = _read_op(r, version)
     author_at = r.offset
     author = r.str_()
     try:
