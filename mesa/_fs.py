@@ -467,7 +467,10 @@ class MesaFileSystem:
     ) -> None:
         """Copy a subtree into another repo, one op per node (not atomic).
 
-        Nodes go in sorted pre-order, walked with an explicit stack (any depth).
+        Nodes go in sorted pre-order, walked with an explicit stack (any depth). Each
+        node's metadata follows it (one more op, replacing what the destination had,
+        as a copy within a repo does); a conflicted key is copied as the block it
+        reads as, as a conflicted file is copied as its bytes.
         """
         stack: list[tuple[AnyNode, paths.RelPath]] = [(node, rel)]
         while stack:
@@ -482,6 +485,8 @@ class MesaFileSystem:
                 await self._submit(dst_repo, Mkdir(rel, mode=node.mode), dest)
                 children = node.children
                 stack.extend((children[n], (*rel, n)) for n in sorted(children, reverse=True))
+            items = _copied_metadata(node, dest)
+            await self._submit(dst_repo, SetMetadata(rel, items, clear=True), dest)
 
     async def mv(self, src: str, dest: str) -> None:
         """Move or rename with rename(2) semantics (``EXDEV`` across repos)."""
@@ -688,6 +693,18 @@ def _metadata_items(items: object) -> tuple[tuple[str, str | None], ...]:
     except InvalidInputError as exc:
         raise InvalidOptionsError(str(exc)) from None
     return tuple(sorted(checked))
+
+
+def _copied_metadata(node: AnyNode, dest: str) -> tuple[tuple[str, str | None], ...]:
+    """The metadata items a copy into another repo sets (every key, as it reads)."""
+    items: list[tuple[str, str | None]] = []
+    for key in sorted(node.meta or {}):
+        text = meta_rules.render((node.meta or {})[key].value)
+        try:
+            items.append((key, meta_rules.check_value(key, text)))
+        except InvalidInputError as exc:
+            raise os_error(errno.E2BIG, dest, f"cannot copy metadata across repos: {exc}") from None
+    return tuple(items)
 
 
 def _metadata_dict(org: str, repo: str, node: AnyNode) -> dict[str, str]:

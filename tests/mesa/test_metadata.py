@@ -330,3 +330,21 @@ async def test_child_changes_and_bookmark_merges_carry_metadata(mesa: Mesa) -> N
             "reviewed": "yes",
             "status": "left",
         }
+
+
+async def test_a_copy_into_another_repo_carries_metadata(mesa: Mesa) -> None:
+    await mesa.repos.create("other")
+    async with mesa.fs.mount(repos=["app", "other"]) as fs:
+        await fs.mkdir(f"{P}/d")
+        await fs.write(f"{P}/d/f", b"x")
+        await fs.set_metadata(f"{P}/d", {"dir": "1"})
+        await fs.set_metadata(f"{P}/d/f", {"file": "1", "status": "done"})
+        await fs.write("/acme/other/g", b"old")
+        await fs.set_metadata("/acme/other/g", {"stale": "yes"})
+        await fs.cp(f"{P}/d", "/acme/other/d", recursive=True)
+        await fs.cp(f"{P}/d/f", "/acme/other/g")
+        other = {"org": "acme", "repo": "other"}
+        assert await fs.get_metadata("/acme/other/d") == {**other, "dir": "1"}
+        assert await fs.get_metadata("/acme/other/d/f") == {**other, "file": "1", "status": "done"}
+        # Copied over a file, as within a repo: the copy's metadata replaces the old.
+        assert await fs.get_metadata("/acme/other/g") == {**other, "file": "1", "status": "done"}
