@@ -2,8 +2,8 @@
 
 Format (version 2) of an encoded `Entry`::
 
-    version  u8                      always byte 0; CODEC_VERSION
-    kind     u8                      op kind, see ``_KINDS`` (1 Write .. 9 Utimes)
+    version  u8                      always byte 0; see "Versions" below
+    kind     u8                      op kind, see ``_KINDS`` (1 Write .. 10 SetMetadata)
     fields   ...                     the op's fields, in dataclass order
     author   str
     counter  uint
@@ -36,6 +36,13 @@ each term as ``content``; the count is 0 (a plain write) or odd and at least 3.
 Version 1 is version 2 without ``terms``. It still decodes, as entries marked
 ``legacy_writeback`` (`Entry`), which the fold treats as version 1 did, and such an
 entry encodes back to its version 1 bytes.
+SetMetadata ``path clear(bool)``, ``uint`` item count, then per item the key as
+``str`` (keys strictly increasing, each valid by `engine.metadata.check_key`) and a
+tag byte: ``0`` delete, or ``1`` followed by the value as ``str`` (valid by
+`engine.metadata.check_value`, never empty).
+
+Version 2 (`CODEC_VERSION`) is what this build writes: it added ``terms`` to Write and
+op kind 10, SetMetadata. Kind 10 inside a version-1 entry is corrupt.
 
 Invariants:
 
@@ -69,7 +76,21 @@ import zlib
 from engine.content import BlobRef, Content, Inline, Segment
 from engine.errors import CodecError, FsError, InvalidInputError
 from engine.ids import validate_author
-from engine.ops import Append, Chmod, Cp, Entry, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.metadata import check_key, check_value
+from engine.ops import (
+    Append,
+    Chmod,
+    Cp,
+    Entry,
+    Mkdir,
+    Mv,
+    Op,
+    Rm,
+    SetMetadata,
+    Symlink,
+    Utimes,
+    Write,
+)
 from engine.paths import RelPath, validate
 
 CODEC_VERSION = 2
@@ -96,6 +117,7 @@ _KIND_CP = 6
 _KIND_CHMOD = 7
 _KIND_SYMLINK = 8
 _KIND_UTIMES = 9
+_KIND_SET_METADATA = 10
 
 _KINDS: dict[type[Op], int] = {
     Write: _KIND_WRITE,
@@ -107,6 +129,7 @@ _KINDS: dict[type[Op], int] = {
     Chmod: _KIND_CHMOD,
     Symlink: _KIND_SYMLINK,
     Utimes: _KIND_UTIMES,
+    SetMetadata: _KIND_SET_METADATA,
 }
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -531,10 +554,57 @@ def _write_op(w: Writer, op: Op, version: int) -> None:
     elif isinstance(op, Symlink):
         w.path(op.path)
         w.str_(op.target)
+    elif isinstance(op, SetMetadata):
+        _write_set_metadata(w, op)
     else:
         w.path(op.path)
         w.sint(op.atime_ms)
         w.sint(op.mtime_ms)
+
+
+def _write_set_metadata(w: Writer, op: SetMetadata) -> None:
+    w.path(op.path)
+    w.bool_(op.clear)
+    w.uint(len(op.items))
+    previous: str | None = None
+    for key, value in op.items:
+        check_key(key)
+        if previous is not None and key <= previous:
+            raise InvalidInputError(f"metadata keys not strictly increasing: {key!r}")
+        previous = key
+        w.str_(key)
+        if value is None:
+            w.u8(0)
+        else:
+            if check_value(key, value) is None:
+                raise InvalidInputError(f"empty metadata value of {key!r}: use None to delete")
+            w.u8(1)
+            w.str_(value)
+
+
+def _read_set_metadata(r: Reader) -> SetMetadata:
+    path = r.path()
+    clear = r.bool_()
+    items: list[tuple[str, str | None]] = []
+    for _ in range(r.count("metadata item")):
+        at = r.offset
+        key = r.str_()
+        tag = r.u8()
+        value = None
+        if tag == 1:
+            value = r.str_()
+        elif tag != 0:
+            raise CodecError(f"corrupt entry at offset {r.offset - 1}: metadata tag {tag}")
+        try:
+            check_key(key)
+            if value is not None and check_value(key, value) is None:
+                raise InvalidInputError(f"empty metadata value of {key!r}")
+        except InvalidInputError as exc:
+            raise CodecError(f"corrupt entry at offset {at}: {exc}") from exc
+        if items and key <= items[-1][0]:
+            raise CodecError(f"corrupt entry at offset {at}: metadata keys not increasing")
+        items.append((key, value))
+    return SetMetadata(path, tuple(items), clear)
 
 
 def _read_node_path(r: Reader) -> RelPath:
@@ -580,11 +650,13 @@ def _read_op(r: Reader, version: int) -> Op:
         return Symlink(_read_node_path(r), r.str_())
     if kind == _KIND_UTIMES:
         return Utimes(r.path(), r.sint(), r.sint())
+    if kind == _KIND_SET_METADATA and version != _V1:
+        return _read_set_metadata(r)
     raise CodecError(f"corrupt entry at offset 1: unknown op kind {kind}")
 
 
 def encode_entry(entry: Entry) -> bytes:
-    """Encode a log entry in the current format (see module docstring).
+    """Encode a log entry in the oldest format version that holds it (see module docstring).
 
     Args:
         entry: the entry.

@@ -28,8 +28,17 @@ never raises for concurrent divergence; the rules (docs/conflicts.md) are:
 - **Kinds clash.** When a node must go where a node of another kind is (a file
   where a directory is, a directory through a file), the existing node keeps its
   name and the incoming one is placed at ``<name>.conflict-<n>``.
-- Ops on paths that no longer exist (chmod, utimes, mv, cp, rm) do nothing; a
-  move of a directory into its own subtree does nothing.
+- **Metadata** is folded per key with the race rule above: a set of a key that
+  another author set within the window after the entry's ``seen`` extends the key's
+  value with ``new - seen`` (both values survive as a conflict, which reads as a jj
+  block); a set by an author who had seen it replaces it. Sets of different keys
+  never interact. Deleting a key (a None value, or ``clear``) is add-wins like rm:
+  it keeps a value another author set within the window that it had not seen. A
+  deleted key leaves no trace, so a set racing a delete is simply applied. Metadata
+  rides with its node: mv carries it, cp copies it (each key with a version by the
+  copier), rm removes it.
+- Ops on paths that no longer exist (chmod, utimes, mv, cp, rm, set metadata) do
+  nothing; a move of a directory into its own subtree does nothing.
 
 The tree is mutated in place (see engine/tree.py); the returned events name every
 path whose observable state changed, with ``recursive`` for subtrees. Folding an entry
@@ -60,6 +69,7 @@ from engine.ops import (
     Mkdir,
     Mv,
     Rm,
+    SetMetadata,
     Symlink,
     Utimes,
     Write,
@@ -70,6 +80,8 @@ from engine.tree import (
     AnyNode,
     DirNode,
     FileNode,
+    Meta,
+    MetaSlot,
     SymlinkNode,
     Tree,
     Version,
@@ -237,6 +249,8 @@ class _Folder:
             if node is not None and not isinstance(node, SymlinkNode) and node.mode != mode:
                 self._set(node, "mode", mode)
                 self._event(op.path)
+        elif isinstance(op, SetMetadata):
+            self._set_metadata(op)
         elif isinstance(op, Utimes):
             node = self.tree.lookup(op.path)
             times = (op.atime_ms, op.mtime_ms)
@@ -256,6 +270,47 @@ class _Folder:
             )
             self._record(node, None, fresh=True)
             self._place(parent, parent_path, op.path[-1], node)
+
+    def _set_metadata(self, op: SetMetadata) -> None:
+        """Set and delete keys of the node at ``op.path`` (rule: Metadata)."""
+        node = self.tree.lookup(op.path)
+        if node is None:
+            return
+        old: Meta = node.meta or {}
+        meta = dict(old)
+        items = dict(op.items)
+        if op.clear:
+            for key in old:
+                items.setdefault(key, None)
+        for key in sorted(items):
+            value = items[key]
+            new = Merge.resolved(None if value is None else Content.of(value.encode("utf-8")))
+            slot = meta.get(key)
+            if slot is None:
+                if value is not None:
+                    meta[key] = MetaSlot(new, (self._version(None),))
+                continue
+            if any(map(self._unseen_recent, slot.versions)):
+                if value is None:
+                    continue  # add wins: keep the value this author had not seen
+                seen = slot.value_at(self.entry.seen)
+                merged = slot.value.plus_diff(new, seen if seen is not None else ABSENT)
+            else:
+                merged = new
+            if merged.is_resolved() and merged.adds[0] is None:
+                del meta[key]
+                continue
+            versions = _pruned(
+                [*slot.versions, self._version(slot.value)], self.time_ms, self.window_ms
+            )
+            meta[key] = MetaSlot(merged, tuple(versions))
+        if meta != old:
+            self._set(node, "meta", meta or None)
+        if _meta_values(meta) != _meta_values(old):
+            self._event(op.path)
+
+    def _version(self, before: Merge | None) -> Version:
+        return Version(self.seq, self.time_ms, self.entry.author, before)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -545,6 +600,9 @@ class _Folder:
                     ino=ino, mode=mode, mtime_ms=now, atime_ms=now, target=node.target
                 )
             self._record(copy, None, fresh=True)
+            if node.meta:
+                stamp = (self._version(None),)
+                copy.meta = {k: MetaSlot(slot.value, stamp) for k, slot in node.meta.items()}
             if into is None:
                 top = copy
             else:
@@ -558,6 +616,23 @@ def _stub(version: Version) -> Version:
     if version.before is None:
         return version
     return Version(version.seq, version.time_ms, version.author, None)
+
+
+def _pruned(versions: list[Version], time_ms: int, window_ms: int) -> list[Version]:
+    """Return ``versions`` without what races no longer need (as `_Folder._record` keeps)."""
+    cutoff = time_ms - window_ms
+    drop = 0
+    while drop + 1 < len(versions) and versions[drop + 1].time_ms < cutoff:
+        drop += 1
+    drop = max(drop, len(versions) - MAX_VERSIONS)
+    if drop > 0:
+        del versions[: drop - 1]
+        versions[0] = _stub(versions[0])
+    return versions
+
+
+def _meta_values(meta: Meta) -> dict[str, str]:
+    return {key: merge_key(slot.value) for key, slot in meta.items()}
 
 
 def _taken_over(node: FileNode, existing: FileNode) -> tuple[Merge, list[Version]]:

@@ -109,7 +109,20 @@ class Utimes:
     mtime_ms: int
 
 
-Op = Write | Append | Mkdir | Rm | Mv | Cp | Chmod | Symlink | Utimes
+@dataclass(frozen=True, slots=True)
+class SetMetadata:
+    """Set or delete metadata keys of a file, directory or symlink (engine/metadata.py).
+
+    ``items`` are (key, value) pairs in strictly increasing key order; a value of None
+    deletes the key. With ``clear``, every other key the node holds is deleted too.
+    """
+
+    path: RelPath
+    items: tuple[tuple[str, str | None], ...]
+    clear: bool = False
+
+
+Op = Write | Append | Mkdir | Rm | Mv | Cp | Chmod | Symlink | Utimes | SetMetadata
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ same inodes on every replica), each node's recent versions (so races with entrie
 before N are still decided as the live replica decides them), the applied op ids
 (so a retried entry logged again after N is still skipped) and the race window.
 
-Format (version 1), built with `engine.codec.Writer` and read with `Reader`::
+Format (version 2), built with `engine.codec.Writer` and read with `Reader`::
 
     version    u8      SNAPSHOT_VERSION
     seq        uint    the last folded sequence
@@ -20,7 +20,7 @@ Format (version 1), built with `engine.codec.Writer` and read with `Reader`::
     crc        4 bytes (Writer.finish)
 
     node       kind u8 (0 directory, 1 file, 2 symlink), ino uint, mode uint,
-               mtime_ms sint, atime_ms sint, versions, then by kind:
+               mtime_ms sint, atime_ms sint, versions, meta, then by kind:
                directory: uint child count, the child names (str, strictly
                increasing), then the child nodes in that order (pre-order);
                file: merge; symlink: target str
@@ -28,6 +28,12 @@ Format (version 1), built with `engine.codec.Writer` and read with `Reader`::
                u8 0 (no value before) or 1 followed by a merge
     merge      uint side count k >= 1, then the 2k-1 terms in `Merge.terms` order,
                each u8 0 (absent) or 1 followed by a content
+    meta       uint key count, then per key (strictly increasing): key str, merge
+               (its value; never resolved to absent), versions
+
+Version 1 (before per-file metadata) is the same without ``meta``; it still
+decodes, as a state whose nodes have no metadata. Snapshots are always written in
+version 2.
 
 Invariants: encoding is deterministic (children and authors sorted, contents
 normalized by the codec), so equal states give equal bytes;
@@ -42,16 +48,31 @@ recursion limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine.codec import MAX_VARINT_BYTES, UINT_MAX, Reader, Writer
 from engine.content import Content
 from engine.errors import CodecError, FsError, InvalidInputError
 from engine.fold import AppliedOps, ChangeState
 from engine.ids import validate_author
 from engine.merge import Merge, Value
+from engine.metadata import check_key
 from engine.paths import validate_name
-from engine.tree import ROOT_INO, AnyNode, DirNode, FileNode, SymlinkNode, Tree, Version
+from engine.tree import (
+    ROOT_INO,
+    AnyNode,
+    DirNode,
+    FileNode,
+    Meta,
+    MetaSlot,
+    SymlinkNode,
+    Tree,
+    Version,
+)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+#: The snapshot versions this build decodes (1: before per-file metadata).
+READ_VERSIONS = (1, 2)
 
 _KIND_DIR = 0
 _KIND_FILE = 1
@@ -126,8 +147,18 @@ def _write_node_head(w: Writer, node: AnyNode) -> None:
     w.uint(node.mode)
     w.sint(node.mtime_ms)
     w.sint(node.atime_ms)
-    w.uint(len(node.versions))
-    for version in node.versions:
+    _write_versions(w, node.versions)
+    meta = node.meta or {}
+    w.uint(len(meta))
+    for key in sorted(meta):
+        w.str_(key)
+        _write_merge(w, meta[key].value)
+        _write_versions(w, meta[key].versions)
+
+
+def _write_versions(w: Writer, versions: Sequence[Version]) -> None:
+    w.uint(len(versions))
+    for version in versions:
         w.uint(version.seq)
         w.sint(version.time_ms)
         w.str_(version.author)
@@ -165,10 +196,13 @@ def decode_snapshot(data: bytes) -> ChangeState:
         A fresh, independent state.
 
     Raises:
-        CodecError: the bytes are not a valid snapshot of this version; never
-            another exception type.
+        CodecError: the bytes are not a valid snapshot of a version this build reads;
+            never another exception type.
     """
-    r = _SnapshotReader.open(data, version=SNAPSHOT_VERSION, what=_WHAT)
+    version = data[0] if data and data[0] in READ_VERSIONS else SNAPSHOT_VERSION
+    r = _SnapshotReader.open(data, version=version, what=_WHAT)
+    assert isinstance(r, _SnapshotReader)
+    r.with_meta = version >= 2
     seq = r.uint()
     window_ms = r.uint()
     next_ino = r.uint()
@@ -186,6 +220,9 @@ class _SnapshotReader(Reader):
     input is read here directly; anything else (truncation, a non-minimal or too long
     varint, a value too large) goes to `Reader`, which reports it as it always did.
     """
+
+    #: Whether nodes carry metadata (version 2 on).
+    with_meta = True
 
     def u8(self) -> int:
         pos = self._pos
@@ -246,7 +283,7 @@ def _read_applied(r: Reader) -> AppliedOps:
     return applied
 
 
-def _read_tree(r: Reader, next_ino: int) -> DirNode:
+def _read_tree(r: _SnapshotReader, next_ino: int) -> DirNode:
     inos: set[int] = set()
     root = _read_node(r, inos, next_ino)
     if not isinstance(root, DirNode) or root.ino != ROOT_INO:
@@ -281,7 +318,7 @@ def _read_names(r: Reader) -> list[str]:
     return names
 
 
-def _read_node(r: Reader, inos: set[int], next_ino: int) -> AnyNode:
+def _read_node(r: _SnapshotReader, inos: set[int], next_ino: int) -> AnyNode:
     kind = r.u8()
     if kind not in (_KIND_DIR, _KIND_FILE, _KIND_SYMLINK):
         raise _fail(r, f"unknown node kind {kind}")
@@ -291,17 +328,46 @@ def _read_node(r: Reader, inos: set[int], next_ino: int) -> AnyNode:
     inos.add(ino)
     mode, mtime_ms, atime_ms = r.uint(), r.sint(), r.sint()
     versions = _read_versions(r)
+    meta = _read_meta(r) if r.with_meta else None
+    node: AnyNode
     if kind == _KIND_DIR:
-        return DirNode(ino=ino, mode=mode, mtime_ms=mtime_ms, atime_ms=atime_ms, versions=versions)
-    if kind == _KIND_FILE:
+        node = DirNode(ino=ino, mode=mode, mtime_ms=mtime_ms, atime_ms=atime_ms, versions=versions)
+    elif kind == _KIND_FILE:
         value = _read_merge(r)
-        return FileNode(
+        node = FileNode(
             ino=ino, mode=mode, mtime_ms=mtime_ms, atime_ms=atime_ms, versions=versions, value=value
         )
-    target = r.str_()
-    return SymlinkNode(
-        ino=ino, mode=mode, mtime_ms=mtime_ms, atime_ms=atime_ms, versions=versions, target=target
-    )
+    else:
+        target = r.str_()
+        node = SymlinkNode(
+            ino=ino,
+            mode=mode,
+            mtime_ms=mtime_ms,
+            atime_ms=atime_ms,
+            versions=versions,
+            target=target,
+        )
+    node.meta = meta
+    return node
+
+
+def _read_meta(r: Reader) -> Meta | None:
+    meta: Meta = {}
+    previous: str | None = None
+    for _ in range(r.count("metadata key")):
+        key = r.str_()
+        try:
+            check_key(key)
+        except InvalidInputError as exc:
+            raise _fail(r, str(exc)) from exc
+        if previous is not None and key <= previous:
+            raise _fail(r, f"metadata keys not strictly increasing: {key!r}")
+        previous = key
+        value = _read_merge(r)
+        if value.is_resolved() and value.adds[0] is None:
+            raise _fail(r, f"metadata key {key!r} holds no value")
+        meta[key] = MetaSlot(value, tuple(_read_versions(r)))
+    return meta or None
 
 
 def _read_versions(r: Reader) -> list[Version]:

@@ -9,6 +9,14 @@ it, or that what was there is not known (the oldest kept version is such a stub
 once older ones are dropped; a move strips the values of what it carries): either
 way a racing author's base is empty, which cancels no side, rather than a guess.
 
+Every node may carry metadata (``meta``): keys mapped to `MetaSlot`s, each a value
+(a `Merge` of UTF-8 bytes, so racing sets keep both values) and that key's own recent
+versions, which decide races per key as a file's versions decide them for its
+content. ``meta`` is None when the node has no key; a node's mapping is never
+mutated in place (the fold replaces it), so clones and snapshots may share it.
+Metadata is observable, so it is part of the tree hash (a node without any key
+hashes exactly as before metadata existed).
+
 Inode numbers are assigned from a counter in log order, so they are deterministic
 and stable for the life of a node (a rename keeps its inode).
 
@@ -40,6 +48,28 @@ class Version:
     before: Merge | None
 
 
+@dataclass(frozen=True, slots=True)
+class MetaSlot:
+    """One metadata key of a node: its value (never absent) and its recent versions."""
+
+    value: Merge
+    versions: tuple[Version, ...] = ()
+
+    def value_at(self, seen: int) -> Merge | None:
+        """Return the key's value once sequence ``seen`` was folded (None: not known).
+
+        As `FileNode.value_at`: None also when the key did not exist then.
+        """
+        for version in self.versions:
+            if version.seq > seen:
+                return version.before
+        return self.value
+
+
+#: A node's metadata: key -> slot. Replaced, never mutated in place.
+Meta = dict[str, MetaSlot]
+
+
 @dataclass(eq=False, slots=True)
 class Node:
     """Fields every node has."""
@@ -49,6 +79,7 @@ class Node:
     mtime_ms: int
     atime_ms: int
     versions: list[Version] = field(default_factory=list)
+    meta: Meta | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -136,8 +167,9 @@ class Tree:
     def hash(self) -> str:
         """Return the structural hash of what a reader can observe.
 
-        Covers kinds, names, modes, times, symlink targets and file values (sides and
-        bases of conflicts, by content key); excludes inode numbers and versions.
+        Covers kinds, names, modes, times, symlink targets, file values (sides and
+        bases of conflicts, by content key) and metadata values; excludes inode
+        numbers and versions.
         """
         return _tree_digest(self.root).hex()
 
@@ -174,15 +206,32 @@ def _tree_digest(root: DirNode) -> bytes:
 
 
 def _dir_hasher(node: DirNode) -> hashlib._Hash:
-    return hashlib.sha256(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
+    head = b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms)
+    return hashlib.sha256(head + meta_key(node.meta))
 
 
 def _leaf_digest(node: FileNode | SymlinkNode) -> bytes:
     if isinstance(node, FileNode):
         head = b"f%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms)
-        return hashlib.sha256(head + merge_key(node.value).encode()).digest()
+        data = head + merge_key(node.value).encode() + meta_key(node.meta)
+        return hashlib.sha256(data).digest()
     target = node.target.encode("utf-8", "surrogateescape")
-    return hashlib.sha256(b"l%d:%d:" % (node.mtime_ms, node.atime_ms) + target).digest()
+    head = b"l%d:%d:" % (node.mtime_ms, node.atime_ms)
+    return hashlib.sha256(head + target + meta_key(node.meta)).digest()
+
+
+def meta_key(meta: Meta | None) -> bytes:
+    """Return bytes identifying a node's metadata values; empty when it has none.
+
+    Empty for no metadata, so trees without any hash as they did before metadata.
+    Keys are sorted and length-prefixed (they hold no NUL or ``/``).
+    """
+    if not meta:
+        return b""
+    return b"\0m" + b"".join(
+        b"%d:%s=%s;" % (len(key), key.encode(), merge_key(meta[key].value).encode())
+        for key in sorted(meta)
+    )
 
 
 def merge_key(merge: Merge) -> str:
@@ -218,6 +267,7 @@ def _clone_node(node: AnyNode) -> AnyNode:
             mtime_ms=node.mtime_ms,
             atime_ms=node.atime_ms,
             versions=list(node.versions),
+            meta=node.meta,
         )
     if isinstance(node, FileNode):
         return FileNode(
@@ -226,6 +276,7 @@ def _clone_node(node: AnyNode) -> AnyNode:
             mtime_ms=node.mtime_ms,
             atime_ms=node.atime_ms,
             versions=list(node.versions),
+            meta=node.meta,
             value=node.value,
         )
     return SymlinkNode(
@@ -234,5 +285,6 @@ def _clone_node(node: AnyNode) -> AnyNode:
         mtime_ms=node.mtime_ms,
         atime_ms=node.atime_ms,
         versions=list(node.versions),
+        meta=node.meta,
         target=node.target,
     )

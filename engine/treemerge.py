@@ -19,6 +19,11 @@ node by node, as jj merges commits:
   different symlink targets): the left node keeps its name and the right one is
   placed beside it at ``<name>.conflict-<n>`` (smallest free n), as the fold's rule
   13 does (docs/conflicts.md). Nothing is lost.
+- Metadata is merged key by key with the same algebra: a key changed on one side
+  only takes that side, a key both sides set to different values is a conflict
+  ``Merge((left, right), (base,))`` (reported with the node's path), a key one side
+  deleted and the other changed is a conflict with an absent side. A node merged
+  whole (changed on one side only) keeps that side's metadata.
 - Modes and times are not part of a conflict: a mode changed on one side only wins,
   otherwise the left's; a merged node's times are the later of the two sides'.
 
@@ -39,7 +44,18 @@ from dataclasses import dataclass, field
 from engine.fold import ChangeState
 from engine.merge import Merge
 from engine.paths import RelPath
-from engine.tree import ROOT_INO, AnyNode, DirNode, FileNode, SymlinkNode, Tree, merge_key
+from engine.tree import (
+    ROOT_INO,
+    AnyNode,
+    DirNode,
+    FileNode,
+    Meta,
+    MetaSlot,
+    SymlinkNode,
+    Tree,
+    merge_key,
+    meta_key,
+)
 
 ABSENT = Merge.resolved(None)
 
@@ -190,10 +206,10 @@ class _Merger:
     def _leaf_key(self, node: FileNode | SymlinkNode) -> bytes:
         if isinstance(node, FileNode):
             head = b"f%o:%d:%d:" % (node.mode, node.mtime_ms, node.atime_ms)
-            data = head + merge_key(node.value).encode()
+            data = head + merge_key(node.value).encode() + meta_key(node.meta)
         else:
             head = b"l%d:%d:" % (node.mtime_ms, node.atime_ms)
-            data = head + node.target.encode("utf-8", "surrogateescape")
+            data = head + node.target.encode("utf-8", "surrogateescape") + meta_key(node.meta)
         digest = hashlib.sha256(data).digest()
         self._keys[id(node)] = digest
         return digest
@@ -259,6 +275,7 @@ class _Merger:
         ):
             merged = _copy(left)
             _later_times(merged, left, right)
+            merged.meta = self._meta(base, left, right, path)
             return merged
         # Kinds clash, or two symlink targets: the directory places ``right`` aside.
         self.conflicts.append(path)
@@ -296,6 +313,7 @@ class _Merger:
             mtime_ms=max(left.mtime_ms, right.mtime_ms),
             atime_ms=max(left.atime_ms, right.atime_ms),
         )
+        merged.meta = self._meta(base, left, right, path)
         names = sorted(set(left.children) | set(right.children) | set(base_children))
         return _DirMerge(merged, base_children, left.children, right.children, path, iter(names))
 
@@ -315,11 +333,34 @@ class _Merger:
         )
         if not value.is_resolved():
             self.conflicts.append(path)
+        merged.meta = self._meta(base, left, right, path)
         return merged
+
+    def _meta(
+        self, base: AnyNode | None, left: AnyNode, right: AnyNode, path: RelPath
+    ) -> Meta | None:
+        """Merge metadata key by key (module docstring); a conflicted key reports ``path``."""
+        metas = [
+            (n.meta or {}) if n is not None and type(n) is type(left) else {}
+            for n in (base, left, right)
+        ]
+        merged: Meta = {}
+        conflicted = False
+        for key in sorted(set().union(*metas)):
+            values = [m[key].value if key in m else ABSENT for m in metas]
+            value = values[1].plus_diff(values[2], values[0])
+            if value.is_resolved() and value.adds[0] is None:
+                continue
+            conflicted = conflicted or not value.is_resolved()
+            merged[key] = MetaSlot(value)
+        if conflicted and path not in self.conflicts:
+            self.conflicts.append(path)
+        return merged or None
 
 
 def _dir_hasher(node: DirNode) -> hashlib._Hash:
-    return hashlib.sha256(b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms))
+    head = b"d%o:%d:%d" % (node.mode, node.mtime_ms, node.atime_ms)
+    return hashlib.sha256(head + meta_key(node.meta))
 
 
 def _three_way_mode(base: AnyNode | None, left: AnyNode, right: AnyNode) -> int:
@@ -365,14 +406,18 @@ def _copy(root: AnyNode) -> AnyNode:
 
 def _copy_node(node: AnyNode) -> AnyNode:
     """Return a copy of ``node`` alone, without versions (a directory without children)."""
+    meta = {k: MetaSlot(slot.value) for k, slot in node.meta.items()} if node.meta else None
     if isinstance(node, DirNode):
-        return DirNode(ino=node.ino, mode=node.mode, mtime_ms=node.mtime_ms, atime_ms=node.atime_ms)
+        return DirNode(
+            ino=node.ino, mode=node.mode, mtime_ms=node.mtime_ms, atime_ms=node.atime_ms, meta=meta
+        )
     if isinstance(node, FileNode):
         return FileNode(
             ino=node.ino,
             mode=node.mode,
             mtime_ms=node.mtime_ms,
             atime_ms=node.atime_ms,
+            meta=meta,
             value=node.value,
         )
     return SymlinkNode(
@@ -380,5 +425,6 @@ def _copy_node(node: AnyNode) -> AnyNode:
         mode=node.mode,
         mtime_ms=node.mtime_ms,
         atime_ms=node.atime_ms,
+        meta=meta,
         target=node.target,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 
 from engine.errors import FsError
-from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, SetMetadata, Symlink, Utimes, Write
 from engine.paths import RelPath, is_ancestor, to_str, validate
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, Tree
 
@@ -53,9 +53,35 @@ def check(tree: Tree, op: Op) -> bool:
         if "\x00" in op.target:
             raise FsError(errno.EINVAL, to_str(op.path), "symlink target contains NUL")
         return True
+    if isinstance(op, SetMetadata):
+        return _check_set_metadata(tree, op)
     assert isinstance(op, Utimes)
     _lookup(tree, op.path)
     return True
+
+
+def _check_set_metadata(tree: Tree, op: SetMetadata) -> bool:
+    """The node must exist; a set that changes no key's resolved value is a no-op.
+
+    A set of a conflicted key is never a no-op: it resolves the conflict.
+    """
+    meta = _lookup(tree, op.path).meta or {}
+    items = dict(op.items)
+    if op.clear:
+        for key in meta:
+            items.setdefault(key, None)
+    for key, value in items.items():
+        slot = meta.get(key)
+        current = None
+        if slot is not None:
+            if not slot.value.is_resolved():
+                return True
+            content = slot.value.adds[0]
+            data = content.inline_bytes() if content is not None else None
+            current = data.decode("utf-8") if data is not None else None
+        if current != value:
+            return True
+    return False
 
 
 def _check_mode(mode: int, path: RelPath) -> None:

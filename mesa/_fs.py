@@ -7,6 +7,10 @@ target's parent), across repos when a target is absolute, at most 40 times
 (``ELOOP``). Each mutation becomes one op on real paths, checked by the engine
 against the folded tree, so errors carry the errno a local filesystem gives.
 
+Per-file metadata (``set_metadata``, ``get_metadata``, ``clear_metadata``) is string
+keys and values on any node, in the log like every other change (engine/metadata.py
+has the limits; docs/sdk.md the semantics).
+
 ``fs.changes`` and ``fs.bookmarks`` (`mesa._history.FsChanges`,
 `mesa._bookmarks.FsBookmarks`) version the mounted repos; ``read(path, at=seq)``
 reads the past of the mounted change. When a repo switches to another change,
@@ -20,23 +24,25 @@ import errno
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from engine import driver, paths
+from engine import metadata as meta_rules
 from engine.content import Content
-from engine.errors import FsError
-from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.errors import FsError, InvalidInputError
+from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, SetMetadata, Symlink, Utimes, Write
 from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode
 from mesa._args import content_arg, mode_arg, path_arg, time_arg
 from mesa._bash import Bash
 from mesa._errormap import os_error
 from mesa._fsbookmarks import FsBookmarks
-from mesa._history import FsChanges, read_at
+from mesa._history import FsChanges, node_at, read_at
 from mesa._mount import RepoMount
 from mesa._mounted import MountedRepos
 from mesa._types import FsStat, WatchEvent
+from mesa.errors import InvalidOptionsError
 
 log = logging.getLogger("mesa")
 
@@ -461,7 +467,10 @@ class MesaFileSystem:
     ) -> None:
         """Copy a subtree into another repo, one op per node (not atomic).
 
-        Nodes go in sorted pre-order, walked with an explicit stack (any depth).
+        Nodes go in sorted pre-order, walked with an explicit stack (any depth). Each
+        node's metadata follows it (one more op, replacing what the destination had,
+        as a copy within a repo does); a conflicted key is copied as the block it
+        reads as, as a conflicted file is copied as its bytes.
         """
         stack: list[tuple[AnyNode, paths.RelPath]] = [(node, rel)]
         while stack:
@@ -476,6 +485,8 @@ class MesaFileSystem:
                 await self._submit(dst_repo, Mkdir(rel, mode=node.mode), dest)
                 children = node.children
                 stack.extend((children[n], (*rel, n)) for n in sorted(children, reverse=True))
+            items = _copied_metadata(node, dest)
+            await self._submit(dst_repo, SetMetadata(rel, items, clear=True), dest)
 
     async def mv(self, src: str, dest: str) -> None:
         """Move or rename with rename(2) semantics (``EXDEV`` across repos)."""
@@ -534,6 +545,62 @@ class MesaFileSystem:
     async def link(self, existing_path: str, new_path: str) -> None:
         """Hard links are not supported: always raises `NotImplementedError`."""
         raise NotImplementedError("hard links are not supported")
+
+    # -- per-file metadata -------------------------------------------------------------
+
+    async def set_metadata(self, path: str, metadata: Mapping[str, str | None]) -> None:
+        """Merge keys into the metadata of a file or directory (symlinks are followed).
+
+        A value of None or ``""`` deletes its key; keys not named stay. Invalid input
+        (a reserved key ``org``/``repo``, a non-string value, a key or value over the
+        limits of `engine.metadata`, more than `engine.metadata.MAX_KEYS` keys after
+        the merge) raises `InvalidOptionsError` (a ``ValueError``) and changes nothing.
+        A set that changes no value is not logged.
+        """
+        items = _metadata_items(metadata)
+        r = self._resolve(path, follow=True)
+        repo = self._metadata_repo(r, path)
+        if not items:
+            return
+        current = r.node.meta if r.node is not None else None
+        keys = set(current or {})
+        keys.update(k for k, v in items if v is not None)
+        keys.difference_update(k for k, v in items if v is None)
+        if len(keys) > meta_rules.MAX_KEYS:
+            raise InvalidOptionsError(
+                f"{path}: metadata would hold {len(keys)} keys, over the limit of"
+                f" {meta_rules.MAX_KEYS}"
+            )
+        await self._submit(repo, SetMetadata(r.rel, items), path)
+
+    async def get_metadata(self, path: str, *, at: int | None = None) -> dict[str, str]:
+        """Return the metadata of a file or directory, with read-only ``org`` and ``repo``.
+
+        A key two racing sets left conflicted reads as its jj conflict block (as a
+        conflicted file reads); the next set of the key resolves it. With ``at``, the
+        metadata as it was once the mounted change had folded sequence ``at``.
+        """
+        if at is not None:
+            rm, node = await node_at(self._repos, path, at)
+            return _metadata_dict(self.org, rm.name, node)
+        r = self._resolve(path, follow=True)
+        if r.repo is None:
+            return {"org": self.org}
+        return _metadata_dict(self.org, r.repo.name, r.node or r.repo.replica.state.tree.root)
+
+    async def clear_metadata(self, path: str) -> None:
+        """Remove every metadata key of a file or directory; idempotent."""
+        r = self._resolve(path, follow=True)
+        repo = self._metadata_repo(r, path)
+        await self._submit(repo, SetMetadata(r.rel, (), clear=True), path)
+
+    def _metadata_repo(self, r: _Resolved, path: str) -> RepoMount:
+        """The repo whose node ``r`` names (the repo root too); virtual levels: EPERM."""
+        if r.repo is None:
+            raise os_error(errno.EPERM, path, "the org and repo listings carry no metadata")
+        if r.repo.read_only:
+            raise os_error(errno.EROFS, path)
+        return r.repo
 
     # -- bash --------------------------------------------------------------------------
 
@@ -607,6 +674,45 @@ class MesaFileSystemSubscription:
         self._fs._remove_subscription(self)
         self._queue.put_nowait(None)
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _metadata_items(items: object) -> tuple[tuple[str, str | None], ...]:
+    """Check a ``set_metadata`` mapping; return its items sorted, "" as None (delete)."""
+    if not isinstance(items, Mapping):
+        raise InvalidOptionsError(
+            f"metadata must be a mapping of str to str or None, not {type(items).__name__}"
+        )
+    if len(items) > meta_rules.MAX_KEYS:
+        raise InvalidOptionsError(
+            f"a set names {len(items)} metadata keys, over the limit of {meta_rules.MAX_KEYS}"
+        )
+    try:
+        checked = [
+            (meta_rules.check_key(k), meta_rules.check_value(k, v)) for k, v in items.items()
+        ]
+    except InvalidInputError as exc:
+        raise InvalidOptionsError(str(exc)) from None
+    return tuple(sorted(checked))
+
+
+def _copied_metadata(node: AnyNode, dest: str) -> tuple[tuple[str, str | None], ...]:
+    """The metadata items a copy into another repo sets (every key, as it reads)."""
+    items: list[tuple[str, str | None]] = []
+    for key in sorted(node.meta or {}):
+        text = meta_rules.render((node.meta or {})[key].value)
+        try:
+            items.append((key, meta_rules.check_value(key, text)))
+        except InvalidInputError as exc:
+            raise os_error(errno.E2BIG, dest, f"cannot copy metadata across repos: {exc}") from None
+    return tuple(items)
+
+
+def _metadata_dict(org: str, repo: str, node: AnyNode) -> dict[str, str]:
+    out = {"org": org, "repo": repo}
+    meta = node.meta or {}
+    for key in sorted(meta):
+        out[key] = meta_rules.render(meta[key].value)
+    return out
 
 
 def _dir_syntax(path: str) -> bool:

@@ -22,7 +22,7 @@ from engine import paths
 from engine.codec import decode_entry
 from engine.errors import CodecError
 from engine.ids import ROOT_CHANGE_ID
-from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, SetMetadata, Symlink, Utimes, Write
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, Tree
 from mesa import _bookmarks, _changes
 from mesa._args import message_arg
@@ -45,6 +45,7 @@ OP_NAMES: dict[type, str] = {
     Chmod: "chmod",
     Symlink: "symlink",
     Utimes: "utimes",
+    SetMetadata: "set_metadata",
 }
 
 
@@ -71,6 +72,9 @@ class HistoryEntry:
     author: str
     op: str
     paths: tuple[str, ...]
+    #: For ``set_metadata`` and ``clear_metadata``: the keys set, in order (None:
+    #: deleted). A clear deletes every other key too.
+    metadata: tuple[tuple[str, str | None], ...] = ()
 
 
 async def resolve_source(store: RepoStore, bookmark: str | None, change_id: str | None) -> str:
@@ -329,8 +333,9 @@ async def change_history(
                         seq=delivery.seq,
                         time_ms=delivery.time_ms,
                         author=entry.author,
-                        op=OP_NAMES[type(op)],
+                        op=_op_name(op),
                         paths=tuple(_abs(prefix, p) for p in names),
+                        metadata=op.items if isinstance(op, SetMetadata) else (),
                     )
                 )
             if delivery.seq >= last:
@@ -338,6 +343,12 @@ async def change_history(
     finally:
         await sub.aclose()
     return out
+
+
+def _op_name(op: Op) -> str:
+    if isinstance(op, SetMetadata) and op.clear and not op.items:
+        return "clear_metadata"
+    return OP_NAMES[type(op)]
 
 
 async def read_at(repos: MountedRepos, path: str, at: int) -> bytes:
@@ -349,6 +360,22 @@ async def read_at(repos: MountedRepos, path: str, at: int) -> bytes:
         FileNotFoundError: the path did not exist then.
         IsADirectoryError: it was a directory.
     """
+    rm, node = await node_at(repos, path, at)
+    if isinstance(node, DirNode):
+        raise os_error(errno.EISDIR, path)
+    assert isinstance(node, FileNode)
+    return await rm.blobs.value_bytes(node.value)
+
+
+async def node_at(repos: MountedRepos, path: str, at: int) -> tuple[RepoMount, AnyNode]:
+    """Return the repo and the node of ``path`` once the change had folded sequence ``at``.
+
+    Symlinks in the past tree are followed inside the repo; the node is never a symlink.
+
+    Raises:
+        InvalidOptionsError: ``at`` is not a sequence number.
+        FileNotFoundError: the path did not exist then.
+    """
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise InvalidOptionsError("at must be a sequence number (int >= 0)")
     rm, rel = repos.locate(path)
@@ -358,11 +385,7 @@ async def read_at(repos: MountedRepos, path: str, at: int) -> bytes:
     else:
         with fs_errors(path):
             tree = (await _changes.current_state(rm.store, rm.change_id, at=at)).state.tree
-    node = _lookup(tree, rel, path, rm.prefix)
-    if isinstance(node, DirNode):
-        raise os_error(errno.EISDIR, path)
-    assert isinstance(node, FileNode)
-    return await rm.blobs.value_bytes(node.value)
+    return rm, _lookup(tree, rel, path, rm.prefix)
 
 
 def _lookup(tree: Tree, rel: paths.RelPath, path: str, prefix: str) -> AnyNode:

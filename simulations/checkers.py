@@ -25,7 +25,7 @@ from engine.fold import AppliedOps, ChangeState, Event, fold
 from engine.ops import Entry, Logged, Op
 from engine.paths import RelPath, is_ancestor, to_str
 from engine.replica import Folded
-from engine.tree import DirNode, FileNode, SymlinkNode, Tree, merge_key
+from engine.tree import DirNode, FileNode, SymlinkNode, Tree, merge_key, meta_key
 from simulations.failure import CheckFailedError
 from simulations.known import Findings
 from simulations.sequencer import Stored
@@ -92,15 +92,16 @@ def replay_from_scratch(
 
 # -- (e) events equal the tree diff ----------------------------------------------------
 
-Observable = tuple[str, int, int, int, int, str]
+Observable = tuple[str, int, int, int, int, str, bytes]
 
 
 def observable(tree: Tree) -> dict[RelPath, Observable]:
-    """Return what a reader can observe at each path: kind, inode, mode, times, value.
+    """Return what a reader can observe at each path: kind, inode, mode, times, value, metadata.
 
     The value is the file's merge key (every side and base), the symlink's target,
-    or empty for a directory. A directory's entries are observed through its
-    children's paths, so adding a child changes the child's path, not the parent's.
+    or empty for a directory; metadata is every key's value (`engine.tree.meta_key`).
+    A directory's entries are observed through its children's paths, so adding a
+    child changes the child's path, not the parent's.
     """
     out: dict[RelPath, Observable] = {}
     for path, node in tree.walk():
@@ -110,7 +111,8 @@ def observable(tree: Tree) -> dict[RelPath, Observable]:
             kind, value = "l", node.target
         else:
             kind, value = "d", ""
-        out[path] = (kind, node.ino, node.mode, node.mtime_ms, node.atime_ms, value)
+        meta = meta_key(node.meta)
+        out[path] = (kind, node.ino, node.mode, node.mtime_ms, node.atime_ms, value, meta)
     return out
 
 
@@ -251,6 +253,7 @@ def byte_view(tree: Tree, read: Callable[[Content], bytes]) -> dict[RelPath, tup
             out[path] = ("l", node.ino, node.mtime_ms, node.atime_ms, node.target)
         else:
             out[path] = ("d", node.ino, node.mode, node.mtime_ms, node.atime_ms)
+        out[path] += (meta_key(node.meta),)
     return out
 
 

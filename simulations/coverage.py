@@ -40,6 +40,9 @@ POINTS: dict[str, str] = {
     "redelivered": "the server re-delivered an entry the mount had folded (dropped)",
     "deep_tree": "a node 10 or more levels deep was created",
     "wide_dir": "a directory held 32 or more entries",
+    "metadata_set": "a metadata set or clear was folded",
+    "metadata_conflict": "racing sets left a metadata key conflicted (or gained it a side)",
+    "metadata_resolved": "a set by an author who had seen a conflicted key resolved it",
 }
 
 #: The points a CI seed batch must reach (a batch that misses one fails).

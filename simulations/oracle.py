@@ -18,6 +18,9 @@ the exact rules):
   write if and only if that write raced an unseen, value-changing write or append
   by another author within the window.
 
+- (i) **Metadata keeps the race rules** (simulations/metadata.py): no metadata set
+  is lost, and a key only becomes conflicted through a racing set.
+
 Tags present in a file are read from its sides only: a content that survives only
 as a base was replaced by someone who had seen it.
 """
@@ -38,6 +41,7 @@ from engine.paths import RelPath, is_ancestor, to_str
 from engine.tree import FileNode, Tree, merge_key
 from simulations.failure import CheckFailedError
 from simulations.known import Findings
+from simulations.metadata import MetadataChecker
 from simulations.model import SimpleFiles
 from simulations.workload import tags_of
 
@@ -108,6 +112,7 @@ class Oracle:
         self._tag_cache: dict[str, frozenset[int]] = {}
         self._census = self._take_census()
         self._adopt_base()
+        self.metadata = MetadataChecker(window_ms, coverage, self.state.tree)
 
     @property
     def tree(self) -> Tree:
@@ -148,6 +153,7 @@ class Oracle:
         if model_before is not None:
             self.simple.after(logged, self.tree, model_before)
         self._cover(logged, before, after)
+        self.metadata.observe(logged, self.tree)
         if isinstance(entry.op, Write | Append | Mv | Cp):
             self.writers.append(Witness(logged.seq, logged.time_ms, entry.author, entry.op_id))
         return self.tree.hash()

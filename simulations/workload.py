@@ -17,6 +17,12 @@ and copies without trusting the fold: a tag occurs in no other op's content exce
 where a write-back copies a conflict's sides. Filler lines around the tags are
 drawn from a small pool (shared lines, marker-like lines, CRLF, no final newline)
 so materialization trims common lines and lengthens markers.
+
+**Metadata** ops (`engine.ops.SetMetadata`: set one or two keys of a small pool,
+delete one, or clear a node) are drawn from a second random stream seeded from the
+mix, at a per-seed rate that is zero for about 40% of seeds: a seed without metadata
+runs exactly the ops it ran before metadata existed. Every value set is a unique tag
+(``m17``), so the metadata checker (simulations/metadata.py) can follow it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 
 from engine import conflicts, driver
 from engine.content import Content
-from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.ops import Append, Chmod, Cp, Mkdir, Mv, Op, Rm, SetMetadata, Symlink, Utimes, Write
 from engine.paths import RelPath
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, Tree
 
@@ -59,6 +65,8 @@ _FILLER = (
     b"crlf line\r\n",
 )
 _MODES = (0o644, 0o600, 0o755, 0o444, 0o700)
+#: The metadata keys drawn (few, so sets of one key race).
+META_KEYS = ("owner", "status")
 _PAD = b"padding " * 7 + b"\n"  # 64 bytes: big contents are mostly these lines
 FANOUT_NAMES = 64
 
@@ -141,6 +149,11 @@ class Workload:
         self.rng = rng
         self.mix = mix
         self.next_tag = 0
+        # Metadata ops use their own stream (module docstring): str seeds are hashed
+        # with sha512, independent of PYTHONHASHSEED.
+        self.meta_rng = random.Random(f"metadata:{mix!r}")
+        self.meta_rate = 0.0 if self.meta_rng.random() < 0.4 else self.meta_rng.uniform(0.1, 0.3)
+        self.next_meta_tag = 0
         # How an editor reads a term's bytes (blob terms too); None: inline terms only.
         self.read = read
 
@@ -148,6 +161,8 @@ class Workload:
         """Return an op kind's name and an op drawn against ``tree``."""
         rng = self.rng
         listing = Listing.of(tree)
+        if self.meta_rate and self.meta_rng.random() < self.meta_rate:
+            return "metadata", self._metadata(listing)
         kind = rng.choices(OP_KINDS, weights=self.mix.weights)[0]
         op = self._draw(kind, listing, tree)
         if op is None:
@@ -224,6 +239,26 @@ class Workload:
             return Symlink(self._new_path(listing), rng.choice(("f", "../a", "a/b/c", "/x")))
         t0 = 1_700_000_000_000
         return Utimes(rng.choice(nodes), t0 + rng.randint(0, 10**6), t0 + rng.randint(0, 10**6))
+
+    def _metadata(self, listing: Listing) -> SetMetadata:
+        """Set one or two keys (a fresh tag each), delete one, or clear, on any node."""
+        rng = self.meta_rng
+        nodes = [*listing.dirs, *listing.files, *listing.links]
+        # Mostly a few hot nodes (the root, the first files), so sets of one key race.
+        hot = [*listing.dirs[:1], *listing.files[:2]]
+        path = rng.choice(hot if rng.random() < 0.6 else nodes)
+        roll = rng.random()
+        if roll < 0.1:
+            return SetMetadata(path, (), clear=True)
+        keys = sorted(rng.sample(META_KEYS, 1 if roll < 0.7 else 2))
+        items: list[tuple[str, str | None]] = []
+        for key in keys:
+            if rng.random() < 0.2:
+                items.append((key, None))
+            else:
+                self.next_meta_tag += 1
+                items.append((key, f"m{self.next_meta_tag}"))
+        return SetMetadata(path, tuple(items))
 
     def _fanout_path(self, listing: Listing, tree: Tree) -> RelPath:
         """A file in the root (or the first directory), a free name most of the time."""

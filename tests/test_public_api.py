@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
+import inspect
 import tomllib
 from pathlib import Path
 
@@ -92,3 +94,16 @@ def test_public_errors_say_when_they_are_raised() -> None:
         if isinstance(value, type) and issubclass(value, Exception):
             assert value.__doc__ is not None, name
             assert value.__doc__.startswith("Raised "), name
+
+
+def test_mesa_file_system_metadata_methods_are_pinned() -> None:
+    fs = mesa.MesaFileSystem
+    for name in ("set_metadata", "get_metadata", "clear_metadata"):
+        assert inspect.iscoroutinefunction(getattr(fs, name)), name
+    assert list(inspect.signature(fs.set_metadata).parameters) == ["self", "path", "metadata"]
+    get = inspect.signature(fs.get_metadata).parameters
+    assert list(get) == ["self", "path", "at"]
+    assert get["at"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert list(inspect.signature(fs.clear_metadata).parameters) == ["self", "path"]
+    fields = [f.name for f in dataclasses.fields(mesa.HistoryEntry)]
+    assert fields == ["seq", "time_ms", "author", "op", "paths", "metadata"]

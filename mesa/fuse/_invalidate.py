@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.fold import Event
-from engine.ops import Chmod, Utimes
+from engine.ops import Chmod, SetMetadata, Utimes
 from engine.paths import RelPath
 from engine.replica import Folded
 from engine.tree import AnyNode, DirNode, FileNode
@@ -115,8 +115,8 @@ class Planner:
         mount reports the sequencer time of the last entry that added, removed or
         moved one of its names instead, until a ``utimens`` of the directory, as a
         local filesystem does (tools such as Python's import system cache listings by
-        directory mtime). Writes to existing files and chmod/utimens of children do
-        not count. The kernel drops the attributes of a directory another writer
+        directory mtime). Writes to existing files, chmod/utimens of children and
+        metadata sets do not count. The kernel drops the attributes of a directory another writer
         changed; for this mount's own entries it already did.
         """
         tree, table = repo.replica.state.tree, self.table
@@ -125,7 +125,7 @@ class Planner:
             op, own = f.entry.op, f.entry.author == repo.mount_id
             for event in f.events:
                 node = tree.lookup(event.path) if event.path else None
-                if isinstance(op, Chmod | Utimes) or _rewritten(node, f.seq):
+                if isinstance(op, Chmod | Utimes | SetMetadata) or _rewritten(node, f.seq):
                     if isinstance(op, Utimes) and isinstance(node, DirNode):
                         table.dir_mtimes.pop(table.ino_of(repo, node.ino), None)
                     continue

@@ -16,7 +16,9 @@ main loop): filesystem errors keep their errno, read-only repos are ``EROFS``, t
 virtual levels (``/`` and ``/<org>``) are ``EPERM`` to mutate, renames across repos
 ``EXDEV``, hard links ``EPERM``, ``RENAME_EXCHANGE`` ``EINVAL`` (the log has no atomic
 exchange), special files ``EPERM``. Ownership is not stored: every node belongs to
-the mounting user and ``chown`` succeeds without changing anything.
+the mounting user and ``chown`` succeeds without changing anything. Extended
+attributes are per-file metadata in the ``user.mesa.`` namespace; every other name is
+``EOPNOTSUPP`` (`mesa.fuse._xattrs`).
 
 pyfuse3 is imported here (and only here) as an untyped module.
 """
@@ -37,11 +39,12 @@ from typing import Any, TypeVar, cast
 
 from engine.content import Content
 from engine.merge import Merge
-from engine.ops import Mv, Op, Rm, Symlink, Write
+from engine.ops import Mv, Op, Rm, SetMetadata, Symlink, Write
 from engine.paths import NAME_MAX_BYTES, RelPath
 from engine.tree import AnyNode, DirNode, FileNode, SymlinkNode, merge_key
 from mesa._fs import MesaFileSystem
 from mesa._mount import RepoMount
+from mesa.fuse import _xattrs
 from mesa.fuse._errors import errno_of
 from mesa.fuse._handles import Handles, OpenFile, snapshot_content
 from mesa.fuse._inodes import ORG, ROOT, Inode, InodeTable, value_size
@@ -414,6 +417,64 @@ class Handlers:
         st.f_files = st.f_ffree = st.f_favail = 1 << 32
         st.f_namemax = NAME_MAX_BYTES
         return st
+
+    # -- extended attributes: per-file metadata (mesa.fuse._xattrs) -----------------------
+
+    async def getxattr(self, ino: int, name: bytes, ctx: Any = None) -> bytes:
+        """Return the value of ``user.mesa.<key>``, as folded here (realtime with the SDK).
+
+        The kernel asks for ``security.capability`` before every write(2) to a file
+        (to clear capabilities), so anything outside the namespace is answered first,
+        with no lookup.
+        """
+        if not name.startswith(_xattrs.PREFIX):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        return await self._getxattr(ino, name)
+
+    @_guard
+    async def _getxattr(self, ino: int, name: bytes) -> bytes:
+        inode = self._inode(ino)
+        if inode.repo is None:
+            raise _fail(errno.ENODATA)
+        return _xattrs.get(self.table.node_of(inode), name)
+
+    @_guard
+    async def listxattr(self, ino: int, ctx: Any = None) -> list[bytes]:
+        """Return ``user.mesa.<key>`` for every metadata key of the node."""
+        inode = self._inode(ino)
+        return _xattrs.names(self.table.node_of(inode) if inode.repo is not None else None)
+
+    @_guard
+    async def setxattr(self, ino: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        """Set one metadata key (an empty value deletes it): one op, durable on return."""
+        inode = self._inode(ino)
+        _xattrs.key_of(name)
+        repo, path, node = await self._settled(inode)
+        key, text = _xattrs.set_item(node, name, value)
+        await self._submit(repo, SetMetadata(path, ((key, text),)), path)
+
+    @_guard
+    async def removexattr(self, ino: int, name: bytes, ctx: Any = None) -> None:
+        """Delete one metadata key (ENODATA when it is not set)."""
+        inode = self._inode(ino)
+        _xattrs.key_of(name)
+        repo, path, node = await self._settled(inode)
+        key, _ = _xattrs.remove_item(node, name)
+        await self._submit(repo, SetMetadata(path, ((key, None),)), path)
+
+    async def _settled(self, inode: Inode) -> tuple[RepoMount, RelPath, AnyNode]:
+        """Wait until a node made here is in the log; return its repo, path and node."""
+        repo = self._writable(inode.repo)
+        parent = self.table.get(inode.parent) if inode.parent else None
+        if parent is not None and parent.repo is not None:
+            await self._barrier(repo, (parent, inode.name))
+        else:
+            await self.writer.barrier(repo)
+        path = self._path(inode)
+        node = self.table.node_of(inode)
+        if node is None or inode.unlinked:
+            raise _fail(errno.ENOENT)
+        return repo, path, node
 
     # -- directories ---------------------------------------------------------------------
 

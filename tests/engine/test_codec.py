@@ -30,6 +30,7 @@ from engine.ops import (
     Mv,
     Op,
     Rm,
+    SetMetadata,
     Symlink,
     Utimes,
     Write,
@@ -268,6 +269,11 @@ GOLDEN: list[tuple[Entry, str]] = [
         Entry(Utimes(("u",), -1, 1000), "m1", 0, 0),
         "02 09 01.0175 01 d00f 026d31 00 00 66e3b92b",
     ),
+    (
+        Entry(SetMetadata(("f",), (("owner", "agent"), ("status", None)), clear=True), "m1", 0, 0),
+        "02 0a 01.0166 01 02 05.6f776e6572 01.05.6167656e74 06.737461747573 00"
+        " 026d31 00 00 10d7eb22",
+    ),
 ]
 
 # Version 1 bytes, pinned before version 2 (they must decode as they did, forever).
@@ -333,8 +339,9 @@ def test_version_1_entries_still_decode_and_encode_back(entry: Entry, golden: st
 def test_golden_covers_every_op_kind(table: list[tuple[Entry, str]], version: int) -> None:
     assert {golden_bytes(golden)[0] for _, golden in table} == {version}
     kinds = {golden_bytes(golden)[1] for _, golden in table}
-    assert kinds == set(range(1, 10))
-    assert {type(entry.op) for entry, _ in table} == {
+    # Version 2 added kind 10 (SetMetadata); version 1 has kinds 1..9.
+    assert kinds == set(range(1, 11 if version == 2 else 10))
+    assert {type(entry.op) for entry, _ in table} - {SetMetadata} == {
         Write,
         Append,
         Mkdir,
@@ -430,7 +437,7 @@ def test_trailing_bytes() -> None:
     assert "trailing" in decode_error(seal(good + b"\x01\x02\x03"))
 
 
-@pytest.mark.parametrize("kind", [0, 10, 42, 255])
+@pytest.mark.parametrize("kind", [0, 11, 42, 255])
 def test_unknown_op_kind(kind: int) -> None:
     message = decode_error(seal(body(kind, RM_A)))
     assert f"unknown op kind {kind}" in message

@@ -45,6 +45,7 @@ from engine.ops import (
     Mv,
     Op,
     Rm,
+    SetMetadata,
     Symlink,
     Utimes,
     Write,
@@ -241,6 +242,13 @@ def weighted(*choices: tuple[int, st.SearchStrategy[object]]) -> st.SearchStrate
     return st.sampled_from(range(len(table))).flatmap(lambda i: table[i])
 
 
+# Metadata sets: two keys, few values, so sets of one key race and repeat values.
+meta_items = st.lists(
+    st.tuples(st.sampled_from(["k", "s"]), st.sampled_from([None, "1", "2"])),
+    max_size=2,
+    unique_by=lambda item: item[0],
+).map(lambda items: tuple(sorted(items)))
+
 ops: st.SearchStrategy[Op] = weighted(  # type: ignore[assignment]
     (5, st.builds(Write, paths, contents, modes)),
     (2, st.builds(Append, paths, contents)),
@@ -251,6 +259,7 @@ ops: st.SearchStrategy[Op] = weighted(  # type: ignore[assignment]
     (1, st.builds(Chmod, paths, modes)),
     (1, st.builds(Symlink, paths, st.sampled_from(["a", "../b"]))),
     (1, st.builds(Utimes, paths, st.integers(0, 3), st.integers(0, 3))),
+    (2, st.builds(SetMetadata, paths, meta_items, st.booleans())),
 )
 
 

@@ -377,7 +377,9 @@ def test_deep_and_wide_hashes_and_snapshots_are_the_recursive_ones() -> None:
 
 
 DEEP_HASH = "31c53fb8fb1a6c3a28b2874d071280cc6570593fd51861d4aee389056e59894a"
-DEEP_SNAPSHOT = "f03fbafbdebd5c26ecf98fd35a09c816d1e7c3c5983ed89b3c0d6b77748f3baf"
+# Snapshot format version 2 (per-file metadata); the version-1 encoding digested to
+# f03fbafbdebd5c26ecf98fd35a09c816d1e7c3c5983ed89b3c0d6b77748f3baf (tree hash unchanged).
+DEEP_SNAPSHOT = "f3d265d101994869ade7e9823d4ea520eef07d635398caeef5dfe19c22c3e3f8"
 DEEP_MERGE_HASH = "7c05ad7e24f7d8b68ae67efb177bfba4e1aefce2bf408cf6e30ceef6ecfa7966"
 WIDE_HASH = "3d583fd5777c9f8d03609db23ad3c0bb95b44ffdaae52a2cfbed93e5b1926695"
 

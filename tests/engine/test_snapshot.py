@@ -10,7 +10,21 @@ from engine.codec import Writer
 from engine.content import BlobRef, Content
 from engine.errors import CodecError
 from engine.fold import ChangeState, fold
-from engine.ops import Append, Chmod, Cp, Entry, Logged, Mkdir, Mv, Op, Rm, Symlink, Utimes, Write
+from engine.ops import (
+    Append,
+    Chmod,
+    Cp,
+    Entry,
+    Logged,
+    Mkdir,
+    Mv,
+    Op,
+    Rm,
+    SetMetadata,
+    Symlink,
+    Utimes,
+    Write,
+)
 from engine.snapshot import SNAPSHOT_VERSION, decode_snapshot, encode_snapshot
 from engine.tree import DirNode, FileNode, SymlinkNode, Tree, merge_key
 
@@ -37,6 +51,16 @@ ops: st.SearchStrategy[Op] = st.one_of(
     st.builds(Chmod, paths, modes),
     st.builds(Symlink, paths, st.text(min_size=1, max_size=5).filter(lambda t: "\x00" not in t)),
     st.builds(Utimes, paths, st.integers(-(2**40), 2**40), st.integers(-(2**40), 2**40)),
+    st.builds(
+        SetMetadata,
+        paths,
+        st.lists(
+            st.tuples(st.sampled_from(["k", "s.x"]), st.sampled_from([None, "1", "ü"])),
+            max_size=2,
+            unique_by=lambda item: item[0],
+        ).map(lambda items: tuple(sorted(items))),
+        st.booleans(),
+    ),
 )
 steps = st.tuples(
     ops,

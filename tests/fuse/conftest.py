@@ -30,6 +30,7 @@ MOUNTING = frozenset(
         "test_edges.py",
         "test_torture.py",
         "test_token_mount.py",
+        "test_xattrs.py",
     }
 )
 

@@ -249,7 +249,7 @@ def test_statfs(shared_mount: FuseMount) -> None:
     assert line.split()[2] == "fuse.mesafs"
 
 
-def test_xattrs_are_not_supported(work: Path) -> None:
+def test_xattrs_outside_user_mesa_are_not_supported(work: Path) -> None:
     (work / "f").write_bytes(b"x")
     raises_errno(errno.EOPNOTSUPP, os.getxattr, work / "f", "user.k")
     raises_errno(errno.EOPNOTSUPP, os.setxattr, work / "f", "user.k", b"v")

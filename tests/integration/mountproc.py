@@ -139,6 +139,13 @@ class Agent:
         await self.fs.symlink(target, self.abs(path))
         return {}
 
+    async def cmd_set_metadata(self, path: str, metadata: dict[str, str | None]) -> dict[str, Any]:
+        await self.fs.set_metadata(self.abs(path), metadata)
+        return {}
+
+    async def cmd_get_metadata(self, path: str) -> dict[str, Any]:
+        return {"metadata": await self.fs.get_metadata(self.abs(path))}
+
     async def cmd_sync(self) -> dict[str, Any]:
         await self.fs.wait_synced()
         return {}
