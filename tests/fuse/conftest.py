@@ -29,6 +29,7 @@ MOUNTING = frozenset(
         "test_bench.py",
         "test_edges.py",
         "test_torture.py",
+        "test_status.py",
     }
 )
 
