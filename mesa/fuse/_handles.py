@@ -24,16 +24,16 @@ Every handle of one inode shares one `OpenFile` while it is live, as a local
 filesystem's page cache would; a clean open of a file whose value changed since gets
 a fresh buffer.
 
-**One version per inode in the kernel.** The kernel keeps one page cache and one size
-per inode, whichever handle filled them, and cuts every read at that size. So a read
-is served from the bytes of the version whose size the kernel was last given (`tell`,
-called with every attribute reply): a reader whose handle holds an older version is
-moved to that one at its next read (`reading`). Serving the older bytes instead would
-fill the shared pages with them and the kernel would cut them at the new size: a
-version no close published (torture seed 1170238483). What this mount shows instead of
-the tree (`shown`: a live buffer, or the shared buffer of a file open for writing) is
-what the size describes; when it stops being shown and the tree differs, the kernel's
-attributes and pages are dropped.
+**One size per inode in the kernel.** The kernel keeps one page cache and one size
+per inode, whichever handle filled them, and cuts every read at that size. Every
+attribute reply records which version its size describes (`tell`). A read-only handle
+keeps reading the version it opened while that size holds it whole; once the kernel
+was given a smaller size of another version, the handle moves to that version at its
+next read (`reading`): serving its older bytes would have the kernel cut them at the
+new size, a version no close published (torture seed 1170238483). What this mount
+shows instead of the tree (`shown`: a live buffer, or the shared buffer of a file open
+for writing) is what the size describes; when it stops being shown and the tree holds
+another value, the kernel's attributes and pages are dropped.
 
 An unlinked file keeps working through its open handles: its bytes stay in the
 buffer until the last handle is released; a write to a file this mount unlinked is
@@ -61,7 +61,7 @@ from engine.paths import RelPath
 from engine.tree import DirNode, FileNode, SymlinkNode, merge_key
 from mesa._mount import RepoMount
 from mesa.errors import MesaConnectionError, MesaError
-from mesa.fuse._inodes import Inode, InodeTable
+from mesa.fuse._inodes import Inode, InodeTable, value_size
 from mesa.fuse._spool import Spool, SpoolSnapshot
 from mesa.fuse._writer import Published
 from transports.base import BLOB_CHUNK_BYTES
@@ -260,10 +260,11 @@ class Handles:
     async def reading(self, fh: int) -> OpenFile:
         """Return the buffer a read through ``fh`` is served from (see module docstring).
 
-        The handle's own buffer, unless the kernel was given the size of another
-        version since: then a read-only handle moves to that version's buffer (the
-        shown one, the shared one, or one loaded for it). A handle that may write
-        keeps its buffer: it is the shown one while it is open.
+        The handle's own buffer, unless the kernel was given a smaller size of another
+        version since (it would cut the handle's bytes at it): then a read-only handle
+        moves to that version's buffer (the shown one, the shared one, or one loaded
+        for it). A handle that may write keeps its buffer: it is the shown one while
+        it is open.
         """
         handle = self.get(fh)
         of = handle.file
@@ -273,11 +274,16 @@ class Handles:
         if isinstance(told, OpenFile):
             if told.closed:
                 return of  # its bytes reached the tree, or the kernel was told to drop it
-            target = told
+            told_size: int | None = told.spool.size
         else:
             if of.key is not None and of.key == merge_key(told):
                 return of
-            target = await self._version(of.inode, told)
+            told_size = value_size(told)  # None: a conflict, rendered to be measured
+        if told_size is not None and told_size >= of.spool.size:
+            # The kernel's size holds this handle's version whole: it keeps reading it
+            # (a reader that reached its end gets end-of-file there, not the new tail).
+            return of
+        target = told if isinstance(told, OpenFile) else await self._version(of.inode, told)
         now = handle.file  # another read of this handle may have moved it meanwhile
         if target is not now:
             target.handles += 1
@@ -558,10 +564,13 @@ class Handles:
             return of
         if handle.writable and not of.writers and not of.live:
             # Shown while open for writing, this buffer is shown no more: if the tree
-            # holds another value (another writer's, folded meanwhile), the kernel's
-            # size and pages must go.
+            # holds another value than the one it was read as (another writer's, folded
+            # meanwhile), the kernel's size and pages must go. (A buffer this mount
+            # published has no key until settled; its fold kept it or `_settled` told.)
             node = of.inode.node
-            if not isinstance(node, FileNode) or merge_key(node.value) != of.key:
+            if of.key is not None and (
+                not isinstance(node, FileNode) or merge_key(node.value) != of.key
+            ):
                 self._on_changed(of.inode)
         self._drop_if_idle(of)
         return None

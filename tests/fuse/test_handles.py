@@ -1,10 +1,11 @@
 """Which bytes a read through a FUSE handle is served from (no kernel; memory transport).
 
 The kernel keeps one page cache and one size per inode, and cuts reads at that size;
-`Handles.reading` serves the version whose size the kernel was given last
-(`Handles.tell`), whatever version a handle was opened on (torture seed 1170238483:
-serving the handle's open-time bytes after the kernel had the new size read back old
-bytes cut at the new size). The real-kernel reproduction is in test_edges.py.
+`Handles.reading` keeps a read-only handle on the version it opened while the size
+the kernel was given last (`Handles.tell`) holds it whole, and moves it to the told
+version once that size is smaller (torture seed 1170238483: serving the handle's
+open-time bytes after the kernel had a smaller size read back old bytes cut at it).
+The real-kernel reproduction is in test_edges.py.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ async def test_a_read_only_handle_follows_the_version_the_kernel_was_told(mesa: 
         node = table.node_of(inode)
         assert node is not None
         handles.tell(inode.ino, node.value)  # a getattr answered with the new size
-        assert await _bytes(handles, fh) == b"new\n"
+        assert await _bytes(handles, fh) == b"new\n"  # the kernel cuts at 4 bytes
         # A later open shares that buffer; releasing both frees it.
         fh2, _ = await handles.open(inode, writable=False, truncate=False)
         assert await _bytes(handles, fh2) == b"new\n"
@@ -61,6 +62,16 @@ async def test_a_read_only_handle_follows_the_version_the_kernel_was_told(mesa: 
         handles.release(fh)
         handles.release(fh2)
         assert handles.current(inode.ino) is None
+        # A larger new version holds the old one whole: a reader keeps its version
+        # (it gets end-of-file at its end, not the new version's tail).
+        fh3, _ = await handles.open(inode, writable=False, truncate=False)
+        await fs.write(f"{P}/f", b"a longer new version\n")
+        node = table.node_of(inode)
+        assert node is not None
+        handles.tell(inode.ino, node.value)
+        assert await _bytes(handles, fh3) == b"new\n"
+        fh4, _ = await handles.open(inode, writable=False, truncate=False)
+        assert await _bytes(handles, fh4) == b"a longer new version\n"
         assert changed == []
 
 
@@ -87,4 +98,6 @@ async def test_a_file_open_for_writing_is_shown_and_dropped_when_it_closes(
         node = table.node_of(inode)
         assert node is not None
         handles.tell(inode.ino, node.value)
-        assert await _bytes(handles, reader) == b"another writer's\n"
+        assert await _bytes(handles, reader) == b"old\n"  # held whole by the new size
+        later, _ = await handles.open(inode, writable=False, truncate=False)
+        assert await _bytes(handles, later) == b"another writer's\n"
