@@ -11,11 +11,15 @@ the mounted repos is ``FileNotFoundError`` whose message says that mount paths a
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 
 from engine import paths
 from mesa._errormap import os_error
 from mesa._mount import RepoMount
+
+#: What tools print for ENOENT; the hint follows it (``fs.bash`` shows it as bash would).
+_ENOENT = os.strerror(errno.ENOENT)
 
 
 class MountedRepos:
@@ -89,7 +93,7 @@ class MountedRepos:
 
     def relative(self, path: str) -> OSError:
         """Return the ``FileNotFoundError`` for a relative ``path``, with the hint."""
-        return os_error(errno.ENOENT, path, f"not an absolute path: {self.hint()}")
+        return os_error(errno.ENOENT, path, f"{_ENOENT}: not an absolute path; {self.hint()}")
 
     def outside(self, path: str, org: str, repo: str | None) -> OSError:
         """Return the ``FileNotFoundError`` for ``path`` in an org or repo not mounted here.
@@ -102,4 +106,4 @@ class MountedRepos:
             why = "not inside a mounted repo"
         else:
             why = f"repo {self.org}/{repo} is not mounted here"
-        return os_error(errno.ENOENT, path, f"{why}: {self.hint()}")
+        return os_error(errno.ENOENT, path, f"{_ENOENT}: {why}; {self.hint()}")
