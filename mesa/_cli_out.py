@@ -141,6 +141,17 @@ def error(command: str, message: str) -> None:
     sys.stderr.flush()
 
 
+def describe(exc: BaseException) -> str:
+    """The message of a failure for ``error``: an ``OSError`` as ``PATH: REASON``.
+
+    ``str(OSError)`` reads ``[Errno 2] reason: 'path'``; the CLI says what a shell
+    tool says.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 def exit_code(exc: BaseException) -> int:
     """The documented exit code of a failure (see module docstring)."""
     if isinstance(exc, InvalidOptionsError | MissingCredentialError):

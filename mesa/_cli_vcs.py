@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import errno
 import os
 import sys
 from typing import Any
@@ -83,6 +84,11 @@ def register(subparsers: Any) -> None:
     status.add_argument(
         "-r", "--revision", default="@", help="bookmark or change (default @: the repo's default)"
     )
+    status.add_argument(
+        "--mount",
+        metavar="PATH",
+        help="the change the live FUSE mount at PATH (its mount point or a path inside) serves",
+    )
 
     diff = add(
         "diff",
@@ -145,6 +151,8 @@ async def run_async(args: argparse.Namespace, client: Mesa | None = None) -> int
     """Run a parsed command with ``client`` (made from ``--org`` when None)."""
     own = client is None
     try:
+        if getattr(args, "mount", None) is not None:
+            _target_mount(args)
         if not args.repo:
             raise InvalidOptionsError("which repo? pass -R/--repo or set MESA_REPO")
         if client is None:
@@ -225,12 +233,18 @@ async def _status(client: Mesa, args: argparse.Namespace) -> None:
     info = await client.changes.get(args.repo, change)
     bookmarks = (await _bookmarks_by_change(client, args.repo)).get(change, [])
     diff = await client.diffs.get(args.repo, head_change_id=change, patch=False)
-    where = f"{args.repo}@{args.revision}" if args.revision != "@" else args.repo
+    mount = getattr(args, "mounted", None)
+    where = f"{args.repo}@{args.revision}" if args.revision != "@" and mount is None else args.repo
     ui.out(f"Repo:      {where}")
+    if mount is not None:
+        ui.out(f"Mount:     {mount}")
     ui.out(f"Change:    {info.change_id[:SHORT]} {info.message or '(no description set)'}")
     ui.out(f"Bookmarks: {' '.join(bookmarks) or '(none)'}")
     parents = " ".join(p[:SHORT] for p in info.parents if p != ROOT_CHANGE_ID)
     ui.out(f"Parents:   {parents or '(root)'}")
+    if mount is None:
+        for i, line in enumerate(_live_mount_lines(client.org, args.repo, change)):
+            ui.out(("Mounts:    " if i == 0 else "           ") + line)
     if info.is_conflicted:
         ui.out(f"Conflicted files ({len(info.conflicted_paths)}):", style="bold red")
         for path in info.conflicted_paths:
@@ -339,6 +353,99 @@ _FLAG_STYLE = {"A": "green", "D": "red", "M": "yellow", "C": "bold red"}
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _target_mount(args: argparse.Namespace) -> None:
+    """Point ``status --mount PATH`` at the repo and change the live mount at PATH serves.
+
+    PATH is the mount point or a path inside it; inside ``MOUNTPOINT/<org>/<repo>`` it
+    names that repo, else ``-R`` does, else the mount's only repo. Sets ``org``,
+    ``repo``, ``revision`` (the change) and ``mounted`` (the line describing the mount).
+
+    Raises:
+        FileNotFoundError: no live mount at PATH, or PATH is in a repo it does not serve.
+        InvalidOptionsError: ``-r`` given too, or the mount serves several repos and
+            neither PATH nor ``-R`` says which.
+        MesaError: the mount's record does not say which changes it serves.
+    """
+    from mesa import server
+    from mesa.fuse import _registry
+
+    if args.revision != "@":
+        raise InvalidOptionsError("give --mount PATH or -r REV, not both")
+    target = os.path.abspath(args.mount)
+    real = os.path.realpath(target)
+    live = _registry.live()
+    inside = [r for r in live if _under(target, r.mountpoint) or _under(real, r.mountpoint)]
+    if not inside:
+        known = ", ".join(r.mountpoint for r in live) or "none"
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"no live mesa mount there (live mounts under {server.mesa_home()}: {known})",
+            args.mount,
+        )
+    record = max(inside, key=lambda r: len(r.mountpoint))
+    if record.org is None or not record.repos:
+        raise MesaError(
+            f"the mount at {record.mountpoint} (pid {record.pid}) does not record the changes "
+            "it serves (made by an older mesa): unmount and mount it again"
+        )
+    names = [r.name for r in record.repos]
+    mounted = ", ".join(f"{record.org}/{n}" for n in names)
+    path = target if _under(target, record.mountpoint) else real
+    rest = [p for p in path[len(record.mountpoint) :].split("/") if p]
+    name = args.repo
+    if rest:
+        if len(rest) < 2 or rest[0] != record.org or rest[1] not in names:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"not in a repo of the mount at {record.mountpoint}: its paths are "
+                f"{record.mountpoint}/<org>/<repo>/... (mounted there: {mounted})",
+                args.mount,
+            )
+        if name is not None and name != rest[1]:
+            raise InvalidOptionsError(f"--mount {args.mount} is in repo {rest[1]}, not {name}")
+        name = rest[1]
+    elif name is None:
+        if len(names) > 1:
+            raise InvalidOptionsError(
+                f"the mount at {record.mountpoint} serves {mounted}: pass -R/--repo or a path "
+                "inside one"
+            )
+        name = names[0]
+    repo = next((r for r in record.repos if r.name == name), None)
+    if repo is None:
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"repo {record.org}/{name} is not mounted there (mounted there: {mounted})",
+            args.mount,
+        )
+    args.org, args.repo, args.revision = record.org, repo.name, repo.change_id
+    follows = f"follows bookmark {repo.bookmark}" if repo.bookmark else "pinned to this change"
+    ro = ", read-only" if repo.read_only else ""
+    args.mounted = f"{record.mountpoint}/{record.org}/{repo.name} (pid {record.pid}{ro}), {follows}"
+
+
+def _under(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or inside it (both absolute)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _live_mount_lines(org: str, repo: str, shown: str) -> list[str]:
+    """One line per live FUSE mount of ``org/repo``: where, its change, what it follows."""
+    from mesa.fuse import _registry
+
+    lines = []
+    for record in _registry.live():
+        for mounted in record.repos:
+            if record.org != org or mounted.name != repo:
+                continue
+            follows = f"follows {mounted.bookmark}" if mounted.bookmark else "pinned"
+            this = ", this change" if mounted.change_id == shown else ""
+            lines.append(
+                f"{record.mountpoint}/{org}/{repo}: {mounted.change_id[:SHORT]} ({follows}{this})"
+            )
+    return lines
 
 
 async def resolve(client: Mesa, repo: str, revision: str) -> str:

@@ -157,9 +157,7 @@ class MesaFileSystem:
         self._check()
         path_arg(path)
         if not path.startswith("/"):
-            raise os_error(
-                errno.ENOENT, path, "not an absolute path: mount paths are /<org>/<repo>/..."
-            )
+            raise self._repos.relative(path)
         # A trailing "/" (or a last "." or "..") names a directory, as for the kernel:
         # anything else there (a file, or a symlink not followed) is ENOTDIR.
         dir_syntax = _dir_syntax(path)
@@ -181,12 +179,12 @@ class MesaFileSystem:
             parts.append(name)
             if len(parts) == 1:
                 if name != self.org:
-                    raise os_error(errno.ENOENT, path)
+                    raise self._repos.outside(path, name, None)
                 continue
             if len(parts) == 2:
                 repo = self._repos.get(name)
                 if repo is None:
-                    raise os_error(errno.ENOENT, path)
+                    raise self._repos.outside(path, self.org, name)
                 continue
             assert repo is not None
             node = repo.replica.state.tree.lookup(tuple(parts[2:]))
@@ -373,9 +371,7 @@ class MesaFileSystem:
     async def mkdir(self, path: str, recursive: bool | None = None) -> None:  # noqa: FBT001 (spec)
         """Create a directory; ``recursive`` creates parents and accepts an existing directory."""
         if not path_arg(path).startswith("/"):
-            raise os_error(
-                errno.ENOENT, path, "not an absolute path: mount paths are /<org>/<repo>/..."
-            )
+            raise self._repos.relative(path)
         if recursive:
             await self._mkdir_parents(path)
             return

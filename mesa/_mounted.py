@@ -3,17 +3,23 @@
 `MountedRepos` is what `MesaFileSystem`, ``fs.changes`` and ``fs.bookmarks`` know of
 a mount: its org and its `RepoMount`s. A repo is named ``app`` or ``org/app``; one
 that is not mounted is ``FileNotFoundError``, a write to a read-only one
-``OSError(EROFS)``, as filesystem methods raise.
+``OSError(EROFS)``, as filesystem methods raise. A path that is relative or outside
+the mounted repos is ``FileNotFoundError`` whose message says that mount paths are
+``/<org>/<repo>/...`` and names the repos mounted (`outside`, `relative`).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 
 from engine import paths
 from mesa._errormap import os_error
 from mesa._mount import RepoMount
+
+#: What tools print for ENOENT; the hint follows it (``fs.bash`` shows it as bash would).
+_ENOENT = os.strerror(errno.ENOENT)
 
 
 class MountedRepos:
@@ -52,10 +58,10 @@ class MountedRepos:
         if "/" in repo:
             org, _, name = repo.partition("/")
             if org != self.org:
-                raise os_error(errno.ENOENT, f"/{repo}", "not mounted")
+                raise self.outside(f"/{repo}", org, name)
         found = self._by_name.get(name)
         if found is None:
-            raise os_error(errno.ENOENT, f"/{self.org}/{name}", "not mounted")
+            raise self.outside(f"/{self.org}/{name}", self.org, name)
         found.check_alive()
         return found
 
@@ -74,6 +80,30 @@ class MountedRepos:
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, not {type(path).__name__}")
         parts = paths.normalize(path).split("/")[1:]
+        if not path.startswith("/"):
+            raise self.relative(path)
         if len(parts) < 2 or parts[0] != self.org:
-            raise os_error(errno.ENOENT, path, "not inside a mounted repo")
+            raise self.outside(path, parts[0], parts[1] if len(parts) > 1 else None)
         return self.mounted(parts[1]), tuple(parts[2:])
+
+    def hint(self) -> str:
+        """Say where paths of this mount are: ``/<org>/<repo>/...`` and the repos mounted."""
+        mounted = ", ".join(f"/{self.org}/{name}" for name in self._by_name) or "none"
+        return f"mount paths are /<org>/<repo>/... (mounted here: {mounted})"
+
+    def relative(self, path: str) -> OSError:
+        """Return the ``FileNotFoundError`` for a relative ``path``, with the hint."""
+        return os_error(errno.ENOENT, path, f"{_ENOENT}: not an absolute path; {self.hint()}")
+
+    def outside(self, path: str, org: str, repo: str | None) -> OSError:
+        """Return the ``FileNotFoundError`` for ``path`` in an org or repo not mounted here.
+
+        ``repo`` None: ``path`` stops above the repos (``/`` or ``/<org>``).
+        """
+        if org and org != self.org:
+            why = f"org {org!r} is not mounted here"
+        elif repo is None:
+            why = "not inside a mounted repo"
+        else:
+            why = f"repo {self.org}/{repo} is not mounted here"
+        return os_error(errno.ENOENT, path, f"{_ENOENT}: {why}; {self.hint()}")

@@ -19,6 +19,7 @@ from mesa._cli_out import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    describe,
     error,
     exit_code,
     silence_stdout,
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{command}: interrupted\n")
         return EXIT_INTERRUPTED
     except (MesaError, OSError, TimeoutError) as exc:
-        error(command, str(exc) or type(exc).__name__)
+        error(command, describe(exc))
         return exit_code(exc)
 
 
@@ -201,22 +202,9 @@ def _server_command(action: str, port: int | None, http_port: int | None) -> int
 
 def _live_mounts() -> list[str]:
     """Mount points of live mount processes recorded under ``$MESA_HOME/mounts``."""
-    import json
-
-    from mesa import server
     from mesa.fuse import _registry
-    from mesa.fuse._cli import _alive
 
-    found = []
-    for path in sorted((server.mesa_home() / "mounts").glob("*.json")):
-        try:
-            mountpoint = str(json.loads(path.read_text())["mountpoint"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        record = _registry.read(mountpoint)
-        if record is not None and not record.finished and _alive(record.pid):
-            found.append(record.mountpoint)
-    return found
+    return [record.mountpoint for record in _registry.live()]
 
 
 if __name__ == "__main__":

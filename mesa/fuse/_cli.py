@@ -28,17 +28,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.ids import is_change_id
 from mesa._cli_out import exit_code, start_progress
 from mesa._types import RepoConfig
 from mesa.errors import MesaError, NotFoundError
 from mesa.fuse import _registry as registry
-from mesa.fuse._registry import MountRecord
+from mesa.fuse._registry import MountedRepo, MountRecord
+
+if TYPE_CHECKING:
+    from mesa._mount import RepoMount
 
 log = logging.getLogger("mesa.fuse")
 
@@ -275,8 +277,24 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
         ops.notifier.start()
         names = ", ".join(f"{options.org}/{c.name}" for c in options.repos)
         record = MountRecord(
-            os.getpid(), options.mountpoint, options.log_file, drain_s=options.unmount_timeout_s
+            os.getpid(),
+            options.mountpoint,
+            options.log_file,
+            drain_s=options.unmount_timeout_s,
+            org=options.org,
+            repos=_served(fs.repo_mounts),
         )
+
+        def switched(_repo: RepoMount) -> None:
+            # `mesa status` reads which change each repo serves from the record.
+            record.repos = _served(fs.repo_mounts)
+            try:
+                registry.write(record)
+            except OSError as exc:
+                log.warning("could not record the mount's new change (mesa status): %s", exc)
+
+        for repo in fs.repo_mounts:
+            repo.add_switch_listener(switched)
         registry.write(record)
         ready(f"mounted {names} at {options.mountpoint} (pid {os.getpid()})")
         lost: list[Failure] = []
@@ -303,6 +321,11 @@ async def serve(options: MountOptions, ready: Callable[[str], None]) -> int:
             _say(f"  {failure.path}: {failure.reason}", err=True)
         return 1
     return 0
+
+
+def _served(repos: Sequence[RepoMount]) -> list[MountedRepo]:
+    """What the mount record says of ``repos``: the change each serves, the bookmark it follows."""
+    return [MountedRepo(r.name, r.change_id, r.bookmark, r.read_only) for r in repos]
 
 
 def _fuse_options(options: MountOptions) -> set[str]:
@@ -389,7 +412,7 @@ def unmount(mountpoint: str, *, lazy: bool = False, wait_s: float | None = None)
     """
     target = os.path.abspath(mountpoint)
     record = registry.read(target)
-    was_alive = record is not None and not record.finished and _alive(record.pid)
+    was_alive = record is not None and not record.finished and registry.alive(record.pid)
     code = _detach(target, lazy=lazy)
     if code != 0:
         return code
@@ -434,26 +457,11 @@ def _wait_outcome(record: MountRecord, timeout_s: float) -> MountRecord | None:
         current = registry.read(record.mountpoint)
         if current is not None and current.pid == record.pid and current.finished:
             return current
-        if not _alive(record.pid) or time.monotonic() >= deadline:
+        if not registry.alive(record.pid) or time.monotonic() >= deadline:
             current = registry.read(record.mountpoint)
             finished = current is not None and current.pid == record.pid and current.finished
             return current if finished else None
         time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours (the test harness may be the parent) has exited.
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-    return True
 
 
 def _detach(target: str, *, lazy: bool) -> int:

@@ -22,7 +22,18 @@ these bytes instead of being overwritten by them.
 
 Every handle of one inode shares one `OpenFile` while it is live, as a local
 filesystem's page cache would; a clean open of a file whose value changed since gets
-a fresh buffer (readers holding the old one keep reading the old bytes).
+a fresh buffer.
+
+**One size per inode in the kernel.** The kernel keeps one page cache and one size
+per inode, whichever handle filled them, and cuts every read at that size. Every
+attribute reply records which version its size describes (`tell`). A read-only handle
+keeps reading the version it opened while that size holds it whole; once the kernel
+was given a smaller size of another version, the handle moves to that version at its
+next read (`reading`): serving its older bytes would have the kernel cut them at the
+new size, a version no close published (torture seed 1170238483). What this mount
+shows instead of the tree (`shown`: a live buffer, or the shared buffer of a file open
+for writing) is what the size describes; when it stops being shown and the tree holds
+another value, the kernel's attributes and pages are dropped.
 
 An unlinked file keeps working through its open handles: its bytes stay in the
 buffer until the last handle is released; a write to a file this mount unlinked is
@@ -50,7 +61,7 @@ from engine.paths import RelPath
 from engine.tree import DirNode, FileNode, SymlinkNode, merge_key
 from mesa._mount import RepoMount
 from mesa.errors import MesaConnectionError, MesaError
-from mesa.fuse._inodes import Inode, InodeTable
+from mesa.fuse._inodes import Inode, InodeTable, value_size
 from mesa.fuse._spool import Spool, SpoolSnapshot
 from mesa.fuse._writer import Published
 from transports.base import BLOB_CHUNK_BYTES
@@ -106,6 +117,7 @@ class OpenFile:
     captured_append_base: int | None = None
     writers: int = 0
     mtime_ms: int | None = None
+    closed: bool = False
 
     @property
     def live(self) -> bool:
@@ -169,6 +181,7 @@ class OpenFile:
 
     def close(self) -> None:
         """Drop the bytes (the spool and any capture never taken)."""
+        self.closed = True
         if self.captured_snapshot is not None:
             self.captured_snapshot.close()
             self.captured_snapshot = None
@@ -210,6 +223,8 @@ class Handles:
         self._on_changed = on_changed
         self._spool_dir = spool_dir
         self._files: dict[int, OpenFile] = {}
+        #: Per inode: what the size the kernel was last given describes (`tell`).
+        self._told: dict[int, OpenFile | Merge] = {}
         self._handles: dict[int, Handle] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._next_fh = 1
@@ -221,14 +236,87 @@ class Handles:
             raise OSError(errno.EBADF, "unknown file handle")
         return handle
 
-    def live(self, ino: int) -> OpenFile | None:
-        """Return the inode's buffer if it has bytes the tree does not have yet."""
-        of = self._files.get(ino)
-        return of if of is not None and of.live else None
-
     def current(self, ino: int) -> OpenFile | None:
         """Return the inode's shared buffer, if it is open."""
         return self._files.get(ino)
+
+    def shown(self, ino: int) -> OpenFile | None:
+        """Return the buffer this mount shows instead of the tree's value, if any.
+
+        A live buffer, or the shared buffer of a file open for writing (every open of
+        the inode reads it meanwhile), even before anything is written to it.
+        """
+        of = self._files.get(ino)
+        return of if of is not None and (of.live or of.writers > 0) else None
+
+    def tell(self, ino: int, source: OpenFile | Merge) -> None:
+        """Record that the kernel was given the size of ``source`` for ``ino``."""
+        self._told[ino] = source
+
+    def forget(self, ino: int) -> None:
+        """The kernel forgot ``ino``: nothing it was told of it matters any more."""
+        self._told.pop(ino, None)
+
+    async def reading(self, fh: int) -> OpenFile:
+        """Return the buffer a read through ``fh`` is served from (see module docstring).
+
+        The handle's own buffer, unless the kernel was given a smaller size of another
+        version since (it would cut the handle's bytes at it): then a read-only handle
+        moves to that version's buffer (the shown one, the shared one, or one loaded
+        for it). A handle that may write keeps its buffer: it is the shown one while
+        it is open.
+        """
+        handle = self.get(fh)
+        of = handle.file
+        told = self._told.get(of.inode.ino)
+        if handle.writable or told is None or told is of:
+            return of
+        if isinstance(told, OpenFile):
+            if told.closed:
+                return of  # its bytes reached the tree, or the kernel was told to drop it
+            told_size: int | None = told.spool.size
+        else:
+            if of.key is not None and of.key == merge_key(told):
+                return of
+            told_size = value_size(told)  # None: a conflict, rendered to be measured
+        if told_size is not None and told_size >= of.spool.size:
+            # The kernel's size holds this handle's version whole: it keeps reading it
+            # (a reader that reached its end gets end-of-file there, not the new tail).
+            return of
+        target = told if isinstance(told, OpenFile) else await self._version(of.inode, told)
+        now = handle.file  # another read of this handle may have moved it meanwhile
+        if target is not now:
+            target.handles += 1
+            handle.file = target
+            now.handles -= 1
+            self._drop_if_idle(now)
+            # The kernel's pages are refilled from here; an open must not keep them.
+            of.inode.page_key = None
+        self._drop_if_idle(target)
+        return handle.file
+
+    async def _version(self, inode: Inode, value: Merge) -> OpenFile:
+        """Return a clean buffer of ``value``: the inode's shared one, or a new one.
+
+        A new buffer of the tree's current value becomes the shared one unless a
+        shown buffer is; one of an older value serves only the handles moved to it.
+        """
+        key = merge_key(value)
+        lock = self._loading.setdefault(inode.ino, asyncio.Lock())
+        try:
+            async with lock:
+                current = self._files.get(inode.ino)
+                if current is not None and not current.closed and current.key == key:
+                    return current
+                of = await self._load(inode, value, truncate=False)
+                node = inode.node
+                latest = isinstance(node, FileNode) and merge_key(node.value) == key
+                if latest and (current is None or not (current.live or current.writers > 0)):
+                    self._files[inode.ino] = of
+                return of
+        finally:
+            if not lock.locked() and self._loading.get(inode.ino) is lock:
+                del self._loading[inode.ino]
 
     async def open(
         self, inode: Inode, *, writable: bool, truncate: bool, append: bool = False
@@ -262,8 +350,18 @@ class Handles:
         of = self._files.get(inode.ino)
         if of is not None and (of.live or of.key == key or of.writers > 0):
             return of
+        of = await self._load(inode, node.value, truncate=truncate)
+        # A truncating open of a non-empty file must publish the empty file.
+        if truncate and _size(node) != 0:
+            of.dirty = True
+        self._files[inode.ino] = of
+        return of
+
+    async def _load(self, inode: Inode, value: Merge, *, truncate: bool) -> OpenFile:
+        """Return a new clean buffer of ``value`` (empty for ``truncate``), not shared yet."""
         repo = inode.repo
-        seen, change_id, value = repo.replica.seq, repo.change_id, node.value
+        assert repo is not None
+        seen, change_id = repo.replica.seq, repo.change_id
         spool = self.new_spool()
         if not truncate:
             try:
@@ -272,12 +370,8 @@ class Handles:
             except BaseException:
                 spool.close()
                 raise
-        # A truncating open of a non-empty file must publish the empty file.
-        of = OpenFile(inode, spool, None if truncate else key, seen, change_id)
+        of = OpenFile(inode, spool, None if truncate else merge_key(value), seen, change_id)
         of.append_base = None if truncate else spool.size
-        if truncate and _size(node) != 0:
-            of.dirty = True
-        self._files[inode.ino] = of
         return of
 
     def new_spool(self) -> Spool:
@@ -468,6 +562,16 @@ class Handles:
         of.writers -= handle.writable
         if handle.writable and of.dirty and of.capture():
             return of
+        if handle.writable and not of.writers and not of.live:
+            # Shown while open for writing, this buffer is shown no more: if the tree
+            # holds another value than the one it was read as (another writer's, folded
+            # meanwhile), the kernel's size and pages must go. (A buffer this mount
+            # published has no key until settled; its fold kept it or `_settled` told.)
+            node = of.inode.node
+            if of.key is not None and (
+                not isinstance(node, FileNode) or merge_key(node.value) != of.key
+            ):
+                self._on_changed(of.inode)
         self._drop_if_idle(of)
         return None
 

@@ -211,17 +211,15 @@ class Handlers:
     async def _submit(self, repo: RepoMount, op: Op, path: RelPath) -> None:
         await repo.submit(op, self.table.abs_path(repo, path))
 
-    async def _size(self, ino: int, repo: RepoMount, node: FileNode) -> int:
-        live = self.handles.live(ino)
-        if live is not None:
-            return live.spool.size
-        size = value_size(node.value)
+    async def _size(self, repo: RepoMount, value: Merge) -> int:
+        """The size of a tree value (a conflict's materialized size)."""
+        size = value_size(value)
         if size is not None:
             return size
-        key = merge_key(node.value)
+        key = merge_key(value)
         cached = self._conflict_sizes.get(key)
         if cached is None:
-            cached = len(await repo.blobs.value_bytes(node.value))
+            cached = len(await repo.blobs.value_bytes(value))
             if len(self._conflict_sizes) > 1024:
                 self._conflict_sizes.clear()
             self._conflict_sizes[key] = cached
@@ -257,8 +255,15 @@ class Handlers:
         elif isinstance(node, FileNode):
             assert repo is not None
             attr.st_mode, attr.st_nlink = stat.S_IFREG | node.mode, 1
-            attr.st_size = await self._size(ino, repo, node)
-            live = self.handles.live(ino)
+            # Reads are served from what this size describes (`Handles.reading`).
+            live = self.handles.shown(ino)
+            if live is not None:
+                attr.st_size = live.spool.size
+                self.handles.tell(ino, live)
+            else:
+                value = node.value
+                attr.st_size = await self._size(repo, value)
+                self.handles.tell(ino, value)
         else:
             attr.st_mode, attr.st_nlink = stat.S_IFLNK | 0o777, 1
             attr.st_size = len(node.target.encode("utf-8", "surrogateescape"))
@@ -327,6 +332,8 @@ class Handlers:
         for ino, count in inode_list:
             try:
                 self.table.forget(ino, count)
+                if self.table.get(ino) is None:
+                    self.handles.forget(ino)
             except Exception:
                 log.exception("forget %d failed", ino)
 
@@ -722,8 +729,8 @@ class Handlers:
 
     @_guard
     async def read(self, fh: int, offset: int, size: int) -> Any:
-        """Read from the handle's buffer."""
-        return self.handles.get(fh).file.spool.read(offset, size)
+        """Read the version whose size the kernel was given last (`Handles.reading`)."""
+        return (await self.handles.reading(fh)).spool.read(offset, size)
 
     @_guard
     async def write(self, fh: int, offset: int, buf: bytes) -> int:

@@ -31,6 +31,7 @@ MOUNTING = frozenset(
         "test_torture.py",
         "test_token_mount.py",
         "test_xattrs.py",
+        "test_status.py",
     }
 )
 

@@ -367,3 +367,78 @@ def test_appends_from_two_mounts_all_survive_once_and_unmixed(
         mine = [line for line in lines if line.startswith(name)]
         assert mine == [f"{name}-{i}" for i in range(1, 16)]
     assert "<<<<<<<" not in "\n".join(lines)
+
+
+def _records(tag: bytes, count: int) -> bytes:
+    """``count`` 64-byte lines, each naming ``tag`` and its number (a cut one shows)."""
+    return b"".join(tag + b":%06d:" % i + b"." * (64 - len(tag) - 9) + b"\n" for i in range(count))
+
+
+def test_a_reader_open_across_another_mounts_publish_never_reads_a_cut_version(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    """Torture seed 1170238483: a reader on m2 read the old bytes cut at the new size.
+
+    The reader opened the file before m1 published a shorter version that keeps its
+    first pages. The fold on m2 dropped the kernel's pages and attributes; a stat
+    (any process) told the kernel the new size; the reader's next read refilled the
+    pages from its handle's old bytes, and the kernel cut them at the new size: a
+    version no close published. Whatever the reader gets must be a published
+    version: the old one whole, or (its first page read before) the new one.
+    """
+    m1, m2 = two
+    old = _records(b"old", 2048)  # 128 KiB
+    new = old[: 40 * 64] + _records(b"new", 600)  # the first 2,560 bytes kept, 40,960 in all
+    (m1.repo / "f.txt").write_bytes(old)
+    wait_until(lambda: read_or_none(m2.repo / "f.txt") == old, what="the old version on m2")
+    fd = os.open(m2.repo / "f.txt", os.O_RDONLY)
+    try:
+        first = os.read(fd, 2048)
+        (m1.repo / "f.txt").write_bytes(new)
+        # A stat on m2 (here: this process) fetches the new size once the fold's
+        # invalidation reached the kernel.
+        wait_until(
+            lambda: os.stat(m2.repo / "f.txt").st_size == len(new), what="the new size on m2"
+        )
+        time.sleep(0.2)  # the invalidation's page drop follows its attribute drop
+        rest = b""
+        while chunk := os.read(fd, 1 << 20):
+            rest += chunk
+    finally:
+        os.close(fd)
+    got = first + rest
+    assert got in (old, new), (
+        f"read {len(got)} bytes: {got[-70:]!r} at the end; old is {len(old)} bytes, new {len(new)}"
+    )
+    assert read_or_none(m2.repo / "f.txt") == new
+
+
+def test_a_file_open_for_writing_shows_one_version_until_it_closes(
+    two: tuple[FuseMount, FuseMount],
+) -> None:
+    """While m2 holds a file open for writing, its readers get that buffer whole.
+
+    Another mount's publish folds meanwhile: the size m2 reports stays the buffer's
+    (every open reads the buffer while a writer holds it), so no read cuts the buffer
+    at the new size; once the writer closes without writing, the new version shows.
+    """
+    m1, m2 = two
+    old = _records(b"old", 2048)
+    new = _records(b"new", 100)
+    (m1.repo / "f.txt").write_bytes(old)
+    wait_until(lambda: read_or_none(m2.repo / "f.txt") == old, what="the old version on m2")
+    writer = os.open(m2.repo / "f.txt", os.O_RDWR)
+    try:
+        (m1.repo / "f.txt").write_bytes(new)
+        (m1.repo / "mark").write_bytes(b"x")  # published after f.txt, folded after it
+        wait_until(lambda: read_or_none(m2.repo / "mark") == b"x", what="m2 folding")
+        # m2 folded the new version; its readers still get the writer's buffer, whole.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert os.stat(m2.repo / "f.txt").st_size == len(old)
+            assert (m2.repo / "f.txt").read_bytes() == old
+            time.sleep(0.1)
+    finally:
+        os.close(writer)
+    wait_until(lambda: read_or_none(m2.repo / "f.txt") == new, what="the new version on m2")
+    assert os.stat(m2.repo / "f.txt").st_size == len(new)

@@ -211,6 +211,42 @@ async def _streams_of(home: Path, repo: str) -> list[str]:
     return sorted(s.config.name for s in names if s.config.name in wanted)
 
 
+def test_repo_delete_on_a_terminal_needs_the_repo_name(env: dict[str, str]) -> None:
+    import pty
+
+    mesa(env, "repo", "create", "cf")
+
+    def delete(answer: str) -> subprocess.CompletedProcess[str]:
+        leader, follower = pty.openpty()
+        try:
+            os.write(leader, answer.encode() + b"\n")  # read once the prompt is out
+            result = subprocess.run(
+                [sys.executable, "-m", "mesa", "repo", "delete", "cf"],
+                env=env,
+                stdin=follower,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "Type its name to confirm: " in result.stderr
+        return result
+
+    refused = delete("nope")
+    assert refused.returncode == 1
+    assert refused.stderr.endswith("mesa repo delete: error: not confirmed; nothing deleted\n")
+    assert refused.stdout == ""
+    assert "cf" in mesa(env, "repo", "list").stdout.split()
+    confirmed = delete("cf")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert confirmed.stdout == "deleted acme/cf\n"
+    assert "cf" not in mesa(env, "repo", "list").stdout.split()
+
+
 # -- items 2 and 3: status, diff, log ----------------------------------------------------
 
 
@@ -292,6 +328,36 @@ def test_a_closed_reader_ends_every_listing_quietly_with_141(env: dict[str, str]
         assert result.returncode in (141, 0), (args, result.returncode)
         if args != ("--help",):
             assert result.returncode == 141, args
+
+
+def test_every_listing_command_survives_head_1(env: dict[str, str]) -> None:
+    mesa(env, "repo", "create", "hd")
+    mesa(env, "repo", "create", "hd2")
+    for name in ("listing-1", "listing-2"):
+        mesa(env, "keys", "create", "--name", name, "--scope", "read")
+    run(write_files("hd", {"a.txt": b"one\ntwo\n", "b.txt": b"bee\n"}))
+    child = mesa(env, "new", "-R", "hd", "-m", "child").stdout.strip()
+    mesa(env, "bookmark", "create", "-R", "hd", "zz", "-r", child)
+    main = mesa(env, "bookmark", "list", "-R", "hd").stdout.split()[1]
+    first_lines = {
+        ("repo", "list"): None,
+        ("repo", "info", "hd"): "Repo:",
+        ("log", "-R", "hd"): "○ ",
+        ("show", "-R", "hd"): "Change ID: ",
+        ("status", "-R", "hd"): "Repo:",
+        ("diff", "-R", "hd"): "diff --git a/a.txt b/a.txt",
+        ("diff", "-R", "hd", "--stat"): "a.txt\t+2\t-0",
+        ("diff", "-R", "hd", "--name-only"): "A a.txt",
+        ("bookmark", "list", "-R", "hd"): f"main: {main}",
+        ("keys", "list"): None,
+        ("--help",): "usage: mesa",
+    }
+    for args, start in first_lines.items():
+        # Each listing has more than one line, so head really cuts it short.
+        assert len(mesa(env, *args).stdout.splitlines()) > 1, args
+        line = head_1(env, *args)
+        if start is not None:
+            assert line.startswith(start), (args, line)
 
 
 # -- prefix ids ---------------------------------------------------------------------------
@@ -449,14 +515,14 @@ def test_demo_removes_its_repo(env: dict[str, str]) -> None:
 # -- item 4: progress on a terminal, quiet when piped -------------------------------------
 
 
-def test_progress_shows_on_a_terminal_only(env: dict[str, str]) -> None:
+def on_terminal(env: dict[str, str], *args: str) -> tuple[int, bytes, bytes]:
+    """Run ``mesa ARGS`` with stderr a terminal; return exit code, stdout, what stderr showed."""
     import pty
 
-    mesa(env, "repo", "create", "pg")
     leader, follower = pty.openpty()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "mesa", "repo", "delete", "pg", "--yes"],
+            [sys.executable, "-m", "mesa", *args],
             env={**env, "TERM": "xterm", "COLUMNS": "80"},
             stdout=subprocess.PIPE,
             stderr=follower,
@@ -478,10 +544,37 @@ def test_progress_shows_on_a_terminal_only(env: dict[str, str]) -> None:
         os.close(leader)
         if follower != -1:
             os.close(follower)
-    assert proc.returncode == 0
-    assert proc.stdout == b"deleted acme/pg\n"
-    assert b"deleting acme/pg" in seen  # the spinner's line, cleared when done
     assert b"Traceback" not in seen
+    return proc.returncode, proc.stdout, seen
+
+
+def test_progress_shows_on_a_terminal_only(env: dict[str, str]) -> None:
+    mesa(env, "repo", "create", "pg")
+    code, out, seen = on_terminal(env, "repo", "delete", "pg", "--yes")
+    assert code == 0
+    assert out == b"deleted acme/pg\n"
+    assert b"deleting acme/pg" in seen  # the spinner's line, cleared when done
+    # A merge (of a large tree, possibly) shows its spinner too; piped, nothing.
+    mesa(env, "repo", "create", "pm")
+    feature = mesa(env, "new", "-R", "pm").stdout.strip()
+    mesa(env, "bookmark", "create", "-R", "pm", "feature", "-r", feature)
+    run(write_files("pm", {"f.txt": b"f\n"}, change_id=feature))
+    code, out, seen = on_terminal(env, "merge", "-R", "pm", "feature")
+    assert code == 0
+    assert out.startswith(b"merged feature into main: ")
+    assert b"merging feature into main" in seen
+    mesa(
+        env,
+        "bookmark",
+        "move",
+        "-R",
+        "pm",
+        "feature",
+        "-r",
+        mesa(env, "new", "-R", "pm", "feature").stdout.strip(),
+    )
+    piped = mesa(env, "merge", "-R", "pm", "feature")
+    assert piped.stderr == ""
 
 
 def test_mount_specs_resolve_change_prefixes_but_keep_bookmarks(env: dict[str, str]) -> None:

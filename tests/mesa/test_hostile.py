@@ -134,8 +134,44 @@ async def test_paths_linux_refuses_are_refused_with_its_errno(
 
 async def test_a_relative_path_says_paths_are_absolute(mesa: Mesa) -> None:
     async with mesa.fs.mount(repos=["app"]) as fs:
-        with pytest.raises(FileNotFoundError, match=r"/<org>/<repo>/"):
+        with pytest.raises(FileNotFoundError, match=r"/<org>/<repo>/") as info:
             await fs.write("acme/app/rel", b"x")
+        assert "not an absolute path" in str(info.value)
+        assert "(mounted here: /acme/app)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "why"),
+    [
+        (lambda fs: fs.write("/acme/nope/f", b"x"), "repo acme/nope is not mounted here"),
+        (lambda fs: fs.read("/other/app/f1"), "org 'other' is not mounted here"),
+        (lambda fs: fs.mkdir("/other/app/d", recursive=True), "org 'other' is not mounted here"),
+        (lambda fs: fs.mkdir("/acme/nope/d"), "repo acme/nope is not mounted here"),
+        (lambda fs: fs.stat("/acme/nope"), "repo acme/nope is not mounted here"),
+        (lambda fs: fs.readdir("/other"), "org 'other' is not mounted here"),
+        (lambda fs: fs.rm("/acme/nope/f"), "repo acme/nope is not mounted here"),
+        (lambda fs: fs.mv(f"{P}/f1", "/acme/nope/f1"), "repo acme/nope is not mounted here"),
+        (lambda fs: fs.read("/acme/nope/f", at=1), "repo acme/nope is not mounted here"),
+        (lambda fs: fs.read("/acme", at=1), "not inside a mounted repo"),
+        (lambda fs: fs.read("acme/app/f1", at=1), "not an absolute path"),
+        (lambda fs: fs.changes.current("other/app"), "org 'other' is not mounted here"),
+        (lambda fs: fs.bookmarks.list("nope"), "repo acme/nope is not mounted here"),
+    ],
+)
+async def test_a_path_outside_the_mounted_repos_names_them(
+    mesa: Mesa, transport: MemoryTransport, call: Any, why: str
+) -> None:
+    await mesa.repos.create("docs")
+    async with mesa.fs.mount(repos=["app", "docs"]) as fs:
+        await seeded(fs)
+        before = await fingerprint(mesa, fs, transport)
+        with pytest.raises(FileNotFoundError) as info:
+            await call(fs)
+        assert info.value.errno == errno.ENOENT
+        message = str(info.value)
+        assert why in message
+        assert "mount paths are /<org>/<repo>/... (mounted here: /acme/app, /acme/docs)" in message
+        assert await fingerprint(mesa, fs, transport) == before
 
 
 async def test_directory_forms_of_directories_still_work(mesa: Mesa) -> None:
