@@ -47,6 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--org", default="acme")
     demo.add_argument("--keep", action="store_true", help="keep the demo repo")
     demo.add_argument("--peer", metavar="REPO", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--web", action="store_true", help="serve the page too (mesa web) beside a scripted agent"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the page's port with --web")
+    text = "serve a browser editor on live changes (loopback unless --host; docs/web.md)"
+    web = commands.add_parser("web", help=text, description=text)
+    web.add_argument("--org", default=None, help="the org (default: MESA_ORG)")
+    web.add_argument(
+        "--repo",
+        action="append",
+        required=True,
+        metavar="NAME[@BOOKMARK|@CHANGE_ID]",
+        help="a repo to serve (repeatable)",
+    )
+    web.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (other than loopback: every browser must present a token)",
+    )
+    web.add_argument("--port", type=int, default=8080)
     text = "run or manage the embedded NATS JetStream server"
     server = commands.add_parser("server", help=text, description=text)
     _server_ports(server, argparse.SUPPRESS)
@@ -141,6 +161,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "completion":
         sys.stdout.write(_completion_script(args.shell))
         return 0
+    if args.command == "web":
+        from mesa._web_cli import run_web
+
+        return run_web(args)
     if args.command == "demo":
         from mesa._demo import run_demo, run_peer
 

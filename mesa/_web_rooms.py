@@ -1,0 +1,149 @@
+"""Co-editing rooms of ``mesa web``: one Y document per open text file, kept in step with the file.
+
+A `FileRoom` holds the room's Y document (``doc``, shared with every browser through
+pycrdt-websocket) and a **shadow** replica of it that stands for what the file holds.
+Both start from one update (the file's text inserted once), so they share history:
+
+- Pushing (debounced, after browsers edit): take the document's text and the update that
+  brings the shadow up to it in one step (no await between), write the text through the
+  application mount (an ordinary mesafs write the agent sees), then apply that update to
+  the shadow. The shadow's text is then exactly the text written.
+- Pulling (after a ``file-change`` event for the path): read the file; if it equals the
+  shadow's text it is our own write coming back (or no change) and nothing happens.
+  Otherwise apply the text diff from the shadow's text to the new bytes *to the shadow*
+  (whose text the diff was computed against, so it is exact), then merge the shadow's
+  new items into the document. The CRDT merge keeps what browsers typed meanwhile, and
+  the agent's edit; when the merged text differs from the file it is pushed back.
+
+One task per room does both, so pushes and pulls never interleave. Invariant: after every
+step, ``str(shadow text)`` is the text of some version of the file this room read or wrote.
+A file in conflict reads as its jj block; that block is pulled like any text, and is only
+written back once somebody edits it (which resolves the conflict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import logging
+from collections.abc import Awaitable, Callable
+
+from pycrdt import Doc, Text, TransactionEvent
+
+log = logging.getLogger("mesa.web")
+
+#: How long a room waits after the last browser edit before writing the file.
+PUSH_DEBOUNCE_S = 0.15
+#: The name of the document's text (the browser binds ``ydoc.getText(TEXT_NAME)``).
+TEXT_NAME = "text"
+
+ReadFile = Callable[[str], Awaitable[bytes | None]]
+WriteFile = Callable[[str, bytes], Awaitable[None]]
+
+
+def apply_text_diff(text: Text, old: str, new: str) -> None:
+    """Edit ``text`` (whose value is ``old``) into ``new`` with the fewest character edits."""
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):
+        if tag == "equal":
+            continue
+        if i2 > i1:
+            del text[i1:i2]
+        if j2 > j1:
+            text.insert(i1, new[j1:j2])
+
+
+class FileRoom:
+    """The Y document of one file and the task that keeps it and the file in step."""
+
+    def __init__(self, path: str, content: str, read: ReadFile, write: WriteFile) -> None:
+        self.path = path
+        self._read = read
+        self._write = write
+        self.shadow: Doc[Text] = Doc()
+        self.shadow[TEXT_NAME] = Text(content)
+        self.doc: Doc[Text] = Doc()
+        self.doc.apply_update(self.shadow.get_update())
+        self._wake = asyncio.Event()
+        self._dirty = False
+        self._external = False
+        self._closing = False
+        self._subscription = self.doc.observe(self._on_doc_change)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def text(self) -> str:
+        """The document's current text."""
+        return str(self.doc.get(TEXT_NAME, type=Text))
+
+    @property
+    def file_text(self) -> str:
+        """The text of the file as this room last read or wrote it."""
+        return str(self.shadow.get(TEXT_NAME, type=Text))
+
+    def start(self) -> None:
+        """Start the room's task (on the running loop)."""
+        self._task = asyncio.create_task(self._run(), name=f"room {self.path}")
+
+    def _on_doc_change(self, _event: TransactionEvent) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    def file_changed(self) -> None:
+        """Note that the file may have changed in the log (a ``file-change`` event)."""
+        self._external = True
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._external:
+                    self._external = False
+                    await self._pull()
+                if self._dirty and not self._closing:
+                    await asyncio.sleep(PUSH_DEBOUNCE_S)
+                    self._dirty = False
+                    await self._push()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failed write or read (server gone, token expired) must not end the
+                # room: browsers keep their text and the next edit or event retries.
+                log.exception("room %s: syncing with the file failed", self.path)
+                self._dirty = True
+
+    async def _pull(self) -> None:
+        data = await self._read(self.path)
+        if data is None:
+            return  # removed: keep the text (a later save writes it back)
+        new = data.decode("utf-8", "replace")
+        old = self.file_text
+        if new == old:
+            return
+        shadow_text = self.shadow.get(TEXT_NAME, type=Text)
+        before = self.doc.get_state()
+        with self.shadow.transaction():
+            apply_text_diff(shadow_text, old, new)
+        self.doc.apply_update(self.shadow.get_update(before))
+
+    async def _push(self) -> None:
+        text = self.text
+        if text == self.file_text:
+            return
+        catch_up = self.doc.get_update(self.shadow.get_state())
+        await self._write(self.path, text.encode())
+        self.shadow.apply_update(catch_up)
+
+    async def aclose(self) -> None:
+        """Write what browsers typed and is not written yet, then stop."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._push()
+        self.doc.unobserve(self._subscription)

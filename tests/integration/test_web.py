@@ -1,0 +1,133 @@
+"""``mesa web`` against a real deployment: nats-server behind the auth callout, the service,
+a ``mesa web`` process and an agent in a process of its own (``mountproc``)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from mesa import Mesa
+from tests.integration.conftest import SpawnMount
+from tests.integration.secured import SecuredDeployment
+from tests.integration.webutil import SseReader, web_process
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("pycrdt.websocket", reason="mesa web needs the web extra")
+
+
+def rel(path: str) -> str:
+    """A path of repo acme/app as the agent process takes it (relative to the repo)."""
+    return path.removeprefix("/acme/app/")
+
+
+async def test_sse_streams_an_agents_writes_in_order_and_the_file_api_reads_them(
+    secured: SecuredDeployment, spawn_mount: SpawnMount
+) -> None:
+    agent = await spawn_mount("agent", secured, create=True)
+    async with web_process(secured, "app") as web, httpx.AsyncClient(base_url=web.url) as http:
+        repos = (await http.get("/api/repos")).json()
+        assert [r["name"] for r in repos["repos"]] == ["app"]
+        assert repos["repos"][0]["change_id"] == agent.mounted["change_id"]
+        sse = SseReader(http, "/api/events?repo=app", {})
+        try:
+            await sse.wait_for(lambda evs: any(k == "connected" for k, _, _ in evs))
+            names = [f"/acme/app/f{i}.txt" for i in range(5)]
+            for i, path in enumerate(names):
+                await agent.write(rel(path), f"agent wrote {i}\n".encode())
+            await sse.wait_for(lambda evs: set(names) <= set(sse.paths()))
+            seen = [p for p in sse.paths() if p in names]
+            assert seen == names  # in the log's order, each once
+            ids = [int(i) for k, i, _ in sse.events if k == "file-change" and i is not None]
+            assert ids == sorted(ids)
+            assert len(set(ids)) == len(ids)
+            got = (await http.get("/api/file", params={"path": names[3]})).json()
+            assert got["text"] == "agent wrote 3\n"
+            assert not got["binary"]
+            assert not got["conflict"]
+            tree = (await http.get("/api/tree", params={"repo": "app"})).json()
+            assert [e["path"] for e in tree["entries"]] == names
+            # The page writes; the agent's mount reads the bytes.
+            put = await http.put("/api/file", params={"path": names[0]}, content=b"human\n")
+            assert put.status_code == 200
+            await agent.call("sync")
+            assert await agent.read(rel(names[0])) == b"human\n"
+            # Binary bytes come back flagged, not decoded.
+            await agent.write("blob.bin", b"\x00\xff\x01")
+            await sse.wait_for(lambda evs: "/acme/app/blob.bin" in sse.paths())
+            blob = (await http.get("/api/file", params={"path": "/acme/app/blob.bin"})).json()
+            assert blob["binary"]
+            assert blob["text"] is None
+            assert blob["size"] == 3
+        finally:
+            await sse.close()
+
+
+async def test_a_reconnecting_stream_with_last_event_id_loses_no_event(
+    secured: SecuredDeployment, spawn_mount: SpawnMount
+) -> None:
+    agent = await spawn_mount("agent", secured, create=True)
+    async with web_process(secured, "app") as web, httpx.AsyncClient(base_url=web.url) as http:
+        first = SseReader(http, "/api/events?repo=app", {})
+        await first.wait_for(lambda evs: any(k == "connected" for k, _, _ in evs))
+        await agent.write("before.txt", b"1")
+        await first.wait_for(lambda evs: "/acme/app/before.txt" in first.paths())
+        last_id = [i for k, i, _ in first.events if k == "file-change"][-1]
+        await first.close()
+        # Written while no stream is open.
+        missed = [f"/acme/app/missed{i}.txt" for i in range(4)]
+        for path in missed:
+            await agent.write(rel(path), b"x")
+        await agent.call("sync")
+        assert last_id is not None
+        again = SseReader(http, "/api/events?repo=app", {"Last-Event-ID": last_id})
+        try:
+            await again.wait_for(lambda evs: set(missed) <= set(again.paths()))
+            assert [p for p in again.paths() if p in missed] == missed
+            assert "/acme/app/before.txt" not in again.paths()  # nothing twice
+            ids = [int(i) for k, i, _ in again.events if k == "file-change" and i]
+            assert ids[0] == int(last_id) + 1
+        finally:
+            await again.close()
+
+
+async def test_off_loopback_every_request_needs_a_token_and_a_token_for_a_cannot_open_b(
+    secured: SecuredDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESA_NATS_URL", secured.urls[0])
+    admin = Mesa(org="acme", api_key=secured.api_key)
+    try:
+        for name in ("a", "b"):
+            await admin.repos.create(name)
+        async with admin.fs.mount(repos=["b"]) as fs:
+            await fs.write("/acme/b/secret.txt", b"b's secret\n")
+        token_a = admin.tokens.create(repos=["a"], scopes=["read", "write"], ttl_seconds=600).token
+    finally:
+        await admin.transport.aclose()
+    async with web_process(secured, "a", "b", host="0.0.0.0") as web:
+        async with httpx.AsyncClient(base_url=web.url) as anonymous:
+            for url in ("/api/repos", "/api/tree?repo=a", "/api/events?repo=a"):
+                assert (await anonymous.get(url)).status_code == 401, url
+            secret = await anonymous.get("/api/file", params={"path": "/acme/b/secret.txt"})
+            assert secret.status_code == 401
+            assert b"secret" not in secret.content
+        bearer = {"Authorization": f"Bearer {token_a}"}
+        async with httpx.AsyncClient(base_url=web.url, headers=bearer) as http:
+            repos = (await http.get("/api/repos")).json()
+            assert [r["name"] for r in repos["repos"]] == ["a"]
+            assert (await http.get("/api/tree", params={"repo": "b"})).status_code == 403
+            secret = await http.get("/api/file", params={"path": "/acme/b/secret.txt"})
+            assert secret.status_code == 403
+            assert b"secret" not in secret.content
+            assert (await http.get("/api/events", params={"repo": "b"})).status_code == 403
+            # Its own repo works, through a mount made with the token.
+            put = await http.put("/api/file", params={"path": "/acme/a/x.txt"}, content=b"x\n")
+            assert put.status_code == 200
+            assert (await http.get("/api/file", params={"path": "/acme/a/x.txt"})).json()[
+                "text"
+            ] == "x\n"
+        # ?token= once: the page moves it into a cookie.
+        async with httpx.AsyncClient(base_url=web.url) as browser:
+            first = await browser.get("/", params={"token": token_a})
+            assert first.status_code == 303
+            assert "token" not in first.headers["location"]
+            assert (await browser.get("/api/repos")).json()["repos"][0]["name"] == "a"
