@@ -106,11 +106,16 @@ class RepoView:
             if path == event.path or (event.recursive and path.startswith(prefix)):
                 room.file_changed()
 
-    async def read_or_none(self, path: str) -> bytes | None:
+    async def read_versioned(self, path: str) -> tuple[bytes | None, int]:
+        """A file's bytes (None when gone) and the sequence they are the state of."""
         try:
-            return await self.fs.read(path)
+            return await self.fs._read_versioned(path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
+            return None, 0
+
+    async def write_derived(self, path: str, data: bytes, seen: int) -> None:
+        """Write bytes derived from the file as it was at sequence ``seen``."""
+        await self.fs._write_derived(path, data, seen=seen)
 
     async def aclose(self) -> None:
         for room in list(self.rooms.values()):
@@ -481,7 +486,7 @@ async def yjs_room(websocket: WebSocket) -> None:
     name = f"{id(session)}:{path}"
     if room is None:
         try:
-            data = await view.fs.read(path)
+            data, seen = await view.fs._read_versioned(path)
         except OSError:
             await websocket.close(code=4404)
             return
@@ -489,7 +494,7 @@ async def yjs_room(websocket: WebSocket) -> None:
             if not _is_text(data) or len(data) > EDIT_MAX_BYTES:
                 await websocket.close(code=4415)
                 return
-            room = FileRoom(path, data.decode(), view.read_or_none, view.fs.write)
+            room = FileRoom(path, data.decode(), seen, view.read_versioned, view.write_derived)
             room.start()
             view.rooms[path] = room
             app.rooms.pending[name] = room

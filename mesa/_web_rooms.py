@@ -4,10 +4,13 @@ A `FileRoom` holds the room's Y document (``doc``, shared with every browser thr
 pycrdt-websocket) and a **shadow** replica of it that stands for what the file holds.
 Both start from one update (the file's text inserted once), so they share history:
 
-- Pushing (debounced, after browsers edit): take the document's text and the update that
-  brings the shadow up to it in one step (no await between), write the text through the
-  application mount (an ordinary mesafs write the agent sees), then apply that update to
-  the shadow. The shadow's text is then exactly the text written.
+- Pushing (debounced, after browsers edit): pull first (an event may lag the fold), take
+  the document's text and the update that brings the shadow up to it in one step (no
+  await between), write the text through the application mount (an ordinary mesafs
+  write the agent sees) with ``seen`` = the sequence of the file version last pulled,
+  then apply that update to the shadow. The shadow's text is then exactly the text
+  written, and a write that landed after the pull races ours (a jj conflict keeps both
+  sides) rather than being replaced by text that never contained it.
 - Pulling (after a ``file-change`` event for the path): read the file; if it equals the
   shadow's text it is our own write coming back (or no change) and nothing happens.
   Otherwise apply the text diff from the shadow's text to the new bytes *to the shadow*
@@ -38,8 +41,10 @@ PUSH_DEBOUNCE_S = 0.15
 #: The name of the document's text (the browser binds ``ydoc.getText(TEXT_NAME)``).
 TEXT_NAME = "text"
 
-ReadFile = Callable[[str], Awaitable[bytes | None]]
-WriteFile = Callable[[str, bytes], Awaitable[None]]
+#: Read a file: its bytes (None when it is gone) and the sequence they are the state of.
+ReadFile = Callable[[str], Awaitable[tuple[bytes | None, int]]]
+#: Write a file's bytes derived from its state at a sequence (``seen``).
+WriteFile = Callable[[str, bytes, int], Awaitable[None]]
 
 
 def apply_text_diff(text: Text, old: str, new: str) -> None:
@@ -57,8 +62,11 @@ def apply_text_diff(text: Text, old: str, new: str) -> None:
 class FileRoom:
     """The Y document of one file and the task that keeps it and the file in step."""
 
-    def __init__(self, path: str, content: str, read: ReadFile, write: WriteFile) -> None:
+    def __init__(
+        self, path: str, content: str, seen: int, read: ReadFile, write: WriteFile
+    ) -> None:
         self.path = path
+        self._seen = seen
         self._read = read
         self._write = write
         self.shadow: Doc[Text] = Doc()
@@ -116,9 +124,11 @@ class FileRoom:
                 self._dirty = True
 
     async def _pull(self) -> None:
-        data = await self._read(self.path)
+        """Merge the file's current bytes into the document (a no-op when unchanged)."""
+        data, seq = await self._read(self.path)
         if data is None:
-            return  # removed: keep the text (a later save writes it back)
+            return  # removed: keep the text (a later edit writes it back)
+        self._seen = seq
         new = data.decode("utf-8", "replace")
         old = self.file_text
         if new == old:
@@ -130,12 +140,20 @@ class FileRoom:
         self.doc.apply_update(self.shadow.get_update(before))
 
     async def _push(self) -> None:
+        """Write the document's text, derived from the file as last pulled."""
+        # What folded since the last pull goes in first: an event may still be on its way.
+        await self._pull()
         text = self.text
         if text == self.file_text:
             return
         catch_up = self.doc.get_update(self.shadow.get_state())
-        await self._write(self.path, text.encode())
+        # ``seen``: a write that lands after our pull races this one (a conflict keeps
+        # both) instead of being replaced by text that never contained it.
+        await self._write(self.path, text.encode(), self._seen)
         self.shadow.apply_update(catch_up)
+        # Anything that folded around our write is merged by the next pull.
+        self._external = True
+        self._wake.set()
 
     async def aclose(self) -> None:
         """Write what browsers typed and is not written yet, then stop."""
