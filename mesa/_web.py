@@ -430,15 +430,20 @@ async def api_history(request: Request) -> Response:
 
 
 async def _text_at(view: RepoView, path: str, at: int | None) -> str:
+    """The file's text once the change had folded sequence ``at`` (None: now; "" if absent)."""
     try:
-        data = await view.fs.read(path, at=at) if at else await view.fs.read(path)
-    except (FileNotFoundError, IsADirectoryError):
+        data = await view.fs.read(path) if at is None else await view.fs.read(path, at=at)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return ""
     return data.decode("utf-8", "replace")
 
 
 async def api_diff(request: Request) -> Response:
-    """A unified diff of ``path`` between sequences ``a`` and ``b`` (0 = before, none = now)."""
+    """A unified diff of ``path`` from sequence ``a`` to ``b``.
+
+    ``a`` defaults to 0, the change's base (its parent's tree); ``b`` to now. A version
+    is the file as the change stood once it had folded that sequence.
+    """
     found = await _path_view(request)
     if isinstance(found, Response):
         return found
@@ -448,7 +453,9 @@ async def api_diff(request: Request) -> Response:
         b = int(request.query_params["b"]) if "b" in request.query_params else None
     except ValueError:
         return JSONResponse({"error": "a and b are sequence numbers"}, status_code=400)
-    old = await _text_at(view, path, a) if a else ""
+    if a < 0 or (b is not None and b < 0):
+        return JSONResponse({"error": "a and b are sequence numbers"}, status_code=400)
+    old = await _text_at(view, path, a)
     new = await _text_at(view, path, b)
     lines = difflib.unified_diff(
         old.splitlines(keepends=True),

@@ -131,3 +131,43 @@ async def test_off_loopback_every_request_needs_a_token_and_a_token_for_a_cannot
             assert first.status_code == 303
             assert "token" not in first.headers["location"]
             assert (await browser.get("/api/repos")).json()["repos"][0]["name"] == "a"
+
+
+async def test_history_lists_a_files_entries_and_diffs_any_two_versions_and_the_change(
+    secured: SecuredDeployment, spawn_mount: SpawnMount
+) -> None:
+    agent = await spawn_mount("agent", secured, create=True)
+    for version in (b"one\n", b"one\ntwo\n", b"one\nthree\n"):
+        await agent.write("h.txt", version)
+    await agent.write("other.txt", b"elsewhere\n")
+    await agent.call("sync")
+    async with web_process(secured, "app") as web, httpx.AsyncClient(base_url=web.url) as http:
+        history = (await http.get("/api/history", params={"path": "/acme/app/h.txt"})).json()
+        entries = history["entries"]
+        assert [e["op"] for e in entries] == ["write", "write", "write"]
+        seqs = [e["seq"] for e in entries]
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == 3
+        assert {e["author"] for e in entries} == {agent.mounted["mount_id"]}
+
+        async def diff(**params: int) -> str:
+            query = {"path": "/acme/app/h.txt", **{k: str(v) for k, v in params.items()}}
+            response = await http.get("/api/diff", params=query)
+            assert response.status_code == 200
+            return response.text
+
+        first_to_last = await diff(a=seqs[0], b=seqs[2])
+        assert "+three\n" in first_to_last
+        assert "-two\n" not in first_to_last  # version 1 had no "two"
+        assert f"/acme/app/h.txt@{seqs[0]}" in first_to_last
+        middle = await diff(a=seqs[1], b=seqs[2])
+        assert "-two\n" in middle
+        assert "+three\n" in middle
+        assert await diff(a=seqs[2]) == ""  # the last version is now
+        from_base = await diff()
+        assert "+one\n" in from_base
+        assert "+three\n" in from_base
+        change = await http.get("/api/change-diff", params={"repo": "app"})
+        assert change.status_code == 200
+        assert "h.txt" in change.text
+        assert "+elsewhere" in change.text

@@ -125,7 +125,21 @@ async def test_an_agents_write_shows_in_the_page_without_a_reload(
         assert await page.evaluate("() => window.notReloaded === true")
         assert "the agent's second line" in await page.inner_text(".cm-content")
         await shot(page, "agent-wrote")
+        # History: the file's two writes; picking both shows the diff between them.
+        boxes = page.locator("#history input[type=checkbox]")
+        await until("two history entries", lambda: _count_is(boxes, 2))
+        await boxes.nth(0).check()
+        await boxes.nth(1).check()
+        await page.click("#diff-button")
+        await page.wait_for_selector("#diff:has-text('+the agent')")
+        await page.click("#change-diff-button")
+        await page.wait_for_selector("#diff:has-text('new.py')")
+        await shot(page, "history")
         assert page.errors == []
+
+
+async def _count_is(locator: Any, n: int) -> bool:
+    return bool(await locator.count() == n)
 
 
 async def test_typing_in_the_page_reaches_the_file_on_another_mount(

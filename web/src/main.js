@@ -182,12 +182,15 @@ async function loadHistory(path) {
   }
 }
 
+// Two picked versions: the diff between them; one: what that entry did; none: the
+// file's diff against the change's base (sequence 0).
 async function showDiff() {
   const picked = [...document.querySelectorAll("#history input:checked")].map((i) => Number(i.value));
   picked.sort((a, b) => a - b);
-  const a = picked.length >= 2 ? picked[0] - 1 : (picked[0] || 1) - 1;
-  const b = picked.length >= 2 ? `&b=${picked[picked.length - 1]}` : picked.length === 1 ? `&b=${picked[0]}` : "";
-  const url = `/api/diff?path=${encodeURIComponent(state.path)}&a=${Math.max(a, 0)}${b}`;
+  let range = "a=0";
+  if (picked.length >= 2) range = `a=${picked[0]}&b=${picked[picked.length - 1]}`;
+  else if (picked.length === 1) range = `a=${picked[0] - 1}&b=${picked[0]}`;
+  const url = `/api/diff?path=${encodeURIComponent(state.path)}&${range}`;
   $("diff").textContent = (await (await api(url)).text()) || "(no difference)";
 }
 
