@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--web", action="store_true", help="serve the page too (mesa web) beside a scripted agent"
     )
     demo.add_argument("--port", type=int, default=8080, help="the page's port with --web")
+    demo.add_argument("--agent", metavar="REPO", help=argparse.SUPPRESS)
     text = "serve a browser editor on live changes (loopback unless --host; docs/web.md)"
     web = commands.add_parser("web", help=text, description=text)
     web.add_argument("--org", default=None, help="the org (default: MESA_ORG)")
@@ -170,6 +171,12 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         if args.peer:
             return asyncio.run(run_peer(args.org, args.peer))
+        if args.agent or args.web:
+            from mesa._web_demo import run_agent, run_web_demo
+
+            if args.agent:
+                return asyncio.run(run_agent(args.org, args.agent))
+            return asyncio.run(run_web_demo(args.org, port=args.port, keep=args.keep))
         return asyncio.run(run_demo(args.org, keep=args.keep))
     parser.error(f"unknown command {args.command}")
 

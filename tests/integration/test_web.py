@@ -3,13 +3,18 @@ a ``mesa web`` process and an agent in a process of its own (``mountproc``)."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+import time
+
 import httpx
 import pytest
 
 from mesa import Mesa
-from tests.integration.conftest import SpawnMount
+from tests.integration.conftest import ROOT, SpawnMount
 from tests.integration.secured import SecuredDeployment
-from tests.integration.webutil import SseReader, web_process
+from tests.integration.webutil import SseReader, free_port, web_process
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("pycrdt.websocket", reason="mesa web needs the web extra")
@@ -171,3 +176,56 @@ async def test_history_lists_a_files_entries_and_diffs_any_two_versions_and_the_
         assert change.status_code == 200
         assert "h.txt" in change.text
         assert "+elsewhere" in change.text
+
+
+async def test_mesa_demo_web_serves_the_page_beside_a_scripted_agent_and_cleans_up(
+    secured: SecuredDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mesa",
+        "demo",
+        "--web",
+        "--org",
+        "acme",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env=secured.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output = bytearray()
+    assert proc.stdout is not None
+    try:
+        while b"serving http" not in output:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, output.decode()
+            output.extend(line)
+        assert f"open http://127.0.0.1:{port}/?open=/acme/demo-web-".encode() in output
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            repos = (await http.get("/api/repos")).json()["repos"]
+            assert len(repos) == 1
+            notes = f"{repos[0]['root']}/notes.md"
+            deadline = time.monotonic() + 30
+            while True:
+                got = await http.get("/api/file", params={"path": notes})
+                if got.status_code == 200 and "- agent step 2\n" in got.json()["text"]:
+                    break
+                assert time.monotonic() < deadline, got.text
+                await asyncio.sleep(0.2)
+            assert (await http.get("/")).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(proc.stdout.read(), 30)
+        output.extend(rest)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert b"deleted repo acme/demo-web-" in output, output.decode()
+    monkeypatch.setenv("MESA_NATS_URL", secured.urls[0])
+    admin = Mesa(org="acme", api_key=secured.api_key)
+    try:
+        assert [r.name for r in await admin.repos.list()] == []
+    finally:
+        await admin.transport.aclose()
