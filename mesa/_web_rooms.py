@@ -47,16 +47,51 @@ ReadFile = Callable[[str], Awaitable[tuple[bytes | None, int]]]
 WriteFile = Callable[[str, bytes, int], Awaitable[None]]
 
 
+#: Past this many characters of differing middle, diff by lines (character diffs are quadratic).
+CHAR_DIFF_MAX = 20_000
+
+
+def _edits(old: str, new: str) -> list[tuple[int, int, str]]:
+    """(start, end, replacement) character edits turning ``old`` into ``new``, in order."""
+    prefix = 0
+    limit = min(len(old), len(new))
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    a, b = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
+    if len(a) + len(b) <= CHAR_DIFF_MAX:
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        return [
+            (prefix + i1, prefix + i2, b[j1:j2])
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+            if tag != "equal"
+        ]
+    a_lines, b_lines = a.splitlines(keepends=True), b.splitlines(keepends=True)
+    a_at = [0]
+    for line in a_lines:
+        a_at.append(a_at[-1] + len(line))
+    matcher = difflib.SequenceMatcher(None, a_lines, b_lines, autojunk=False)
+    return [
+        (prefix + a_at[i1], prefix + a_at[i2], "".join(b_lines[j1:j2]))
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+
+
 def apply_text_diff(text: Text, old: str, new: str) -> None:
-    """Edit ``text`` (whose value is ``old``) into ``new`` with the fewest character edits."""
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-    for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):
-        if tag == "equal":
-            continue
-        if i2 > i1:
-            del text[i1:i2]
-        if j2 > j1:
-            text.insert(i1, new[j1:j2])
+    """Edit ``text`` (whose value is ``old``) into ``new`` with few, small edits.
+
+    pycrdt indexes text by UTF-8 byte offsets, so character positions are converted;
+    edits go from the end backwards, so an offset before them still holds.
+    """
+    for start, end, replacement in reversed(_edits(old, new)):
+        at = len(old[:start].encode())
+        if end > start:
+            del text[at : at + len(old[start:end].encode())]
+        if replacement:
+            text.insert(at, replacement)
 
 
 class FileRoom:
