@@ -38,6 +38,8 @@ log = logging.getLogger("mesa.web")
 
 #: How long a room waits after the last browser edit before writing the file.
 PUSH_DEBOUNCE_S = 0.15
+#: How long a room waits before retrying a failed read or write of its file.
+RETRY_PAUSE_S = 1.0
 #: The name of the document's text (the browser binds ``ydoc.getText(TEXT_NAME)``).
 TEXT_NAME = "text"
 
@@ -110,6 +112,8 @@ class FileRoom:
         self.doc.apply_update(self.shadow.get_update())
         self._wake = asyncio.Event()
         self._dirty = False
+        self._edited_at = 0.0
+        self._pulling = False
         self._external = False
         self._closing = False
         self._subscription = self.doc.observe(self._on_doc_change)
@@ -130,7 +134,10 @@ class FileRoom:
         self._task = asyncio.create_task(self._run(), name=f"room {self.path}")
 
     def _on_doc_change(self, _event: TransactionEvent) -> None:
+        if self._pulling:
+            return  # the file's own change, merged by `_pull` (which decides on a push)
         self._dirty = True
+        self._edited_at = asyncio.get_running_loop().time()
         self._wake.set()
 
     def file_changed(self) -> None:
@@ -139,24 +146,33 @@ class FileRoom:
         self._wake.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closing:
-            await self._wake.wait()
+            # While an edit waits out its debounce, an event still pulls at once.
+            if self._dirty:
+                remaining = self._edited_at + PUSH_DEBOUNCE_S - loop.time()
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), remaining)
+            else:
+                await self._wake.wait()
             self._wake.clear()
             try:
                 if self._external:
                     self._external = False
                     await self._pull()
-                if self._dirty and not self._closing:
-                    await asyncio.sleep(PUSH_DEBOUNCE_S)
+                due = self._edited_at + PUSH_DEBOUNCE_S <= loop.time()
+                if self._dirty and due and not self._closing:
                     self._dirty = False
                     await self._push()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A failed write or read (server gone, token expired) must not end the
-                # room: browsers keep their text and the next edit or event retries.
+                # room: browsers keep their text; it retries after a pause.
                 log.exception("room %s: syncing with the file failed", self.path)
                 self._dirty = True
+                self._edited_at = loop.time() + RETRY_PAUSE_S
 
     async def _pull(self) -> None:
         """Merge the file's current bytes into the document (a no-op when unchanged)."""
@@ -172,7 +188,15 @@ class FileRoom:
         before = self.doc.get_state()
         with self.shadow.transaction():
             apply_text_diff(shadow_text, old, new)
-        self.doc.apply_update(self.shadow.get_update(before))
+        self._pulling = True
+        try:
+            self.doc.apply_update(self.shadow.get_update(before))
+        finally:
+            self._pulling = False
+        if self.text != self.file_text and not self._dirty:
+            # Browsers typed meanwhile: the merged text goes back to the file.
+            self._dirty = True
+            self._edited_at = asyncio.get_running_loop().time()
 
     async def _push(self) -> None:
         """Write the document's text, derived from the file as last pulled."""
