@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from mesa import Mesa
 from tests.integration.conftest import MountProcess, SpawnMount
 from tests.integration.secured import SecuredDeployment
 from tests.integration.webutil import web_process
@@ -230,3 +231,42 @@ async def test_a_conflicted_file_shows_its_markers_and_an_edit_resolves_it(
         await page.wait_for_selector("#status[data-conflict='false']")
         await shot(page, "resolved")
         assert page.errors == []
+
+
+async def test_off_loopback_the_page_with_a_token_for_a_shows_and_edits_only_a(
+    secured: SecuredDeployment, browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shot = Shots(tmp_path)
+    monkeypatch.setenv("MESA_NATS_URL", secured.urls[0])
+    admin = Mesa(org="acme", api_key=secured.api_key)
+    try:
+        for name in ("a", "b"):
+            await admin.repos.create(name)
+            async with admin.fs.mount(repos=[name]) as fs:
+                await fs.write(f"/acme/{name}/{name}.txt", f"{name}'s file\n".encode())
+        token_a = admin.tokens.create(repos=["a"], scopes=["read", "write"], ttl_seconds=600).token
+        async with web_process(secured, "a", "b", host="0.0.0.0") as web:
+            refused = await (await browser.new_context()).new_page()
+            await refused.goto(web.url)
+            await refused.wait_for_selector("#status:has-text('401')")
+            page = await (await browser.new_context()).new_page()
+            await page.goto(f"{web.url}/?token={token_a}")
+            assert "token" not in page.url  # moved into a cookie
+            await page.wait_for_selector("#live:text('live')")
+            options = await page.locator("#repo option").all_inner_texts()
+            assert len(options) == 1
+            assert options[0].startswith("acme/a @ ")
+            await page.click("#tree li[data-path='/acme/a/a.txt']")
+            await page.wait_for_selector("#editor[data-synced='true']")
+            await page.click(".cm-content")
+            await page.keyboard.press("Control+End")
+            await page.keyboard.type("typed with a token\n")
+            await shot(page, "token-a")
+
+            async def reached() -> bool:
+                async with admin.fs.mount(repos=["a"]) as fs:
+                    return await fs.read("/acme/a/a.txt") == b"a's file\ntyped with a token\n"
+
+            await until("the edit made with the token", reached)
+    finally:
+        await admin.transport.aclose()
