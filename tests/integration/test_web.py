@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -229,3 +230,39 @@ async def test_mesa_demo_web_serves_the_page_beside_a_scripted_agent_and_cleans_
         assert [r.name for r in await admin.repos.list()] == []
     finally:
         await admin.transport.aclose()
+
+
+async def test_removing_a_directory_streams_a_recursive_event_and_the_tree_follows(
+    secured: SecuredDeployment, spawn_mount: SpawnMount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await spawn_mount("creator", secured, create=True)
+    monkeypatch.setenv("MESA_NATS_URL", secured.urls[0])
+    agent = Mesa(org="acme", api_key=secured.api_key)
+    try:
+        async with agent.fs.mount(repos=["app"]) as fs:
+            await fs.mkdir("/acme/app/src/deep", recursive=True)
+            await fs.write("/acme/app/src/deep/a.py", b"a")
+            await fs.write("/acme/app/keep.txt", b"k")
+            async with (
+                web_process(secured, "app") as web,
+                httpx.AsyncClient(base_url=web.url) as http,
+            ):
+                sse = SseReader(http, "/api/events?repo=app", {})
+                try:
+                    await sse.wait_for(lambda evs: any(k == "connected" for k, _, _ in evs))
+                    await fs.rm("/acme/app/src", recursive=True)
+
+                    def recursive(evs: list[tuple[str, str | None, dict[str, Any]]]) -> bool:
+                        return any(
+                            d.get("path") == "/acme/app/src" and d.get("recursive")
+                            for k, _, d in evs
+                            if k == "file-change"
+                        )
+
+                    await sse.wait_for(recursive)
+                    tree = (await http.get("/api/tree", params={"repo": "app"})).json()
+                    assert [e["path"] for e in tree["entries"]] == ["/acme/app/keep.txt"]
+                finally:
+                    await sse.close()
+    finally:
+        await agent.transport.aclose()
