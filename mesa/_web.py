@@ -234,6 +234,20 @@ class WebApp:
         self.sessions.clear()
 
 
+def same_origin(conn: HTTPConnection) -> bool:
+    """Whether a browser's request comes from this server's own page.
+
+    Websockets are not subject to CORS, and on loopback no token guards the server: any
+    web page the user visits could otherwise open a room (or write) on 127.0.0.1. A
+    request without ``Origin`` is not a browser's cross-site one (curl, the SDK).
+    """
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True
+    host = conn.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
 def _token_of(conn: HTTPConnection) -> str | None:
     header = conn.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -358,6 +372,8 @@ async def api_file(request: Request) -> Response:
     path, view = found
     try:
         if request.method == "PUT":
+            if not same_origin(request):
+                return JSONResponse({"error": "cross-origin write refused"}, status_code=403)
             await view.fs.write(path, await request.body())
             return JSONResponse({"path": path, "written": True})
         data = await view.fs.read(path)
@@ -483,6 +499,9 @@ async def api_change_diff(request: Request) -> Response:
 async def yjs_room(websocket: WebSocket) -> None:
     """The Yjs room of one text file (created on first open, kept while the server runs)."""
     app: WebApp = websocket.app.state.web
+    if not same_origin(websocket):
+        await websocket.close(code=4403)
+        return
     session = app.session_for(websocket)
     path = "/" + websocket.path_params["path"]
     view = await session.view(_repo_of_path(app, path)) if session is not None else None

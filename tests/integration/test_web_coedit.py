@@ -19,7 +19,7 @@ pytest.importorskip("pycrdt.websocket", reason="mesa web needs the web extra")
 
 from pycrdt import Doc, Provider, Text  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
-from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 PATH = "/acme/app/notes.md"
 SETTLE_S = 30.0
@@ -122,3 +122,27 @@ async def test_two_pycrdt_peers_and_an_agent_edit_one_file_and_converge(
     assert "AGENT\n" in final
     assert "# notes\n" in final
     assert final.count("AGENT") >= 1
+
+
+async def test_a_page_of_another_origin_cannot_open_a_room_or_write(
+    secured: SecuredDeployment, spawn_mount: SpawnMount
+) -> None:
+    agent = await spawn_mount("agent", secured, create=True)
+    await agent.write("notes.md", b"mine\n")
+    async with web_process(secured, "app") as web:
+        url = web.url.replace("http://", "ws://") + "/yjs" + PATH
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, origin="http://evil.example"):
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(url, origin=web.url) as ws:
+            assert isinstance(await asyncio.wait_for(ws.recv(), 10), bytes)  # sync step 1
+        async with httpx.AsyncClient(base_url=web.url) as http:
+            evil = {"Origin": "http://evil.example"}
+            put = await http.put("/api/file", params={"path": PATH}, content=b"x", headers=evil)
+            assert put.status_code == 403
+            own = {"Origin": web.url}
+            put = await http.put("/api/file", params={"path": PATH}, content=b"ok\n", headers=own)
+            assert put.status_code == 200
+    await agent.call("sync")
+    assert await agent.read("notes.md") == b"ok\n"
