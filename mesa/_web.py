@@ -37,9 +37,12 @@ from typing import Any
 from pycrdt.websocket import WebsocketServer, YRoom
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mesa._client import Mesa
@@ -232,6 +235,30 @@ class WebApp:
         for session in list(self.sessions.values()):
             await session.aclose()
         self.sessions.clear()
+
+
+class LoopbackHostOnly:
+    """Refuse requests whose ``Host`` is not a loopback name (on a loopback bind).
+
+    Against DNS rebinding: a site whose name a resolver points at 127.0.0.1 would
+    otherwise be this page's own origin to the browser, and no token guards loopback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = Headers(scope=scope).get("host", "")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.strip("[]") not in LOOPBACK_HOSTS and not name.startswith("127."):
+                response = PlainTextResponse("this server answers loopback names only", 421)
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 4421})
+                    return
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def same_origin(conn: HTTPConnection) -> bool:
@@ -552,7 +579,8 @@ def create_app(org: str, configs: list[RepoConfig], *, require_token: bool) -> S
         Route("/api/change-diff", api_change_diff),
         WebSocketRoute("/yjs/{path:path}", yjs_room),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [] if require_token else [Middleware(LoopbackHostOnly)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.web = web
     return app
 

@@ -124,7 +124,7 @@ async def test_two_pycrdt_peers_and_an_agent_edit_one_file_and_converge(
     assert final.count("AGENT") >= 1
 
 
-async def test_a_page_of_another_origin_cannot_open_a_room_or_write(
+async def test_a_page_of_another_origin_or_host_cannot_open_a_room_or_write(
     secured: SecuredDeployment, spawn_mount: SpawnMount
 ) -> None:
     agent = await spawn_mount("agent", secured, create=True)
@@ -141,6 +141,11 @@ async def test_a_page_of_another_origin_cannot_open_a_room_or_write(
             evil = {"Origin": "http://evil.example"}
             put = await http.put("/api/file", params={"path": PATH}, content=b"x", headers=evil)
             assert put.status_code == 403
+            # DNS rebinding: a foreign name that resolves to loopback is not this page.
+            rebound = {"Host": "rebound.example", "Origin": "http://rebound.example"}
+            assert (await http.get("/api/repos", headers=rebound)).status_code == 421
+            put = await http.put("/api/file", params={"path": PATH}, content=b"x", headers=rebound)
+            assert put.status_code == 421
             own = {"Origin": web.url}
             put = await http.put("/api/file", params={"path": PATH}, content=b"ok\n", headers=own)
             assert put.status_code == 200
