@@ -94,11 +94,13 @@ class EventRing:
 class RepoView:
     """One application mount of one repo's change, its events and its co-editing rooms."""
 
-    def __init__(self, repo: str, fs: MesaFileSystem, stack: AsyncExitStack) -> None:
+    def __init__(
+        self, repo: str, fs: MesaFileSystem, stack: AsyncExitStack, *, events_kept: int
+    ) -> None:
         self.repo = repo
         self.fs = fs
         self.stack = stack
-        self.ring = EventRing()
+        self.ring = EventRing(events_kept)
         self.rooms: dict[str, FileRoom] = {}
         self._subscription = fs.subscribe(self._on_event)
 
@@ -155,7 +157,7 @@ class Session:
             except BaseException:
                 await stack.aclose()
                 raise
-            self.views[repo] = RepoView(repo, fs, stack)
+            self.views[repo] = RepoView(repo, fs, stack, events_kept=self.app.events_kept)
             return self.views[repo]
 
     async def aclose(self) -> None:
@@ -211,10 +213,18 @@ class _Rooms(WebsocketServer):
 class WebApp:
     """The state behind one ``mesa web`` server (see module docstring)."""
 
-    def __init__(self, org: str, configs: list[RepoConfig], *, require_token: bool) -> None:
+    def __init__(
+        self,
+        org: str,
+        configs: list[RepoConfig],
+        *,
+        require_token: bool,
+        events_kept: int = EVENT_RING_SIZE,
+    ) -> None:
         self.org = org
         self.configs = {c.name: c for c in configs}
         self.require_token = require_token
+        self.events_kept = events_kept
         self.sessions: dict[str, Session] = {}
         self.rooms = _Rooms()
         self.started_at_ms = int(time.time() * 1000)
@@ -555,9 +565,15 @@ async def yjs_room(websocket: WebSocket) -> None:
     await app.rooms.serve(_Channel(websocket, name))
 
 
-def create_app(org: str, configs: list[RepoConfig], *, require_token: bool) -> Starlette:
+def create_app(
+    org: str,
+    configs: list[RepoConfig],
+    *,
+    require_token: bool,
+    events_kept: int = EVENT_RING_SIZE,
+) -> Starlette:
     """The Starlette app of ``mesa web`` (see module docstring)."""
-    web = WebApp(org, configs, require_token=require_token)
+    web = WebApp(org, configs, require_token=require_token, events_kept=events_kept)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -585,11 +601,18 @@ def create_app(org: str, configs: list[RepoConfig], *, require_token: bool) -> S
     return app
 
 
-async def serve(org: str, configs: list[RepoConfig], *, host: str, port: int) -> int:
+async def serve(
+    org: str,
+    configs: list[RepoConfig],
+    *,
+    host: str,
+    port: int,
+    events_kept: int = EVENT_RING_SIZE,
+) -> int:
     """Run ``mesa web`` until interrupted (uvicorn); return the exit code."""
     import uvicorn
 
-    app = create_app(org, configs, require_token=not is_loopback(host))
+    app = create_app(org, configs, require_token=not is_loopback(host), events_kept=events_kept)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host

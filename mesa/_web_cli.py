@@ -23,6 +23,9 @@ def run_web(args: argparse.Namespace) -> int:
     except ImportError as exc:
         sys.stderr.write(f"mesa web: {WEB_MISSING} ({exc})\n")
         return 2
+    if args.events_kept < 1:
+        sys.stderr.write("mesa web: --events-kept must be at least 1\n")
+        return 2
     try:
         configs = parse_repos(args.repo, [])
     except ValueError as exc:
@@ -33,6 +36,8 @@ def run_web(args: argparse.Namespace) -> int:
         resolved = configs
         if any(_maybe_prefix(c) for c in configs):
             resolved = await _resolve_prefixes(org, configs)
-        return await serve(org, resolved, host=args.host, port=args.port)
+        return await serve(
+            org, resolved, host=args.host, port=args.port, events_kept=args.events_kept
+        )
 
     return asyncio.run(main())

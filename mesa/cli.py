@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bind address (other than loopback: every browser must present a token)",
     )
     web.add_argument("--port", type=int, default=8080)
+    web.add_argument(
+        "--events-kept",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="events each mount keeps for reconnecting streams (older: a snapshot event)",
+    )
     text = "run or manage the embedded NATS JetStream server"
     server = commands.add_parser("server", help=text, description=text)
     _server_ports(server, argparse.SUPPRESS)

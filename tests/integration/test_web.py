@@ -96,6 +96,38 @@ async def test_a_reconnecting_stream_with_last_event_id_loses_no_event(
             await again.close()
 
 
+async def test_a_stream_that_reconnects_after_its_events_were_dropped_gets_a_snapshot(
+    secured: SecuredDeployment, spawn_mount: SpawnMount
+) -> None:
+    agent = await spawn_mount("agent", secured, create=True)
+    kept = ("--events-kept", "3")
+    async with (
+        web_process(secured, "app", extra=kept) as web,
+        httpx.AsyncClient(base_url=web.url) as http,
+    ):
+        first = SseReader(http, "/api/events?repo=app", {})
+        await first.wait_for(lambda evs: any(k == "connected" for k, _, _ in evs))
+        await agent.write("seen.txt", b"1")
+        await first.wait_for(lambda evs: "/acme/app/seen.txt" in first.paths())
+        last_id = [i for k, i, _ in first.events if k == "file-change"][-1]
+        await first.close()
+        for i in range(5):  # more than the server keeps
+            await agent.write(f"dropped{i}.txt", b"x")
+        await agent.call("sync")
+        assert last_id is not None
+        again = SseReader(http, "/api/events?repo=app", {"Last-Event-ID": last_id})
+        try:
+            await again.wait_for(lambda evs: any(k == "snapshot" for k, _, _ in evs))
+            kinds = [k for k, _, _ in again.events]
+            assert kinds[:2] == ["connected", "snapshot"]
+            assert again.paths() == []  # nothing replayed partially after a gap
+            # The stream goes on live after the snapshot.
+            await agent.write("after.txt", b"y")
+            await again.wait_for(lambda evs: "/acme/app/after.txt" in again.paths())
+        finally:
+            await again.close()
+
+
 async def test_off_loopback_every_request_needs_a_token_and_a_token_for_a_cannot_open_b(
     secured: SecuredDeployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,7 @@ class WebProcess:
 
 @contextlib.asynccontextmanager
 async def web_process(
-    deployment: Deployment, *repos: str, host: str = "127.0.0.1"
+    deployment: Deployment, *repos: str, host: str = "127.0.0.1", extra: tuple[str, ...] = ()
 ) -> AsyncIterator[WebProcess]:
     """Run ``mesa web`` for ``repos`` of org acme; yield once it printed its URL."""
     port = free_port()
@@ -53,6 +53,7 @@ async def web_process(
     argv += ["--port", str(port)]
     for repo in repos:
         argv += ["--repo", repo]
+    argv += extra
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=ROOT,
