@@ -163,6 +163,10 @@ async def test_off_loopback_every_request_needs_a_token_and_a_token_for_a_cannot
             assert (await http.get("/api/file", params={"path": "/acme/a/x.txt"})).json()[
                 "text"
             ] == "x\n"
+            change = await http.get("/api/change-diff", params={"repo": "a"})
+            assert change.status_code == 200
+            assert "+x" in change.text
+            assert (await http.get("/api/change-diff", params={"repo": "b"})).status_code == 403
         # ?token= once: the page moves it into a cookie.
         async with httpx.AsyncClient(base_url=web.url) as browser:
             first = await browser.get("/", params={"token": token_a})

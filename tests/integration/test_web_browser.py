@@ -136,6 +136,13 @@ async def test_an_agents_write_shows_in_the_page_without_a_reload(
         await page.click("#change-diff-button")
         await page.wait_for_selector("#diff:has-text('new.py')")
         await shot(page, "history")
+        # A binary file opens read-only, without an editor or a room.
+        await agent.write("logo.bin", b"\x89PNG\x00\x01")
+        await page.click("#tree li[data-path='/acme/app/logo.bin']")
+        await page.wait_for_selector("#editor .binary:has-text('binary file, 6 bytes')")
+        assert "read-only" in await page.inner_text("#status")
+        assert await page.locator(".cm-content").count() == 0
+        await shot(page, "binary")
         assert page.errors == []
 
 
