@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import jwt
 from pycrdt.websocket import WebsocketServer, YRoom
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -49,7 +50,7 @@ from mesa._client import Mesa
 from mesa._fs import MesaFileSystem
 from mesa._types import RepoConfig, WatchEvent
 from mesa._web_rooms import FileRoom
-from mesa.errors import AuthenticationError, AuthorizationError
+from mesa.errors import AuthenticationError, AuthorizationError, MesaError
 
 log = logging.getLogger("mesa.web")
 
@@ -226,22 +227,33 @@ class WebApp:
         self.require_token = require_token
         self.events_kept = events_kept
         self.sessions: dict[str, Session] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.rooms = _Rooms()
         self.started_at_ms = int(time.time() * 1000)
 
     def session_for(self, conn: HTTPConnection) -> Session | None:
-        """The caller's session, or None when it must present a token and did not."""
+        """The caller's session, or None when it must present a token and did not.
+
+        An expired token has no session: its mount (which could still answer reads
+        from what it had folded) is closed, and the caller gets 401 like one without.
+        """
         token = _token_of(conn)
         if not self.require_token:
             token = None
         elif not token:
             return None
         key = "" if token is None else hashlib.sha256(token.encode()).hexdigest()
+        if token is not None and _expired(token):
+            stale = self.sessions.pop(key, None)
+            if stale is not None:
+                self._closing.add(asyncio.create_task(stale.aclose()))
+            return None
         if key not in self.sessions:
             self.sessions[key] = Session(self, token)
         return self.sessions[key]
 
     async def aclose(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for session in list(self.sessions.values()):
             await session.aclose()
         self.sessions.clear()
@@ -283,6 +295,20 @@ def same_origin(conn: HTTPConnection) -> bool:
         return True
     host = conn.headers.get("host", "")
     return origin in (f"http://{host}", f"https://{host}")
+
+
+def _expired(token: str) -> bool:
+    """Whether a token's ``exp`` has passed (an API key, which is no JWT, never expires here).
+
+    Read without verifying: the NATS server verified the token when its mount connected;
+    this only stops serving it from the mount's folded state once it is over.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return False
+    exp = claims.get("exp")
+    return isinstance(exp, int | float) and exp <= time.time()
 
 
 def _token_of(conn: HTTPConnection) -> str | None:
@@ -565,6 +591,12 @@ async def yjs_room(websocket: WebSocket) -> None:
     await app.rooms.serve(_Channel(websocket, name))
 
 
+async def _mesa_error(request: Request, exc: Exception) -> Response:
+    """An SDK error as JSON: 401 for a credential refused (an expired token), else 503."""
+    status = 401 if isinstance(exc, AuthenticationError | AuthorizationError) else 503
+    return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=status)
+
+
 def create_app(
     org: str,
     configs: list[RepoConfig],
@@ -596,7 +628,12 @@ def create_app(
         WebSocketRoute("/yjs/{path:path}", yjs_room),
     ]
     middleware = [] if require_token else [Middleware(LoopbackHostOnly)]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={MesaError: _mesa_error},
+    )
     app.state.web = web
     return app
 

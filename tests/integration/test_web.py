@@ -302,3 +302,31 @@ async def test_removing_a_directory_streams_a_recursive_event_and_the_tree_follo
                     await sse.close()
     finally:
         await agent.transport.aclose()
+
+
+async def test_off_loopback_an_expired_token_neither_writes_nor_reads(
+    secured: SecuredDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESA_NATS_URL", secured.urls[0])
+    admin = Mesa(org="acme", api_key=secured.api_key)
+    try:
+        await admin.repos.create("a")
+        async with web_process(secured, "a", host="0.0.0.0") as web:
+            ttl_s = 6  # long enough to mount and write on a loaded machine
+            token = admin.tokens.create(repos=["a"], scopes=["read", "write"], ttl_seconds=ttl_s)
+            expires = time.monotonic() + ttl_s
+            bearer = {"Authorization": f"Bearer {token.token}"}
+            async with httpx.AsyncClient(base_url=web.url, headers=bearer) as http:
+                put = await http.put("/api/file", params={"path": "/acme/a/t.txt"}, content=b"1")
+                assert put.status_code == 200
+                await asyncio.sleep(expires - time.monotonic() + 1)
+                put = await http.put("/api/file", params={"path": "/acme/a/t.txt"}, content=b"2")
+                assert put.status_code == 401, put.text
+                # Nor is anything read from what its mount had folded.
+                got = await http.get("/api/file", params={"path": "/acme/a/t.txt"})
+                assert got.status_code == 401
+                assert (await http.get("/api/repos")).status_code == 401
+        async with admin.fs.mount(repos=["a"]) as fs:
+            assert await fs.read("/acme/a/t.txt") == b"1"
+    finally:
+        await admin.transport.aclose()
