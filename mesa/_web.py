@@ -26,6 +26,7 @@ import difflib
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -75,6 +76,19 @@ class EventRing:
     events: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
     last_id: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    #: Names this ring in SSE ids (``<epoch>-<n>``): an id from another ring (the server
+    #: restarted, the mount was remade) is a gap, not a position in this one.
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    def sse_id(self, event_id: int) -> str:
+        return f"{self.epoch}-{event_id}"
+
+    def parse_sse_id(self, raw: str) -> int | None:
+        """The position an SSE id names in this ring, or None when it is not of this ring."""
+        epoch, _, number = raw.rpartition("-")
+        if epoch != self.epoch or not number.isdigit() or int(number) > self.last_id:
+            return None
+        return int(number)
 
     async def add(self, data: dict[str, Any]) -> None:
         self.last_id += 1
@@ -465,24 +479,27 @@ async def api_events(request: Request) -> Response:
     if isinstance(view, Response):
         return view
     raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    last = int(raw_last) if raw_last and raw_last.isdigit() else None
     ring = view.ring
+    # No id: start from now. An id of this ring: replay after it. Any other id (the
+    # server restarted, the ring was remade): a gap, so a snapshot first.
+    last = ring.last_id if not raw_last else ring.parse_sse_id(raw_last)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         nonlocal last
-        hello = {"repo": view.repo, "last_event_id": ring.last_id}
+        hello = {"repo": view.repo, "last_event_id": ring.sse_id(ring.last_id)}
         yield ServerSentEvent(json.dumps(hello), event="connected")
-        if last is None:
-            last = ring.last_id
         while True:
-            pending = ring.after(last)
+            pending = None if last is None else ring.after(last)
             if pending is None:
                 last = ring.last_id
-                yield ServerSentEvent(json.dumps({"last_event_id": last}), event="snapshot")
+                gap = json.dumps({"last_event_id": ring.sse_id(last)})
+                yield ServerSentEvent(gap, event="snapshot", id=ring.sse_id(last))
                 continue
             for event_id, data in pending:
                 last = event_id
-                yield ServerSentEvent(json.dumps(data), event="file-change", id=str(event_id))
+                yield ServerSentEvent(
+                    json.dumps(data), event="file-change", id=ring.sse_id(event_id)
+                )
             async with ring.changed:
                 if ring.last_id == last:
                     await ring.changed.wait()

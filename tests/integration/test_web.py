@@ -21,6 +21,11 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("pycrdt.websocket", reason="mesa web needs the web extra")
 
 
+def position(sse_id: str) -> int:
+    """The event number of an SSE id (``<epoch>-<n>``)."""
+    return int(sse_id.rpartition("-")[2])
+
+
 def rel(path: str) -> str:
     """A path of repo acme/app as the agent process takes it (relative to the repo)."""
     return path.removeprefix("/acme/app/")
@@ -43,7 +48,7 @@ async def test_sse_streams_an_agents_writes_in_order_and_the_file_api_reads_them
             await sse.wait_for(lambda evs: set(names) <= set(sse.paths()))
             seen = [p for p in sse.paths() if p in names]
             assert seen == names  # in the log's order, each once
-            ids = [int(i) for k, i, _ in sse.events if k == "file-change" and i is not None]
+            ids = [position(i) for k, i, _ in sse.events if k == "file-change" and i is not None]
             assert ids == sorted(ids)
             assert len(set(ids)) == len(ids)
             got = (await http.get("/api/file", params={"path": names[3]})).json()
@@ -90,8 +95,8 @@ async def test_a_reconnecting_stream_with_last_event_id_loses_no_event(
             await again.wait_for(lambda evs: set(missed) <= set(again.paths()))
             assert [p for p in again.paths() if p in missed] == missed
             assert "/acme/app/before.txt" not in again.paths()  # nothing twice
-            ids = [int(i) for k, i, _ in again.events if k == "file-change" and i]
-            assert ids[0] == int(last_id) + 1
+            ids = [position(i) for k, i, _ in again.events if k == "file-change" and i]
+            assert ids[0] == position(last_id) + 1
         finally:
             await again.close()
 
@@ -124,6 +129,40 @@ async def test_a_stream_that_reconnects_after_its_events_were_dropped_gets_a_sna
             # The stream goes on live after the snapshot.
             await agent.write("after.txt", b"y")
             await again.wait_for(lambda evs: "/acme/app/after.txt" in again.paths())
+        finally:
+            await again.close()
+
+
+async def test_after_a_server_restart_an_old_last_event_id_gets_a_snapshot_not_silence(
+    secured: SecuredDeployment, spawn_mount: SpawnMount
+) -> None:
+    agent = await spawn_mount("agent", secured, create=True)
+    for i in range(3):
+        await agent.write(f"old{i}.txt", b"x")
+    port = free_port()
+    async with (
+        web_process(secured, "app", port=port) as web,
+        httpx.AsyncClient(base_url=web.url) as http,
+    ):
+        first = SseReader(http, "/api/events?repo=app", {})
+        await first.wait_for(lambda evs: any(k == "connected" for k, _, _ in evs))
+        for i in range(3):
+            await agent.write(f"seen{i}.txt", b"x")
+        await first.wait_for(lambda evs: "/acme/app/seen2.txt" in first.paths())
+        last_id = [i for k, i, _ in first.events if k == "file-change"][-1]
+        await first.close()
+    assert last_id is not None
+    async with (
+        web_process(secured, "app", port=port) as web,
+        httpx.AsyncClient(base_url=web.url) as http,
+    ):
+        again = SseReader(http, "/api/events?repo=app", {"Last-Event-ID": last_id})
+        try:
+            await again.wait_for(lambda evs: len(evs) >= 2)
+            assert [k for k, _, _ in again.events][:2] == ["connected", "snapshot"]
+            # Numbered anew, the next event still arrives (not filtered as "already seen").
+            await agent.write("new.txt", b"y")
+            await again.wait_for(lambda evs: "/acme/app/new.txt" in again.paths())
         finally:
             await again.close()
 

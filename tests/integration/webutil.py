@@ -45,10 +45,14 @@ class WebProcess:
 
 @contextlib.asynccontextmanager
 async def web_process(
-    deployment: Deployment, *repos: str, host: str = "127.0.0.1", extra: tuple[str, ...] = ()
+    deployment: Deployment,
+    *repos: str,
+    host: str = "127.0.0.1",
+    extra: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> AsyncIterator[WebProcess]:
     """Run ``mesa web`` for ``repos`` of org acme; yield once it printed its URL."""
-    port = free_port()
+    port = free_port() if port is None else port
     argv = [sys.executable, "-m", "mesa", "web", "--org", "acme", "--host", host]
     argv += ["--port", str(port)]
     for repo in repos:

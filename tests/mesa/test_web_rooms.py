@@ -137,3 +137,12 @@ async def test_the_event_ring_replays_after_an_id_and_reports_a_gap() -> None:
     assert ring.after(5) == []
     assert ring.after(1) is None  # 2 was dropped: the stream must take a snapshot
     assert [i for i, _ in ring.after(2) or []] == [3, 4, 5]
+
+
+def test_an_sse_id_of_another_ring_is_a_gap() -> None:
+    ring, other = EventRing(), EventRing()
+    assert ring.epoch != other.epoch
+    assert ring.parse_sse_id(ring.sse_id(0)) == 0
+    assert ring.parse_sse_id(other.sse_id(0)) is None
+    assert ring.parse_sse_id(ring.sse_id(5)) is None  # beyond what this ring numbered
+    assert ring.parse_sse_id("garbage") is None
