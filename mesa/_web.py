@@ -487,7 +487,10 @@ async def api_events(request: Request) -> Response:
     async def stream() -> AsyncIterator[ServerSentEvent]:
         nonlocal last
         hello = {"repo": view.repo, "last_event_id": ring.sse_id(ring.last_id)}
-        yield ServerSentEvent(json.dumps(hello), event="connected")
+        # With an id, a browser that reconnects before any file-change still says where
+        # it was (EventSource resends the last id it saw): nothing in between is lost.
+        where = None if last is None else ring.sse_id(last)
+        yield ServerSentEvent(json.dumps(hello), event="connected", id=where)
         while True:
             pending = None if last is None else ring.after(last)
             if pending is None:

@@ -21,7 +21,7 @@ import pytest
 from mesa import Mesa
 from tests.integration.conftest import MountProcess, SpawnMount
 from tests.integration.secured import SecuredDeployment
-from tests.integration.webutil import web_process
+from tests.integration.webutil import free_port, web_process
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("pycrdt.websocket", reason="mesa web needs the web extra")
@@ -277,3 +277,33 @@ async def test_off_loopback_the_page_with_a_token_for_a_shows_and_edits_only_a(
             await until("the edit made with the token", reached)
     finally:
         await admin.transport.aclose()
+
+
+async def test_the_page_catches_up_after_mesa_web_restarts(
+    secured: SecuredDeployment, spawn_mount: SpawnMount, browser: Any, tmp_path: Path
+) -> None:
+    shot = Shots(tmp_path)
+    agent = await spawn_mount("agent", secured, create=True)
+    await agent.write("notes.md", b"before\n")
+    port = free_port()
+    async with web_process(secured, "app", port=port) as web:
+        page = await open_page(browser, web.url, NOTES)
+        await page.evaluate("() => { window.notReloaded = true; }")
+    # The server is gone: the agent goes on writing.
+    await agent.write("while-down.txt", b"x")
+    await agent.write("notes.md", b"before\nwritten while the page's server was down\n")
+    async with web_process(secured, "app", port=port):
+        # The EventSource reconnects with its old Last-Event-ID: a snapshot reloads the
+        # tree; the editor reopens its room from the file.
+        await page.wait_for_selector(
+            "#tree li[data-path='/acme/app/while-down.txt']", timeout=STEP_S * 1000
+        )
+
+        async def caught_up() -> bool:
+            return "written while the page's server was down" in await editor_text(page)
+
+        await until("the editor to show what was written meanwhile", caught_up)
+        await agent.write("after.txt", b"y")
+        await page.wait_for_selector("#tree li[data-path='/acme/app/after.txt']")
+        assert await page.evaluate("() => window.notReloaded === true")
+        await shot(page, "caught-up")

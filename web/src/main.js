@@ -98,9 +98,7 @@ async function openFile(path) {
       $("editor").dataset.status = status;
       // The server's room is gone (it restarted): start over from the file, with a
       // fresh document, rather than merging old items into a new history.
-      if (status === "disconnected" && state.provider === provider) {
-        setTimeout(() => state.provider === provider && openFile(path), 1000);
-      }
+      if (status === "disconnected" && state.provider === provider) reopenLater(path, provider);
     });
     provider.on("sync", (synced) => {
       $("editor").dataset.synced = synced ? "true" : "false";
@@ -113,7 +111,18 @@ async function openFile(path) {
       }),
     });
   }
-  loadHistory(path);
+  loadHistory(path).catch(() => {});
+}
+
+// Reopen the file a second from now, and again until the server answers.
+function reopenLater(path, provider) {
+  setTimeout(() => {
+    if (state.path !== path || state.provider !== provider) return;
+    openFile(path).catch(() => {
+      state.provider = provider; // still ours to retry
+      reopenLater(path, provider);
+    });
+  }, 1000);
 }
 
 async function refreshStatus(path) {
@@ -147,7 +156,7 @@ async function loadTree() {
 let treeTimer = null;
 function refreshTreeSoon() {
   clearTimeout(treeTimer);
-  treeTimer = setTimeout(loadTree, 50);
+  treeTimer = setTimeout(() => loadTree().catch(() => {}), 50);
 }
 
 function listen() {
@@ -159,7 +168,7 @@ function listen() {
     const open = state.path;
     if (open && (open === path || (recursive && open.startsWith(path.replace(/\/?$/, "/"))))) {
       refreshStatus(open).catch(() => {});
-      loadHistory(open);
+      loadHistory(open).catch(() => {});
     }
   });
   events.addEventListener("snapshot", () => {
