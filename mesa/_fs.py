@@ -216,13 +216,13 @@ class MesaFileSystem:
             raise os_error(root_errno if r.repo is not None else errno.EPERM, path)
         return r.repo
 
-    async def _submit(self, repo: RepoMount, op: Op, path: str) -> None:
+    async def _submit(self, repo: RepoMount, op: Op, path: str, *, seen: int | None = None) -> None:
         if self._closing:
             raise OSError(errno.EBADF, "the mount is closing", path)
         self._inflight += 1
         self._idle.clear()
         try:
-            await repo.submit(op, path)
+            await repo.submit(op, path, seen=seen)
         finally:
             self._inflight -= 1
             if not self._inflight:
@@ -274,8 +274,31 @@ class MesaFileSystem:
             self._resolve(stem or "/", follow=True, missing_ok=not stem.endswith("/"))
             raise os_error(errno.EISDIR, path)
 
+    async def _read_versioned(self, path: str) -> tuple[bytes, int]:
+        """Read a file and the sequence of its change the bytes are the state of.
+
+        For writers that derive bytes from what they read (``mesa web``'s rooms): pass
+        the sequence back as ``seen`` to `_write_derived`, so a write that landed in
+        between races theirs (a conflict) instead of being silently replaced.
+        """
+        r = self._resolve(path, follow=True)
+        if not isinstance(r.node, FileNode) or r.repo is None:
+            raise os_error(errno.EISDIR, path)
+        seq = r.repo.replica.seq  # the node above is this sequence's (no await between)
+        return await r.repo.blobs.value_bytes(r.node.value), seq
+
+    async def _write_derived(self, path: str, content: bytes, *, seen: int) -> None:
+        """Write bytes derived from the file as it was at sequence ``seen`` (see above)."""
+        self._check_file_path(path)
+        await self._put(path, content_arg(content), append=False, seen=seen)
+
     async def _put(
-        self, path: str, content: bytes | bytearray | memoryview | str, *, append: bool
+        self,
+        path: str,
+        content: bytes | bytearray | memoryview | str,
+        *,
+        append: bool,
+        seen: int | None = None,
     ) -> None:
         data = _as_bytes(content)
         r = self._resolve(path, follow=True, missing_ok=True)
@@ -286,7 +309,7 @@ class MesaFileSystem:
             raise os_error(errno.EROFS, path)
         value = await self._content(repo, data, path)
         op: Op = Append(r.rel, value) if append else Write(r.rel, value)
-        await self._submit(repo, op, path)
+        await self._submit(repo, op, path, seen=seen)
 
     async def exists(self, path: str) -> bool:
         """Return whether ``path`` exists, following symlinks (dangling ones are False)."""

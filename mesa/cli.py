@@ -48,6 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--org", default="acme")
     demo.add_argument("--keep", action="store_true", help="keep the demo repo")
     demo.add_argument("--peer", metavar="REPO", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--web", action="store_true", help="serve the page too (mesa web) beside a scripted agent"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the page's port with --web")
+    demo.add_argument("--agent", metavar="REPO", help=argparse.SUPPRESS)
+    text = "serve a browser editor on live changes (loopback unless --host; docs/web.md)"
+    web = commands.add_parser("web", help=text, description=text)
+    web.add_argument("--org", default=None, help="the org (default: MESA_ORG)")
+    web.add_argument(
+        "--repo",
+        action="append",
+        required=True,
+        metavar="NAME[@BOOKMARK|@CHANGE_ID]",
+        help="a repo to serve (repeatable)",
+    )
+    web.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (other than loopback: every browser must present a token)",
+    )
+    web.add_argument("--port", type=int, default=8080)
+    web.add_argument(
+        "--events-kept",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="events each mount keeps for reconnecting streams (older: a snapshot event)",
+    )
     text = "run or manage the embedded NATS JetStream server"
     server = commands.add_parser("server", help=text, description=text)
     _server_ports(server, argparse.SUPPRESS)
@@ -142,11 +170,21 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "completion":
         sys.stdout.write(_completion_script(args.shell))
         return 0
+    if args.command == "web":
+        from mesa._web_cli import run_web
+
+        return run_web(args)
     if args.command == "demo":
         from mesa._demo import run_demo, run_peer
 
         if args.peer:
             return asyncio.run(run_peer(args.org, args.peer))
+        if args.agent or args.web:
+            from mesa._web_demo import run_agent, run_web_demo
+
+            if args.agent:
+                return asyncio.run(run_agent(args.org, args.agent))
+            return asyncio.run(run_web_demo(args.org, port=args.port, keep=args.keep))
         return asyncio.run(run_demo(args.org, keep=args.keep))
     parser.error(f"unknown command {args.command}")
 

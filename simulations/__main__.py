@@ -18,6 +18,9 @@
 - ``bench memory [--sizes 10M,100M,1G]`` is the large-file memory benchmark: peak RSS
   of writing and reading a file through the SDK beside a child that only holds its
   bytes (simulations/bench/memory.py).
+- ``bench web [--writes N]`` is the ``mesa web`` benchmark: an agent's write to the text
+  in a headless browser's DOM beside a second SDK mount (simulations/bench/web.py; needs
+  ``mesafs[web]`` and Debian's chromium).
 
 ``live`` and ``bench NAME`` hand the rest of the command line to their module
 unchanged, so each parses its own options (``-h`` included) and its child roles.
@@ -78,11 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     # live and bench are dispatched before parsing (see main); these parsers only
     # describe them in -h and report a missing benchmark name.
     sub.add_parser("live", help="load run with real processes: live [options] (live -h for them)")
-    bench = sub.add_parser("bench", help="live benchmarks: bench realtime|fuse|memory [options]")
-    names = bench.add_subparsers(dest="name", required=True, metavar="{realtime,fuse,memory}")
+    bench = sub.add_parser(
+        "bench", help="live benchmarks: bench realtime|fuse|memory|web [options]"
+    )
+    names = bench.add_subparsers(dest="name", required=True, metavar="{realtime,fuse,memory,web}")
     names.add_parser("realtime", help="latency, writes/s and cold mounts beside bare NATS")
     names.add_parser("fuse", help="a FUSE mount beside tmpfs and the FUSE floor")
     names.add_parser("memory", help="peak RSS of large files beside holding their bytes")
+    names.add_parser("web", help="agent write to the page's DOM beside a second SDK mount")
     for p in (one, many):
         p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
         p.add_argument("--faults", choices=PROFILES, default=DEFAULT_PROFILE)
@@ -111,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulations.bench import memory
 
         return memory.main(argv[2:])
+    if argv[:2] == ["bench", "web"]:
+        from simulations.bench import web
+
+        return web.main(argv[2:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
