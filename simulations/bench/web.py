@@ -118,7 +118,6 @@ async def measure(env: Env, writes: int) -> dict[str, Any]:
             if sub.returncode is None:
                 sub.kill()
             await sub.wait()
-    await mesa.transport.aclose()
     first_seen: dict[str, float] = {}
     for text, at_ms in seen:
         first_seen.setdefault(text, at_ms)
