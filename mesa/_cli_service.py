@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,30 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _init(directory: Path, servers: list[str]) -> None:
-    from transports.jetstream.callout import new_issuer
-    from transports.jetstream.daemon import ServiceCredentials, service_config
+    from transports.jetstream.daemon import new_service
 
     creds, conf = directory / CREDENTIALS_FILE, directory / CONFIG_FILE
     for path in (creds, conf):
         if path.exists():
             raise InvalidOptionsError(f"{path} exists; remove it to make new secrets")
     directory.mkdir(parents=True, exist_ok=True)
-    seed, public = new_issuer()
-    credentials = ServiceCredentials(
-        servers=tuple(servers),
-        user="mesa",
-        password=secrets.token_hex(24),
-        system_user="mesa-sys",
-        system_password=secrets.token_hex(24),
-        issuer_seed=seed,
-    )
-    block = service_config(
-        public,
-        credentials.user,
-        credentials.password,
-        credentials.system_user,
-        credentials.system_password,
-    )
+    credentials, block = new_service(servers)
     for path, text in ((creds, credentials.dump()), (conf, block)):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

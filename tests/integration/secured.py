@@ -9,7 +9,7 @@ service's credentials, and returns a `SecuredDeployment`: clients of it get plai
 
 from __future__ import annotations
 
-import secrets
+import dataclasses
 import subprocess
 import sys
 import time
@@ -19,8 +19,7 @@ from pathlib import Path
 from tests.integration.conftest import ROOT, Deployment, register_key
 from tests.integration.natsutil import NatsServer, start_nats
 from transports.auth import ANY_ORG, KeyRecord
-from transports.jetstream.callout import new_issuer
-from transports.jetstream.daemon import ServiceCredentials, service_config
+from transports.jetstream.daemon import ServiceCredentials, new_service
 
 SERVICE_READY_S = 30.0
 
@@ -87,31 +86,9 @@ class SecuredDeployment(Deployment):
 
 def start_secured(tmp_path: Path) -> SecuredDeployment:
     """Start the server and one service; the caller calls `stop_secured` at the end."""
-    seed, public = new_issuer()
-    credentials = ServiceCredentials(
-        servers=(),
-        user="svc",
-        password=secrets.token_hex(16),
-        system_user="sys",
-        system_password=secrets.token_hex(16),
-        issuer_seed=seed,
-    )
-    extra = service_config(
-        public,
-        credentials.user,
-        credentials.password,
-        credentials.system_user,
-        credentials.system_password,
-    )
+    credentials, extra = new_service(())
     server = start_nats(tmp_path, sync_always=True, extra_config=extra)
-    credentials = ServiceCredentials(
-        servers=(server.url,),
-        user=credentials.user,
-        password=credentials.password,
-        system_user=credentials.system_user,
-        system_password=credentials.system_password,
-        issuer_seed=seed,
-    )
+    credentials = dataclasses.replace(credentials, servers=(server.url,))
     path = tmp_path / "service.creds"
     path.write_text(credentials.dump())
     path.chmod(0o600)

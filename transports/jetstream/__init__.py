@@ -67,10 +67,13 @@ Mapping (design.md §3):
   leader (``STREAM.MSG.GET``), so a writer reads its writes and a lost CAS reports the
   winner's revision. A key whose newest message is a delete marker does not exist
   (revision 0).
-- **Tokens** are verified here with the keyring (names first, then the token, then the
-  grant), exactly like `transports.memory.MemoryTransport`, until a NATS auth callout
-  exists: both call the one set of checks in `transports.auth`. The injected clock
-  only decides token expiry; entry times come from the server.
+- **Tokens.** A trusted transport (NATS credentials) verifies them here with the keyring
+  (names first, then the token, then the grant), exactly like
+  `transports.memory.MemoryTransport`: both call the one set of checks in
+  `transports.auth`. A token-mode transport (``present_tokens``) opens one connection
+  per token and the server's auth callout (`service`) enforces it; the transport checks
+  against what the service says the token grants only to fail early with the same
+  errors. The injected clock only decides token expiry; entry times come from the server.
 
 Connection: the initial connect must succeed within ``connect_timeout_s`` (else
 `UnavailableError`); afterwards nats-py reconnects to the same URLs forever, however long

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +23,13 @@ import nkeys
 from transports.base import TransportError
 from transports.jetstream._migrate import migrate_legacy_kv
 from transports.jetstream._transport import JetStreamTransport
-from transports.jetstream.callout import MAX_CONTROL_LINE_BYTES
+from transports.jetstream.callout import MAX_CONTROL_LINE_BYTES, new_issuer
 from transports.jetstream.service import MesaService
 
 __all__ = [
     "ServiceCredentials",
     "derived_issuer",
+    "new_service",
     "main",
     "run_service",
     "service_config",
@@ -69,6 +72,30 @@ authorization {{
   }}
 }}
 """
+
+
+def new_service(servers: Sequence[str]) -> tuple[ServiceCredentials, str]:
+    """Return fresh service credentials for ``servers`` and the server config block for them.
+
+    New random passwords and a new callout issuer; the block is `service_config`'s.
+    """
+    seed, public = new_issuer()
+    credentials = ServiceCredentials(
+        servers=tuple(servers),
+        user="mesa",
+        password=secrets.token_hex(24),
+        system_user="mesa-sys",
+        system_password=secrets.token_hex(24),
+        issuer_seed=seed,
+    )
+    block = service_config(
+        public,
+        credentials.user,
+        credentials.password,
+        credentials.system_user,
+        credentials.system_password,
+    )
+    return credentials, block
 
 
 def derived_issuer(secret: bytes) -> tuple[str, str]:
