@@ -368,10 +368,11 @@ def test_change_ids_by_unique_ambiguous_and_unknown_prefix(env: dict[str, str]) 
     ids = [mesa(env, "new", "-R", "px").stdout.strip() for _ in range(8)]
     ids += [mesa(env, "bookmark", "list", "-R", "px").stdout.split()[1]]
     full = [i for i in ids if len(i) == 32]
-    # A unique prefix, in every command that takes a revision.
+    # A unique prefix, in every command that takes a revision: unique among every change
+    # the repo has, `main`'s too (listed with 12 characters, so look no further).
     target = full[0]
     unique = next(
-        target[:n] for n in range(1, 33) if sum(i.startswith(target[:n]) for i in full) == 1
+        target[:n] for n in range(1, 13) if sum(i.startswith(target[:n]) for i in ids) == 1
     )
     assert mesa(env, "show", "-R", "px", unique).stdout.startswith(f"Change ID: {target}\n")
     assert mesa(env, "log", "-R", "px", "-r", unique, "-n", "1").stdout.split()[1] == target[:12]
