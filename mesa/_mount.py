@@ -290,6 +290,14 @@ class RepoMount:
         log.warning("%s", self.broken)
         self._fail_waiters(self.broken)
 
+    def caught_up(self) -> bool:
+        """Whether every entry this mount appended to its change is folded.
+
+        Until then the folded tree lags this mount's own writes: a value equal to the
+        tree's is not a no-op, since an entry in flight may still change it.
+        """
+        return self._appended <= self.replica.seq
+
     async def wait_folded(self, seq: int) -> None:
         """Wait until the replica has folded ``seq``."""
         if self.replica.seq >= seq:

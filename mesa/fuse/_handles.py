@@ -453,6 +453,11 @@ class Handles:
             finally:
                 if snap is not None:
                     snap.close()
+            # The node may have folded anew during the await; the tree is what the log
+            # holds only once this mount's own entries in flight are folded too.
+            fresh = self._table.node_of(inode)
+            if isinstance(fresh, FileNode):
+                node = fresh
             key: str | None
             if appending:
                 # Only appended since it was read or last captured: the new bytes go as
@@ -462,15 +467,21 @@ class Handles:
                     ops.append(Append(path, content))
             else:
                 key = merge_key(Merge.resolved(content))
-                if creating or key != merge_key(node.value):
+                if creating or not repo.caught_up() or key != merge_key(node.value):
                     ops.append(Write(path, content, mode=node.mode))
             # Bytes read from another change (the mount switched) saw nothing of it.
             seen = of.seen if of.change_id == repo.change_id else 0
             sent = (of, generation, key, size)
-        if mode is not None and not isinstance(node, SymlinkNode) and mode != node.mode:
+        if (
+            mode is not None
+            and not isinstance(node, SymlinkNode)
+            and (not repo.caught_up() or mode != node.mode)
+        ):
             ops.append(Chmod(path, mode))
         # A pending node's times are not the log's yet (the fold stamps the sequencer's).
-        if times is not None and (inode.pending or times != (node.atime_ms, node.mtime_ms)):
+        if times is not None and (
+            inode.pending or not repo.caught_up() or times != (node.atime_ms, node.mtime_ms)
+        ):
             ops.append(Utimes(path, *times))
         seq = None
         try:

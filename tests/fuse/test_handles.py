@@ -10,6 +10,7 @@ The real-kernel reproduction is in test_edges.py.
 
 from __future__ import annotations
 
+from engine.tree import FileNode
 from mesa.fuse._handles import Handles
 from mesa.fuse._inodes import Inode, InodeTable
 from mesa_sdk import Mesa, MesaFileSystem
@@ -101,3 +102,52 @@ async def test_a_file_open_for_writing_is_shown_and_dropped_when_it_closes(
         assert await _bytes(handles, reader) == b"old\n"  # held whole by the new size
         later, _ = await handles.open(inode, writable=False, truncate=False)
         assert await _bytes(handles, later) == b"another writer's\n"
+
+
+async def test_a_version_equal_to_the_tree_is_published_while_an_earlier_one_is_in_flight(
+    mesa: Mesa,
+) -> None:
+    """``cat x >> f`` then ``truncate -s <old size> f`` (torture, after a server restart).
+
+    The append is acknowledged but not folded yet when the truncate's close is
+    published: the tree still holds the old bytes, which the truncate restores. Skipping
+    that Write as a no-op left the append's bytes in the file once it folded. The same
+    holds for a mode or times set back while the change to them is in flight.
+    """
+    async with mesa.fs.mount(repos=["app"]) as fs:
+        await fs.write(f"{P}/f", b"old\n")
+        (repo,) = fs.repo_mounts
+        table = InodeTable(fs.org, list(fs.repo_mounts))
+        handles = Handles(table, lambda inode: None)
+        inode = _file(table, fs, "f")
+        errors: list[Exception] = []
+        assert isinstance(inode.node, FileNode)
+        mode = inode.node.mode
+
+        fh, _ = await handles.open(inode, writable=True, truncate=False, append=True)
+        of = handles.get(fh).file
+        of.write(4, b"appended\n", append=True)
+        assert handles.release(fh) is of
+        inode.set_mode = 0o600 if mode != 0o600 else 0o640  # chmod
+        inode.attr_gen += 1
+        appended = await handles.job(inode, errors.append)
+        assert appended.seq is not None
+        fh, _ = await handles.open(inode, writable=True, truncate=False)
+        assert handles.get(fh).file is of
+        of.truncate(4)
+        assert handles.release(fh) is of
+        inode.set_mode = mode  # chmod back
+        inode.attr_gen += 1
+        # Nothing awaited in between: the append is not folded yet.
+        assert repo.replica.seq < appended.seq
+        restored = await handles.job(inode, errors.append)
+        assert restored.seq is not None
+        assert restored.seq > appended.seq
+        await repo.wait_folded(restored.seq)
+        appended.settle()
+        restored.settle()
+        assert await fs.read(f"{P}/f") == b"old\n"
+        node = table.node_of(inode)
+        assert isinstance(node, FileNode)
+        assert node.mode == mode
+        assert errors == []
