@@ -259,6 +259,52 @@ def test_unmount_exits_nonzero_and_names_the_writes_it_could_not_publish(
     mount.stop()
 
 
+def test_a_truncate_back_queued_behind_an_append_survives_a_server_restart(
+    nats_server: NatsServer, start_fuse: StartFuse
+) -> None:
+    """``cat >> f; truncate -s <old size> f; chmod`` while the server is away.
+
+    Both closes stay queued; once the server is back the append is published first,
+    and the truncate's bytes equal what the tree holds until the append folds. They
+    were skipped as a no-op (and the mode set back too), so the file kept the appended
+    line: the torture test's read-your-writes failure right after a restart.
+    """
+    deployment = Deployment([nats_server.url])
+    create_repos(deployment, "app")
+    mount = start_fuse(deployment, ("app",), name="m")
+    other = start_fuse(deployment, ("app",), name="other")
+    f = mount.repo / "f.txt"
+    f.write_bytes(b"old\n")
+    os.chmod(f, 0o644)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    nats_server.stop()
+    with open(f, "ab") as out:
+        out.write(b"appended while the server was away\n")
+    os.chmod(f, 0o600)
+    assert _sh(f"truncate -s 4 {f} && chmod 644 {f}", mount.repo).returncode == 0
+    assert f.read_bytes() == b"old\n"
+    nats_server.start()
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # returns once everything queued for it is published and folded
+    finally:
+        os.close(fd)
+    assert f.read_bytes() == b"old\n"
+    assert f.stat().st_mode & 0o777 == 0o644
+    seen = other.repo / "f.txt"
+    wait_until(
+        lambda: read_or_none(seen) == b"old\n" and seen.stat().st_mode & 0o777 == 0o644,
+        what="the other mount to show the truncate and the chmod back",
+    )
+    # ...and stays so (nothing still in flight lands after).
+    time.sleep(1.0)
+    assert f.read_bytes() == read_or_none(seen) == b"old\n"
+
+
 def test_a_daemon_logs_under_mesa_home_without_log_file(
     shared_server: NatsServer, repo_name: str, tmp_path: Path
 ) -> None:
