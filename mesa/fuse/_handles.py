@@ -263,27 +263,38 @@ class Handles:
         The handle's own buffer, unless the kernel was given a smaller size of another
         version since (it would cut the handle's bytes at it): then a read-only handle
         moves to that version's buffer (the shown one, the shared one, or one loaded
-        for it). A handle that may write keeps its buffer: it is the shown one while
-        it is open.
+        for it). A conflict's size is its rendering's (rendered to be measured). A
+        handle that may write keeps its buffer: it is the shown one while it is open.
         """
         handle = self.get(fh)
         of = handle.file
         told = self._told.get(of.inode.ino)
         if handle.writable or told is None or told is of:
             return of
+        target: OpenFile | None = None
         if isinstance(told, OpenFile):
             if told.closed:
                 return of  # its bytes reached the tree, or the kernel was told to drop it
-            told_size: int | None = told.spool.size
+            target = told
+            told_size = told.spool.size
         else:
             if of.key is not None and of.key == merge_key(told):
                 return of
-            told_size = value_size(told)  # None: a conflict, rendered to be measured
-        if told_size is not None and told_size >= of.spool.size:
+            size = value_size(told)
+            if size is None:
+                # A conflict: the size the kernel has is its rendering's.
+                target = await self._version(of.inode, told)
+                size = target.spool.size
+            told_size = size
+        if told_size >= of.spool.size:
             # The kernel's size holds this handle's version whole: it keeps reading it
             # (a reader that reached its end gets end-of-file there, not the new tail).
+            if target is not None and target is not told:
+                self._drop_if_idle(target)
             return of
-        target = told if isinstance(told, OpenFile) else await self._version(of.inode, told)
+        if target is None:
+            assert not isinstance(told, OpenFile)
+            target = await self._version(of.inode, told)
         now = handle.file  # another read of this handle may have moved it meanwhile
         if target is not now:
             target.handles += 1

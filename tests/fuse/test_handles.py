@@ -10,11 +10,14 @@ The real-kernel reproduction is in test_edges.py.
 
 from __future__ import annotations
 
+import asyncio
+
 from engine.tree import FileNode
 from mesa.fuse._handles import Handles
 from mesa.fuse._inodes import Inode, InodeTable
 from mesa_sdk import Mesa, MesaFileSystem
 from tests.mesa.conftest import ORG, clock, keyring, mesa, transport
+from transports.base import ManualClock
 
 __all__ = ["clock", "keyring", "mesa", "transport"]
 
@@ -151,3 +154,42 @@ async def test_a_version_equal_to_the_tree_is_published_while_an_earlier_one_is_
         assert isinstance(node, FileNode)
         assert node.mode == mode
         assert errors == []
+
+
+async def test_a_reader_keeps_its_version_when_a_larger_conflict_replaces_it(
+    mesa: Mesa, clock: ManualClock
+) -> None:
+    """A conflict's size is its rendering's: a reader's version it holds whole is kept.
+
+    Torture seed 2100639286: a reader opened a 162-byte version, the file became a
+    410-byte conflict, and the reader's second read (at offset 162) was served the
+    rendering's bytes from there: a version no close published, cut at 162.
+    """
+    changed: list[Inode] = []
+    async with mesa.fs.mount(repos=["app"]) as fs, mesa.fs.mount(repos=["app"]) as other:
+        await fs.write(f"{P}/f", b"base\n")
+        await other.wait_synced()
+        table = InodeTable(fs.org, list(fs.repo_mounts))
+        handles = Handles(table, changed.append)
+        inode = _file(table, fs, "f")
+        fh, _ = await handles.open(inode, writable=False, truncate=False)
+        assert await _bytes(handles, fh) == b"base\n"
+        clock.advance(5000)
+        await asyncio.gather(
+            fs.write(f"{P}/f", b"one side, longer than base\n"),
+            other.write(f"{P}/f", b"the other side\n"),
+        )
+        await fs.wait_synced()
+        node = table.node_of(inode)
+        assert isinstance(node, FileNode)
+        assert not node.value.is_resolved()
+        handles.tell(inode.ino, node.value)  # a getattr answered with the rendered size
+        assert await _bytes(handles, fh) == b"base\n"
+        # A new open reads the rendered block.
+        later, _ = await handles.open(inode, writable=False, truncate=False)
+        rendered = await _bytes(handles, later)
+        assert rendered.startswith(b"<<<<<<<")
+        assert b"the other side\n" in rendered
+        handles.release(fh)
+        handles.release(later)
+        assert handles.current(inode.ino) is None
