@@ -68,6 +68,10 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
+#: Where a ring entry other than a ``file-change`` keeps its SSE event name.
+EVENT_KEY = "_event"
+
+
 @dataclass
 class EventRing:
     """The numbered ``file-change`` events of one mount, newest last, and their waiters."""
@@ -90,9 +94,12 @@ class EventRing:
             return None
         return int(number)
 
-    async def add(self, data: dict[str, Any]) -> None:
+    async def add(self, data: dict[str, Any], *, event: str = "file-change") -> None:
+        """Number and keep one event (``event``: its SSE event name)."""
         self.last_id += 1
-        self.events.append((self.last_id, data))
+        self.events.append(
+            (self.last_id, data if event == "file-change" else {**data, EVENT_KEY: event})
+        )
         while len(self.events) > self.size:
             self.events.popleft()
         async with self.changed:
@@ -125,6 +132,10 @@ class RepoView:
         for path, room in self.rooms.items():
             if path == event.path or (event.recursive and path.startswith(prefix)):
                 room.file_changed()
+
+    async def save_status(self, path: str, status: str, reason: str) -> None:
+        """A room's report on saving ``path`` (`FileRoom`): a ``save`` event for the page."""
+        await self.ring.add({"path": path, "status": status, "reason": reason}, event="save")
 
     async def read_versioned(self, path: str) -> tuple[bytes | None, int]:
         """A file's bytes (None when gone) and the sequence they are the state of."""
@@ -311,6 +322,29 @@ def same_origin(conn: HTTPConnection) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
+def _expires_at(conn: HTTPConnection) -> float | None:
+    """When the caller's token expires (seconds since the epoch), or None: no expiry.
+
+    Only a server that requires tokens counts it (on loopback the server's own key
+    serves every caller, whatever it sends).
+    """
+    app: WebApp = conn.app.state.web
+    token = _token_of(conn)
+    if not app.require_token or not token:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None  # an API key: it does not expire by time
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+def _until(expires: float | None) -> float | None:
+    """Seconds left before ``expires`` (None: no limit), at least 0."""
+    return None if expires is None else max(0.0, expires - time.time())
+
+
 def _expired(token: str) -> bool:
     """Whether a token's ``exp`` has passed (an API key, which is no JWT, never expires here).
 
@@ -483,6 +517,7 @@ async def api_events(request: Request) -> Response:
     # No id: start from now. An id of this ring: replay after it. Any other id (the
     # server restarted, the ring was remade): a gap, so a snapshot first.
     last = ring.last_id if not raw_last else ring.parse_sse_id(raw_last)
+    expires = _expires_at(request)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         nonlocal last
@@ -500,12 +535,20 @@ async def api_events(request: Request) -> Response:
                 continue
             for event_id, data in pending:
                 last = event_id
+                payload = {k: v for k, v in data.items() if k != EVENT_KEY}
                 yield ServerSentEvent(
-                    json.dumps(data), event="file-change", id=ring.sse_id(event_id)
+                    json.dumps(payload),
+                    event=data.get(EVENT_KEY, "file-change"),
+                    id=ring.sse_id(event_id),
                 )
             async with ring.changed:
                 if ring.last_id == last:
-                    await ring.changed.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ring.changed.wait(), _until(expires))
+            if expires is not None and time.time() >= expires:
+                # The token ran out: the stream ends here, and reconnecting gets 401.
+                yield ServerSentEvent(json.dumps({"reason": "token expired"}), event="expired")
+                return
 
     return EventSourceResponse(stream(), ping=15)
 
@@ -586,6 +629,7 @@ async def yjs_room(websocket: WebSocket) -> None:
         await websocket.close(code=4403)
         return
     session = app.session_for(websocket)
+    expires = _expires_at(websocket)
     path = "/" + websocket.path_params["path"]
     view = await session.view(_repo_of_path(app, path)) if session is not None else None
     if view is None:
@@ -603,12 +647,25 @@ async def yjs_room(websocket: WebSocket) -> None:
             if not _is_text(data) or len(data) > EDIT_MAX_BYTES:
                 await websocket.close(code=4415)
                 return
-            room = FileRoom(path, data.decode(), seen, view.read_versioned, view.write_derived)
+            room = FileRoom(
+                path,
+                data.decode(),
+                seen,
+                view.read_versioned,
+                view.write_derived,
+                view.save_status,
+            )
             room.start()
             view.rooms[path] = room
             app.rooms.pending[name] = room
     await websocket.accept()
-    await app.rooms.serve(_Channel(websocket, name))
+    try:
+        await asyncio.wait_for(app.rooms.serve(_Channel(websocket, name)), _until(expires))
+    except TimeoutError:
+        # The token ran out: the browser's copy of the text stays; nothing more is
+        # taken from it (4401 tells the page to ask for a new token).
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(code=4401)
 
 
 async def _mesa_error(request: Request, exc: Exception) -> Response:

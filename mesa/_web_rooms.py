@@ -22,6 +22,14 @@ One task per room does both, so pushes and pulls never interleave. Invariant: af
 step, ``str(shadow text)`` is the text of some version of the file this room read or wrote.
 A file in conflict reads as its jj block; that block is pulled like any text, and is only
 written back once somebody edits it (which resolves the conflict).
+
+Nothing typed is dropped silently. A write or read that fails because the server is
+unreachable is retried after a pause, for as long as it takes, and the room reports
+``retrying`` with the reason; any other failure (the token expired, the repo is
+read-only, ...) cannot succeed by retrying: the room reports ``failed`` with the reason,
+keeps the browsers' text, and tries again only at the next edit or file event. Once a
+write succeeds after either, it reports ``saved``. `RepoView` turns the reports into
+``save`` events on the page's event stream, which shows them beside the file.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from pycrdt import Doc, Text, TransactionEvent
+
+from mesa.errors import MesaConnectionError
 
 log = logging.getLogger("mesa.web")
 
@@ -47,6 +57,8 @@ TEXT_NAME = "text"
 ReadFile = Callable[[str], Awaitable[tuple[bytes | None, int]]]
 #: Write a file's bytes derived from its state at a sequence (``seen``).
 WriteFile = Callable[[str, bytes, int], Awaitable[None]]
+#: Report how saving a file goes: (path, "saved" | "retrying" | "failed", reason).
+SaveStatus = Callable[[str, str, str], Awaitable[None]]
 
 
 #: Past this many characters of differing middle, diff by lines (character diffs are quadratic).
@@ -100,9 +112,18 @@ class FileRoom:
     """The Y document of one file and the task that keeps it and the file in step."""
 
     def __init__(
-        self, path: str, content: str, seen: int, read: ReadFile, write: WriteFile
+        self,
+        path: str,
+        content: str,
+        seen: int,
+        read: ReadFile,
+        write: WriteFile,
+        on_status: SaveStatus | None = None,
     ) -> None:
         self.path = path
+        self._on_status = on_status
+        #: The last failure reported ("retrying" or "failed") and not followed by a save.
+        self.failure: tuple[str, str] | None = None
         self._seen = seen
         self._read = read
         self._write = write
@@ -167,12 +188,29 @@ class FileRoom:
                     await self._push()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # A failed write or read (server gone, token expired) must not end the
-                # room: browsers keep their text; it retries after a pause.
-                log.exception("room %s: syncing with the file failed", self.path)
+            except MesaConnectionError as exc:
+                # The server is away: browsers keep their text; retried after a pause.
+                log.warning("room %s: saving waits for the server: %s", self.path, exc)
                 self._dirty = True
                 self._edited_at = loop.time() + RETRY_PAUSE_S
+                await self._report("retrying", f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                # Retrying cannot help (token expired, read-only, ...): say so, keep the
+                # text, and try again at the next edit or event only.
+                log.warning("room %s: saving failed: %s", self.path, exc)
+                self._dirty = False
+                await self._report("failed", f"{type(exc).__name__}: {exc}")
+            else:
+                if self.failure is not None and self.text == self.file_text:
+                    await self._report("saved", "")  # everything typed is in the file
+
+    async def _report(self, status: str, reason: str) -> None:
+        self.failure = None if status == "saved" else (status, reason)
+        if self._on_status is not None:
+            try:
+                await self._on_status(self.path, status, reason)
+            except Exception:
+                log.exception("room %s: reporting %r failed", self.path, status)
 
     async def _pull(self) -> None:
         """Merge the file's current bytes into the document (a no-op when unchanged)."""
@@ -221,6 +259,9 @@ class FileRoom:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(Exception):
+        try:
             await self._push()
+        except Exception as exc:
+            # The server is shutting the room down: nobody is left to tell but its log.
+            log.error("room %s: text typed in the browser was not saved: %s", self.path, exc)
         self.doc.unobserve(self._subscription)

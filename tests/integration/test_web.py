@@ -17,6 +17,10 @@ from tests.integration.conftest import ROOT, SpawnMount
 from tests.integration.secured import SecuredDeployment
 from tests.integration.webutil import SseReader, free_port, web_process
 
+pytest.importorskip("websockets", reason="mesa web needs the web extra")
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
 pytestmark = pytest.mark.integration
 pytest.importorskip("pycrdt.websocket", reason="mesa web needs the web extra")
 
@@ -343,6 +347,12 @@ async def test_removing_a_directory_streams_a_recursive_event_and_the_tree_follo
         await agent.transport.aclose()
 
 
+async def _messages_until_closed(ws: Any, timeout_s: float) -> None:
+    """Read a websocket's messages until it closes (raises `ConnectionClosed` then)."""
+    while True:
+        await asyncio.wait_for(ws.recv(), timeout_s)
+
+
 async def test_off_loopback_an_expired_token_neither_writes_nor_reads(
     secured: SecuredDeployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -358,7 +368,20 @@ async def test_off_loopback_an_expired_token_neither_writes_nor_reads(
             async with httpx.AsyncClient(base_url=web.url, headers=bearer) as http:
                 put = await http.put("/api/file", params={"path": "/acme/a/t.txt"}, content=b"1")
                 assert put.status_code == 200
-                await asyncio.sleep(expires - time.monotonic() + 1)
+                # A stream and a co-editing room opened with the token end when it does.
+                sse = SseReader(http, "/api/events?repo=a", bearer)
+                ws_url = web.url.replace("http://", "ws://") + "/yjs/acme/a/t.txt"
+                async with connect(ws_url, origin=web.url, additional_headers=bearer) as ws:
+                    assert isinstance(await asyncio.wait_for(ws.recv(), 10), bytes)
+                    await sse.wait_for(lambda events: any(k == "connected" for k, _, _ in events))
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await _messages_until_closed(ws, ttl_s + 10)
+                    assert closed.value.rcvd is not None
+                    assert closed.value.rcvd.code == 4401
+                assert time.monotonic() >= expires - 1
+                await sse.wait_for(lambda events: any(k == "expired" for k, _, _ in events))
+                await sse.ended(10)
+                await asyncio.sleep(max(0.0, expires - time.monotonic() + 1))
                 put = await http.put("/api/file", params={"path": "/acme/a/t.txt"}, content=b"2")
                 assert put.status_code == 401, put.text
                 # Nor is anything read from what its mount had folded.

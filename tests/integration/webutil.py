@@ -128,6 +128,10 @@ class SseReader:
                 await asyncio.wait_for(self._changed.wait(), remaining)
         return found
 
+    async def ended(self, timeout_s: float) -> None:
+        """Wait until the server ended the stream (raise what the reader raised)."""
+        await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

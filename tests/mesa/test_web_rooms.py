@@ -13,6 +13,7 @@ from pycrdt import Doc, Text
 from mesa import _web_rooms
 from mesa._web import EventRing
 from mesa._web_rooms import FileRoom, apply_text_diff
+from mesa.errors import AuthenticationError, MesaConnectionError
 
 
 class FakeFile:
@@ -125,6 +126,89 @@ async def test_an_unchanged_conflict_block_is_shown_not_written_back() -> None:
         await settle(room, file)
         assert room.text == block
         assert file.writes == []
+    finally:
+        await room.aclose()
+
+
+class FailingFile(FakeFile):
+    """A file whose writes raise ``failure`` while it is set (and count the attempts)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.failure: Exception | None = None
+        self.attempts = 0
+
+    async def write(self, path: str, data: bytes, seen: int) -> None:
+        self.attempts += 1
+        if self.failure is not None:
+            raise self.failure
+        await super().write(path, data, seen)
+
+
+async def test_a_write_that_cannot_succeed_is_reported_once_and_not_retried_in_a_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_web_rooms, "RETRY_PAUSE_S", 0.02)
+    file = FailingFile("a\n")
+    reports: list[tuple[str, str, str]] = []
+
+    async def on_status(path: str, status: str, reason: str) -> None:
+        reports.append((path, status, reason))
+
+    room = FileRoom("/o/r/f", file.text, file.seq, file.read, file.write, on_status)
+    room.start()
+    try:
+        file.failure = AuthenticationError("token expired at 12:00")
+        browser_types(room, 0, "typed ")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if reports:
+                break
+        await asyncio.sleep(0.2)  # ten retry pauses: none is taken
+        assert file.attempts == 1
+        assert reports == [("/o/r/f", "failed", "AuthenticationError: token expired at 12:00")]
+        assert room.failure == ("failed", "AuthenticationError: token expired at 12:00")
+        assert room.text == "typed a\n"  # the browsers keep their text
+        # The next edit tries again, with everything typed so far.
+        file.failure = None
+        browser_types(room, 0, "more ")
+        await settle(room, file)
+        assert file.text == "more typed a\n"
+        assert reports[-1] == ("/o/r/f", "saved", "")
+        assert room.failure is None
+    finally:
+        await room.aclose()
+
+
+async def test_a_write_while_the_server_is_away_is_retried_and_reported_until_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_web_rooms, "RETRY_PAUSE_S", 0.02)
+    file = FailingFile("a\n")
+    reports: list[str] = []
+
+    async def on_status(path: str, status: str, reason: str) -> None:
+        reports.append(status)
+
+    room = FileRoom("/o/r/f", file.text, file.seq, file.read, file.write, on_status)
+    room.start()
+    try:
+        file.failure = MesaConnectionError("server unreachable")
+        browser_types(room, 0, "typed ")
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if file.attempts >= 3:
+                break
+        assert file.attempts >= 3  # retried by itself, no edit needed
+        assert set(reports) == {"retrying"}
+        file.failure = None
+        await settle(room, file)
+        assert file.text == "typed a\n"
+        for _ in range(100):
+            if reports[-1] == "saved":
+                break
+            await asyncio.sleep(0.01)
+        assert reports[-1] == "saved"
     finally:
         await room.aclose()
 
