@@ -332,12 +332,7 @@ def _expires_at(conn: HTTPConnection) -> float | None:
     token = _token_of(conn)
     if not app.require_token or not token:
         return None
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None  # an API key: it does not expire by time
-    exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) else None
+    return _token_exp(token)
 
 
 def _until(expires: float | None) -> float | None:
@@ -345,18 +340,25 @@ def _until(expires: float | None) -> float | None:
     return None if expires is None else max(0.0, expires - time.time())
 
 
-def _expired(token: str) -> bool:
-    """Whether a token's ``exp`` has passed (an API key, which is no JWT, never expires here).
+def _token_exp(token: str) -> float | None:
+    """A token's ``exp`` in seconds since the epoch, or None when it has none.
 
-    Read without verifying: the NATS server verified the token when its mount connected;
-    this only stops serving it from the mount's folded state once it is over.
+    An API key, which is no JWT, does not expire by time. Read without verifying: the
+    NATS server verified the token when its mount connected; this only stops serving it
+    from the mount's folded state once it is over.
     """
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
-        return False
+        return None
     exp = claims.get("exp")
-    return isinstance(exp, int | float) and exp <= time.time()
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+def _expired(token: str) -> bool:
+    """Whether a token's ``exp`` has passed."""
+    exp = _token_exp(token)
+    return exp is not None and exp <= time.time()
 
 
 def _token_of(conn: HTTPConnection) -> str | None:

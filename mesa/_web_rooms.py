@@ -205,7 +205,11 @@ class FileRoom:
                     await self._report("saved", "")  # everything typed is in the file
 
     async def _report(self, status: str, reason: str) -> None:
-        self.failure = None if status == "saved" else (status, reason)
+        """Report a change of status (a retry failing the same way again is no news)."""
+        failure = None if status == "saved" else (status, reason)
+        if failure is not None and failure == self.failure:
+            return
+        self.failure = failure
         if self._on_status is not None:
             try:
                 await self._on_status(self.path, status, reason)
